@@ -1,0 +1,32 @@
+# Two entry points: `make demo` (the main job, offline) and `make test` (the whole suite).
+# Both create .venv on first use; CPU torch is installed first so nothing pulls a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: demo test lint bench bench-quick clean
+
+$(VENV)/.stamp-%: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[$*]'
+	touch $@
+
+demo: $(VENV)/.stamp-local
+	$(PY) -m headroom_integrations.demo
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m ruff check headroom_integrations tests benchmarks
+	$(PY) -m pytest
+
+lint: $(VENV)/.stamp-dev
+	$(PY) -m ruff check headroom_integrations tests benchmarks
+
+bench: $(VENV)/.stamp-dev
+	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md --json benchmarks/results/engine.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

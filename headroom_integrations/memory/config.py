@@ -1,0 +1,156 @@
+"""Configuration of the memory engine."""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from headroom_integrations.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from headroom_integrations.memory.embedders import Embedder
+
+__all__ = ["DEFAULT_MODELS", "EmbedderBackend", "MemoryConfig"]
+
+
+class EmbedderBackend(str, enum.Enum):
+    """Where embeddings come from.
+
+    Example:
+        >>> EmbedderBackend("ollama") is EmbedderBackend.OLLAMA
+        True
+    """
+
+    LOCAL = "local"
+    OPENAI = "openai"
+    OLLAMA = "ollama"
+
+
+DEFAULT_MODELS: dict[EmbedderBackend, str] = {
+    EmbedderBackend.LOCAL: "all-MiniLM-L6-v2",
+    EmbedderBackend.OPENAI: "text-embedding-3-small",
+    EmbedderBackend.OLLAMA: "nomic-embed-text",
+}
+
+
+@dataclass
+class MemoryConfig:
+    """Every knob of :class:`HierarchicalMemory`, with defaults that suit an embedded store.
+
+    Args:
+        db_path: SQLite file (created if missing). ``":memory:"`` keeps everything in RAM.
+        embedder_backend: ``LOCAL`` (sentence-transformers, offline), ``OPENAI`` or ``OLLAMA``.
+        embedder_model: model name; defaults to the backend's usual model
+            (``all-MiniLM-L6-v2``, ``text-embedding-3-small``, ``nomic-embed-text``).
+        openai_api_key: key for the OpenAI backend (default: ``OPENAI_API_KEY``).
+        openai_base_url: base URL for the OpenAI backend (default: ``OPENAI_BASE_URL`` or api.openai.com).
+        ollama_base_url: base URL of the Ollama server.
+        vector_dimension: optional; must match the embedder's dimension when given.
+        hnsw_ef_construction: HNSW build quality.
+        hnsw_m: HNSW graph degree.
+        hnsw_ef_search: HNSW search breadth.
+        cache_enabled: keep an LRU cache of query embeddings.
+        cache_max_size: entries in that cache.
+        embedder: an already built embedder object; overrides the backend settings.
+        index_path: where the HNSW sidecar lives (default: ``<db_path>.hnsw``).
+        busy_timeout_ms: how long a writer waits for another process's write lock.
+        max_content_chars: larger memories are refused with an error.
+        embed_max_chars: only this many leading characters of a memory are embedded
+            (the whole text is stored and keyword-indexed).
+        importance_weight: weight (0..1) of a memory's importance in the final ranking.
+        recency_weight: weight (0..1) of a memory's age in the final ranking.
+        recency_half_life_days: age at which the recency bonus halves.
+        brute_force_max: below this many visible vectors, search is exact instead of HNSW.
+        vector_weight: weight of the vector ranking in reciprocal-rank fusion.
+        text_weight: weight of the keyword (BM25) ranking in reciprocal-rank fusion.
+        rrf_k: the constant of reciprocal-rank fusion (larger flattens the ranks).
+        dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
+
+    Example:
+        >>> cfg = MemoryConfig(db_path=":memory:", embedder_backend="ollama")
+        >>> cfg.embedder_backend, cfg.model_name
+        (<EmbedderBackend.OLLAMA: 'ollama'>, 'nomic-embed-text')
+    """
+
+    db_path: str | Path = "headroom_memory.db"
+    embedder_backend: EmbedderBackend | str = EmbedderBackend.LOCAL
+    embedder_model: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    ollama_base_url: str = "http://localhost:11434"
+    vector_dimension: int | None = None
+    hnsw_ef_construction: int = 200
+    hnsw_m: int = 16
+    hnsw_ef_search: int = 50
+    cache_enabled: bool = True
+    cache_max_size: int = 1000
+    embedder: Embedder | None = None
+    index_path: str | Path | None = None
+    busy_timeout_ms: int = 10_000
+    max_content_chars: int = 10_000_000
+    embed_max_chars: int = 4_000
+    importance_weight: float = 0.0
+    recency_weight: float = 0.0
+    recency_half_life_days: float = 30.0
+    brute_force_max: int = 8192
+    vector_weight: float = 1.0
+    text_weight: float = 1.0
+    rrf_k: int = 60
+    dedup_threshold: float = 0.97
+
+    def __post_init__(self) -> None:
+        try:
+            backend = getattr(self.embedder_backend, "value", self.embedder_backend)
+            self.embedder_backend = EmbedderBackend(str(backend).lower())
+        except ValueError:
+            valid = ", ".join(b.value for b in EmbedderBackend)
+            raise InvalidInputError(
+                f"unknown embedder_backend {self.embedder_backend!r}; expected one of: {valid}"
+            ) from None
+        for name in ("hnsw_ef_construction", "hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars"):
+            if int(getattr(self, name)) <= 0:
+                raise InvalidInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.vector_dimension is not None and self.vector_dimension <= 0:
+            raise InvalidInputError(f"vector_dimension must be positive, got {self.vector_dimension}")
+        for name in ("importance_weight", "recency_weight"):
+            if not 0.0 <= float(getattr(self, name)) <= 1.0:
+                raise InvalidInputError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
+        if self.importance_weight + self.recency_weight > 1.0:
+            raise InvalidInputError("importance_weight + recency_weight must not exceed 1")
+
+    @property
+    def model_name(self) -> str:
+        """The embedding model name, defaulting to the backend's usual model."""
+        return self.embedder_model or DEFAULT_MODELS[EmbedderBackend(self.embedder_backend)]
+
+    @property
+    def in_memory(self) -> bool:
+        """True when the database lives in RAM only."""
+        return str(self.db_path) == ":memory:"
+
+    @property
+    def resolved_db_path(self) -> Path | None:
+        """Absolute path of the database file, or None for an in-memory database."""
+        if self.in_memory:
+            return None
+        return Path(os.path.abspath(os.path.expanduser(str(self.db_path))))
+
+    @property
+    def resolved_index_path(self) -> Path | None:
+        """Absolute path of the HNSW sidecar, or None for an in-memory database."""
+        if self.index_path is not None:
+            return Path(os.path.abspath(os.path.expanduser(str(self.index_path))))
+        db = self.resolved_db_path
+        return None if db is None else db.with_name(db.name + ".hnsw")
+
+    def embedder_settings(self) -> dict[str, Any]:
+        """The settings that identify an embedder (used to share one loaded model per process)."""
+        return {
+            "backend": EmbedderBackend(self.embedder_backend),
+            "model": self.model_name,
+            "openai_base_url": self.openai_base_url,
+            "ollama_base_url": self.ollama_base_url,
+        }

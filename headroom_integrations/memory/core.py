@@ -1,0 +1,633 @@
+"""HierarchicalMemory: one blocking, thread-safe engine with a thin async face.
+
+SQLite, hnswlib and the embedders all block, so the engine (:class:`MemoryEngine`) is plain
+blocking code that is safe to call from several threads. :class:`HierarchicalMemory` exposes the
+same methods as coroutines that run the engine in a worker thread (``asyncio.to_thread``), so it
+works in scripts, in Jupyter and inside FastAPI alike; ``memory.sync`` is the engine itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import functools
+import json
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import numpy as np
+
+from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError
+from headroom_integrations.memory.config import MemoryConfig
+from headroom_integrations.memory.embedders import Embedder, QueryCache, build_embedder
+from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, SearchResult
+from headroom_integrations.memory.retrieval import SearchRequest, hybrid_search
+from headroom_integrations.memory.schema import memories
+from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
+from headroom_integrations.memory.text_query import query_terms
+from headroom_integrations.memory.vector_index import VectorIndex
+
+__all__ = ["HierarchicalMemory", "MemoryEngine"]
+
+
+@dataclass
+class _SharedStore:
+    """One database file's store and vector index, shared by every engine of this process on it."""
+
+    store: MemoryStore
+    index: VectorIndex
+    embedder_name: str
+    dimension: int
+    users: int = 0
+
+
+_OPEN: dict[str, _SharedStore] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _acquire(config: MemoryConfig, embedder: Embedder) -> tuple[str, _SharedStore]:
+    path = config.resolved_db_path
+    key = str(path) if path is not None else f":memory:{uuid.uuid4()}"
+    with _OPEN_LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            store = MemoryStore(path, config.busy_timeout_ms)
+            try:
+                store.check_embedder(embedder.name, embedder.dimension)
+                index = VectorIndex(
+                    store, embedder.dimension, config.resolved_index_path, m=config.hnsw_m,
+                    ef_construction=config.hnsw_ef_construction, ef_search=config.hnsw_ef_search,
+                    brute_force_max=config.brute_force_max,
+                )
+                index.open()
+            except BaseException:
+                store.close()
+                raise
+            shared = _OPEN[key] = _SharedStore(store, index, embedder.name, embedder.dimension)
+        elif (shared.embedder_name, shared.dimension) != (embedder.name, embedder.dimension):
+            raise EmbedderMismatchError(
+                f"{path} is open in this process with embedder {shared.embedder_name!r} "
+                f"({shared.dimension} dimensions); this configuration uses {embedder.name!r} "
+                f"({embedder.dimension} dimensions)"
+            )
+        shared.users += 1
+    return key, shared
+
+
+def _release(key: str) -> None:
+    with _OPEN_LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _OPEN[key]
+    try:
+        shared.index.save()
+    finally:
+        shared.store.close()
+
+
+@atexit.register
+def _save_all_indexes() -> None:
+    for shared in list(_OPEN.values()):
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
+            shared.index.save()
+
+
+def _text(value: object, what: str, max_chars: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise InvalidInputError(f"{what} must not be empty or whitespace")
+    if len(value) > max_chars:
+        raise InvalidInputError(f"{what} has {len(value)} characters; the limit is {max_chars} (max_content_chars)")
+    return value
+
+
+def _id(value: object, what: str, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise InvalidInputError(f"{what} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
+    if len(value) > 255:
+        raise InvalidInputError(f"{what} is longer than 255 characters")
+    return value
+
+
+def _importance(value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"importance must be a number within 0..1, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise InvalidInputError(f"importance must be within 0..1, got {number}")
+    return number
+
+
+def _metadata_json(value: Mapping[str, Any] | None) -> str:
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"metadata must be a mapping, got {type(value).__name__}")
+    try:
+        return json.dumps(dict(value), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _index_row(pk: int, seq: int, row: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
+    return IndexRow(
+        pk=pk, seq=seq, current=row.get("valid_to") is None, user_id=row["user_id"], scope=row["scope"],
+        session_id=row["session_id"], agent_id=row["agent_id"], turn_id=row["turn_id"],
+        category=row["category"], embedding=vector,
+    )
+
+
+def _memory_index_row(pk: int, seq: int, memory: Memory, vector: np.ndarray | None, current: bool) -> IndexRow:
+    return IndexRow(
+        pk=pk, seq=seq, current=current, user_id=memory.user_id, scope=memory.scope.value,
+        session_id=memory.session_id, agent_id=memory.agent_id, turn_id=memory.turn_id,
+        category=memory.category.value, embedding=vector,
+    )
+
+
+class MemoryEngine:
+    """The blocking memory engine. Thread-safe; every public method may be called from any thread.
+
+    Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly
+    (or ``HierarchicalMemory.open(...).sync``).
+
+    Args:
+        config: the configuration (defaults: ``headroom_memory.db`` and local MiniLM).
+
+    Example:
+        >>> engine = MemoryEngine(MemoryConfig(db_path="memory.db"))  # doctest: +SKIP
+        >>> m = engine.add("Prefers Go for performance-critical code", user_id="bob",
+        ...                category="preference")  # doctest: +SKIP
+        >>> [hit.content for hit in engine.search("which language?", user_id="bob")]  # doctest: +SKIP
+        ['Prefers Go for performance-critical code']
+        >>> engine.close()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: MemoryConfig | None = None) -> None:
+        self.config = config or MemoryConfig()
+        self.embedder = build_embedder(self.config)
+        self._cache = QueryCache(self.config.cache_max_size) if self.config.cache_enabled else None
+        self._key, shared = _acquire(self.config, self.embedder)
+        self._store = shared.store
+        self._index = shared.index
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release, self._key)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError("this memory engine is closed")
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        limit = self.config.embed_max_chars
+        return self.embedder.embed([text[:limit] for text in texts])
+
+    def _embed_query(self, text: str) -> np.ndarray:
+        text = text[: self.config.embed_max_chars]
+        if self._cache is None:
+            return self.embedder.embed_one(text)
+        return self._cache.get_or_compute(text, self.embedder.embed_one)
+
+    def _new_row(
+        self,
+        content: object,
+        user_id: object,
+        session_id: object = None,
+        agent_id: object = None,
+        turn_id: object = None,
+        category: MemoryCategory | str = MemoryCategory.FACT,
+        scope: MemoryScope | str | None = None,
+        importance: object = 0.5,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Validate one memory's fields and build its row (without embedding, pk and seq)."""
+        text = _text(content, "content", self.config.max_content_chars)
+        user = _id(user_id, "user_id", required=True)
+        session, agent, turn = _id(session_id, "session_id"), _id(agent_id, "agent_id"), _id(turn_id, "turn_id")
+        resolved = MemoryScope.derive(session, agent, turn) if scope is None else MemoryScope.parse(scope)
+        needs = {MemoryScope.SESSION: ("session_id", session), MemoryScope.AGENT: ("agent_id", agent),
+                 MemoryScope.TURN: ("turn_id", turn)}.get(resolved)
+        if needs is not None and needs[1] is None:
+            raise InvalidInputError(f"scope {resolved.value!r} needs {needs[0]}")
+        stamp = now_utc()
+        memory_id = str(uuid.uuid4())
+        return {
+            "id": memory_id, "content": text, "user_id": user, "session_id": session, "agent_id": agent,
+            "turn_id": turn, "scope": resolved.value, "category": MemoryCategory.parse(category).value,
+            "importance": _importance(importance), "meta_json": _metadata_json(metadata),
+            "created_at": stamp, "updated_at": stamp, "valid_from": stamp, "valid_to": None,
+            "supersedes": None, "superseded_by": None, "chain_id": memory_id,
+        }
+
+    def _insert(self, rows: list[dict[str, Any]]) -> list[Memory]:
+        vectors = self._embed([row["content"] for row in rows])
+        for row, vector in zip(rows, vectors):
+            row["embedding"] = vector.tobytes()
+        placed = self._store.insert(rows)
+        self._index.apply_local(
+            [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in zip(placed, rows, vectors)],
+            placed[0][1], placed[-1][1],
+        )
+        return [row_to_memory(row) for row in rows]
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        category: MemoryCategory | str = MemoryCategory.FACT,
+        scope: MemoryScope | str | None = None,
+        importance: float = 0.5,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Store one memory (durable when this returns) and index it.
+
+        Args:
+            content: the fact, stored whole (only the first ``embed_max_chars`` are embedded).
+            user_id: owner; nothing is ever visible to another user.
+            session_id: session it was learned in.
+            agent_id: agent it was learned by.
+            turn_id: turn it was learned in.
+            category: a :class:`MemoryCategory` or its name.
+            scope: visibility; by default the narrowest scope the given ids allow.
+            importance: 0..1.
+            metadata: JSON-serialisable extra data.
+
+        Raises:
+            InvalidInputError: empty or oversized content, unknown category/scope, bad ids or importance.
+        """
+        self._check_open()
+        row = self._new_row(content, user_id, session_id, agent_id, turn_id, category, scope, importance, metadata)
+        return self._insert([row])[0]
+
+    def add_batch(
+        self,
+        items: Iterable[str | Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+    ) -> list[Memory]:
+        """Store many memories in one transaction with one batched embedding call.
+
+        Each item is a content string or a mapping with :meth:`add`'s arguments; the keyword
+        arguments give defaults for the ids. Every item is validated before anything is stored.
+
+        Raises:
+            InvalidInputError: any item is invalid (nothing is stored then).
+        """
+        self._check_open()
+        defaults = {"user_id": user_id, "session_id": session_id, "agent_id": agent_id, "turn_id": turn_id}
+        rows = []
+        for position, item in enumerate(items):
+            fields = {"content": item} if isinstance(item, str) else dict(item)
+            unknown = set(fields) - {"content", "user_id", "session_id", "agent_id", "turn_id",
+                                     "category", "scope", "importance", "metadata"}
+            if unknown:
+                raise InvalidInputError(f"item {position}: unknown fields {sorted(unknown)}")
+            try:
+                rows.append(self._new_row(**{**defaults, **{k: v for k, v in fields.items()}}))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"item {position}: {exc}") from None
+            except TypeError as exc:
+                raise InvalidInputError(f"item {position}: {exc}") from None
+        if not rows:
+            return []
+        return self._insert(rows)
+
+    def supersede(
+        self,
+        old_memory_id: str,
+        new_content: str,
+        *,
+        category: MemoryCategory | str | None = None,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Replace a fact with a new version; the old one stays in the history, no longer current.
+
+        The new version inherits owner, scope ids, category and importance unless given.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            MemoryAlreadySupersededError: the memory was superseded already (supersede the current one).
+            InvalidInputError: empty or oversized content, unknown category, bad importance.
+        """
+        self._check_open()
+        text = _text(new_content, "new_content", self.config.max_content_chars)
+        new_category = None if category is None else MemoryCategory.parse(category).value
+        new_importance = None if importance is None else _importance(importance)
+        meta_json = None if metadata is None else _metadata_json(metadata)
+        vector = self._embed([text])[0]
+        new_id = str(uuid.uuid4())
+
+        def build(old: Memory) -> dict[str, Any]:
+            return {
+                "id": new_id, "content": text, "user_id": old.user_id, "session_id": old.session_id,
+                "agent_id": old.agent_id, "turn_id": old.turn_id, "scope": old.scope.value,
+                "category": new_category or old.category.value,
+                "importance": old.importance if new_importance is None else new_importance,
+                "meta_json": meta_json if meta_json is not None else json.dumps(old.metadata, ensure_ascii=False),
+                "embedding": vector.tobytes(),
+            }
+
+        old, old_pk, new = self._store.supersede(old_memory_id, build)
+        seq = new["seq"]
+        self._index.apply_local(
+            [_memory_index_row(old_pk, seq - 1, old, None, current=False), _index_row(new["pk"], seq, new, vector)],
+            seq - 1, seq,
+        )
+        return row_to_memory(new)
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        content: str | None = None,
+        category: MemoryCategory | str | None = None,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Edit a memory in place (no new version); new content is re-embedded and re-indexed.
+
+        Use :meth:`supersede` instead when a fact *changed* and its history matters.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            InvalidInputError: invalid new values.
+        """
+        self._check_open()
+        values: dict[str, Any] = {}
+        if content is not None:
+            values["content"] = _text(content, "content", self.config.max_content_chars)
+            values["embedding"] = self._embed([values["content"]])[0].tobytes()
+        if category is not None:
+            values["category"] = MemoryCategory.parse(category).value
+        if importance is not None:
+            values["importance"] = _importance(importance)
+        if metadata is not None:
+            values["meta_json"] = _metadata_json(metadata)
+        if not values:
+            memory = self._store.get(memory_id)
+            if memory is None:
+                raise MemoryNotFoundError(memory_id)
+            return memory
+        pk, seq = self._store.update(memory_id, values)
+        memory, vector = self._store.get_by_pks([pk], with_embedding=True)[pk]
+        self._index.apply_local([_memory_index_row(pk, seq, memory, vector, memory.is_current)], seq, seq)
+        return memory
+
+    def rollback(self, memory_id: str) -> Memory:
+        """Make an older version of a fact current again.
+
+        The rollback is itself recorded: the current version is superseded by a new version
+        carrying the old content (``metadata["rolled_back_to"]`` names the restored version), so
+        the history and point-in-time queries stay truthful.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            InvalidInputError: the memory is already current, or its fact has no current version.
+        """
+        self._check_open()
+        chain = self.get_history(memory_id)
+        target = next(m for m in chain if m.id == memory_id)
+        if target.is_current:
+            raise InvalidInputError(f"memory {memory_id!r} is already the current version")
+        head = next((m for m in chain if m.is_current), None)
+        if head is None:
+            raise InvalidInputError(f"the fact of memory {memory_id!r} has no current version to roll back")
+        return self.supersede(
+            head.id, target.content, category=target.category, importance=target.importance,
+            metadata={**target.metadata, "rolled_back_to": target.id},
+        )
+
+    def delete(self, memory_id: str) -> bool:
+        """Delete one memory (only this version). Returns False if it did not exist."""
+        self._check_open()
+        pks, seq = self._store.delete_where(memories.c.id == memory_id)
+        if pks:
+            self._index.remove_local(pks, seq)
+        return bool(pks)
+
+    def clear(
+        self,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        scope: MemoryScope | str | None = None,
+    ) -> int:
+        """Delete a user's memories (every version), optionally only those recorded with the given ids.
+
+        ``clear("alice", session_id="s1")`` deletes what was recorded in session ``s1`` (any scope);
+        add ``scope="session"`` to keep the user-level facts learned there. Returns how many rows
+        were deleted.
+        """
+        self._check_open()
+        flt = MemoryFilter(
+            user_id=_id(user_id, "user_id", required=True), session_id=session_id, agent_id=agent_id,
+            turn_id=turn_id, scopes=None if scope is None else [scope], include_superseded=True,
+        )
+        pks, seq = self._store.delete_where(filter_condition(flt))
+        if pks:
+            self._index.remove_local(pks, seq)
+        return len(pks)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory | None:
+        """The memory with this id, or None."""
+        self._check_open()
+        return self._store.get(memory_id)
+
+    def query(self, flt: MemoryFilter | None = None) -> list[Memory]:
+        """Memories matching a :class:`MemoryFilter` (exact id matches), oldest first."""
+        self._check_open()
+        return self._store.query(flt or MemoryFilter())
+
+    def get_history(self, memory_id: str) -> list[Memory]:
+        """Every version of this memory's fact, oldest first (``is_current`` marks the live one).
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+        """
+        self._check_open()
+        return self._store.history(memory_id)
+
+    def search(
+        self,
+        query: str,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        *,
+        top_k: int = 5,
+        categories: Iterable[MemoryCategory | str] | None = None,
+        scopes: Iterable[MemoryScope | str] | None = None,
+        include_superseded: bool = False,
+        valid_at: datetime | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchResult]:
+        """Hybrid (vector + keyword) search over what these ids may see; best first.
+
+        Args:
+            query: free text; any characters are safe (operators and quotes are plain text).
+            user_id: whose memories to search.
+            session_id: also see this session's session-level memories.
+            agent_id: also see this (session, agent)'s agent-level memories.
+            turn_id: also see this turn's turn-level memories.
+            top_k: how many hits at most.
+            categories: only these categories.
+            scopes: only memories stored at these scopes.
+            include_superseded: also search older versions.
+            valid_at: search the versions that were valid at this time instead of the current ones.
+            min_score: drop hits whose cosine similarity is below this.
+
+        Raises:
+            InvalidInputError: empty query, bad ``top_k`` or unknown category/scope.
+        """
+        self._check_open()
+        text = _text(query, "query", self.config.max_content_chars)
+        user = _id(user_id, "user_id", required=True)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
+        flt = MemoryFilter(categories=categories, scopes=scopes)  # parses and validates both
+        request = SearchRequest(
+            vector=self._embed_query(text), terms=query_terms(text), user_id=user,  # type: ignore[arg-type]
+            session_id=_id(session_id, "session_id"), agent_id=_id(agent_id, "agent_id"),
+            turn_id=_id(turn_id, "turn_id"), top_k=top_k, categories=flt.categories,  # type: ignore[arg-type]
+            scopes=flt.scopes, include_superseded=include_superseded, valid_at=valid_at,  # type: ignore[arg-type]
+            min_score=min_score,
+        )
+        self._index.sync()
+        return hybrid_search(self._store, self._index, request, self.config)
+
+    def stats(self, user_id: str | None = None) -> dict[str, Any]:
+        """Counts for one user (or the whole store): ``total``, ``current``, ``superseded``,
+        ``categories`` and ``scopes`` (the last two over current memories)."""
+        self._check_open()
+        return self._store.stats(user_id)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def save_index(self) -> None:
+        """Write the vector index sidecar now (it is also written on close and at exit)."""
+        self._check_open()
+        self._index.save()
+
+    def close(self) -> None:
+        """Release this engine; the last engine on a file saves the index and closes the database."""
+        if not self._closed:
+            self._closed = True
+            self._finalizer()
+
+    def __enter__(self) -> MemoryEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _async_face(
+    method: Callable[Concatenate[MemoryEngine, _P], _R],
+) -> Callable[Concatenate[HierarchicalMemory, _P], Coroutine[Any, Any, _R]]:
+    """Expose a blocking engine method as a coroutine that runs it in a worker thread."""
+
+    @functools.wraps(method)
+    async def run(self: HierarchicalMemory, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
+
+    return run
+
+
+class HierarchicalMemory:
+    """Hierarchical, temporal memory for LLM applications (async face of :class:`MemoryEngine`).
+
+    Every method of the engine is available as a coroutine; ``memory.sync`` is the blocking engine
+    for plain sync code. Nothing here runs an event loop of its own, so it works inside Jupyter,
+    FastAPI or any running loop.
+
+    Example:
+        >>> memory = await HierarchicalMemory.create(MemoryConfig(db_path="memory.db"))  # doctest: +SKIP
+        >>> m = await memory.add("User works at Google", user_id="alice", category=MemoryCategory.FACT)  # doctest: +SKIP
+        >>> new = await memory.supersede(old_memory_id=m.id, new_content="User now works at Anthropic")  # doctest: +SKIP
+        >>> [v.is_current for v in await memory.get_history(new.id)]  # doctest: +SKIP
+        [False, True]
+        >>> memory.sync.search("where does alice work", user_id="alice")[0].content  # doctest: +SKIP
+        'User now works at Anthropic'
+    """
+
+    def __init__(self, engine: MemoryEngine) -> None:
+        self.sync = engine
+
+    @classmethod
+    async def create(cls, config: MemoryConfig | None = None, **options: Any) -> HierarchicalMemory:
+        """Open (or create) a memory store without blocking the event loop.
+
+        Args:
+            config: a :class:`MemoryConfig`; or pass its fields as keyword arguments.
+        """
+        return cls(await asyncio.to_thread(MemoryEngine, config or MemoryConfig(**options)))
+
+    @classmethod
+    def open(cls, config: MemoryConfig | None = None, **options: Any) -> HierarchicalMemory:
+        """Open (or create) a memory store from sync code."""
+        return cls(MemoryEngine(config or MemoryConfig(**options)))
+
+    @property
+    def config(self) -> MemoryConfig:
+        """The engine's configuration."""
+        return self.sync.config
+
+    add = _async_face(MemoryEngine.add)
+    add_batch = _async_face(MemoryEngine.add_batch)
+    supersede = _async_face(MemoryEngine.supersede)
+    update = _async_face(MemoryEngine.update)
+    rollback = _async_face(MemoryEngine.rollback)
+    delete = _async_face(MemoryEngine.delete)
+    clear = _async_face(MemoryEngine.clear)
+    get = _async_face(MemoryEngine.get)
+    query = _async_face(MemoryEngine.query)
+    get_history = _async_face(MemoryEngine.get_history)
+    search = _async_face(MemoryEngine.search)
+    stats = _async_face(MemoryEngine.stats)
+    save_index = _async_face(MemoryEngine.save_index)
+    close = _async_face(MemoryEngine.close)
+
+    async def __aenter__(self) -> HierarchicalMemory:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

@@ -1,0 +1,63 @@
+"""The SQL tables (SQLAlchemy Core). The database is the source of truth; indexes are caches."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
+
+__all__ = ["counters", "memories", "meta", "metadata_obj", "tombstones"]
+
+metadata_obj = MetaData()
+
+memories = Table(
+    "memories",
+    metadata_obj,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("content", Text, nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("session_id", String(255)),
+    Column("agent_id", String(255)),
+    Column("turn_id", String(255)),
+    Column("scope", String(16), nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("importance", Float, nullable=False),
+    Column("meta_json", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("valid_from", DateTime, nullable=False),
+    Column("valid_to", DateTime),
+    Column("supersedes", String(36)),
+    Column("superseded_by", String(36)),
+    Column("chain_id", String(36), nullable=False),
+    Column("embedding", LargeBinary),
+    Column("seq", BigInteger, nullable=False),
+    Index("ix_memories_user_current", "user_id", "valid_to"),
+    Index("ix_memories_chain", "chain_id"),
+    Index("ix_memories_seq", "seq"),
+    sqlite_autoincrement=True,  # primary keys are HNSW labels: never reuse one
+)
+
+tombstones = Table(
+    "memory_tombstones",
+    metadata_obj,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pk", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False, index=True),
+)
+"""Primary keys of deleted memories, so other processes' vector indexes drop them too."""
+
+counters = Table(
+    "counters",
+    metadata_obj,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+"""``seq``: bumped by every write that changes what a search can return."""
+
+meta = Table(
+    "meta",
+    metadata_obj,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+"""Store-wide facts: schema version, embedder name and dimension."""

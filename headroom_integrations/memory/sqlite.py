@@ -1,0 +1,117 @@
+"""Everything SQLite-specific, behind one small seam: connection pragmas and the FTS5 index.
+
+The rest of the engine writes through portable SQLAlchemy Core; this module is the only place
+that knows about WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` and FTS5.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    create_engine,
+    event,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.pool import StaticPool
+
+from headroom_integrations.memory.schema import memories
+
+__all__ = ["WRITE", "create_sqlite_engine", "fts_search", "install_fts"]
+
+WRITE = {"headroom_write": True}
+"""Execution options marking a connection whose transaction writes (it takes the lock up front)."""
+
+
+def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
+    """An engine over a SQLite file (or RAM when ``path`` is None) with WAL and a busy timeout.
+
+    Write transactions start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a
+    read lock; reads start a plain deferred transaction (a consistent snapshot under WAL).
+    """
+    if path is None:
+        engine = create_engine(
+            "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
+        )
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            f"sqlite:///{path}",
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_ms / 1000},
+            pool_size=8,
+            max_overflow=8,
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if path is not None:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        writing = connection.get_execution_options().get("headroom_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+
+    return engine
+
+
+_fts = Table("memories_fts", MetaData(), Column("rowid", Integer), Column("content", Text))
+
+_FTS_DDL = [
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5("
+    "content, content='memories', content_rowid='pk', tokenize='porter unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
+    "INSERT INTO memories_fts(rowid, content) VALUES (new.pk, new.content); END",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
+    "INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.pk, old.content); END",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF content ON memories BEGIN "
+    "INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.pk, old.content); "
+    "INSERT INTO memories_fts(rowid, content) VALUES (new.pk, new.content); END",
+]
+
+
+def install_fts(connection: Connection) -> None:
+    """Create the FTS5 table over ``memories.content`` and the triggers that keep it in sync."""
+    for statement in _FTS_DDL:
+        connection.exec_driver_sql(statement)
+
+
+def fts_search(
+    connection: Connection, terms: list[str], condition: ColumnElement[bool], limit: int
+) -> list[int]:
+    """Primary keys of memories matching any of ``terms`` (and ``condition``), best BM25 first.
+
+    Each term is quoted as an FTS5 string, so operators and punctuation typed by a user are
+    plain text here and can never make the query fail.
+    """
+    if not terms:
+        return []
+    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    rank = literal_column("bm25(memories_fts)")
+    statement = (
+        select(memories.c.pk)
+        .select_from(_fts.join(memories, memories.c.pk == _fts.c.rowid))
+        .where(text("memories_fts MATCH :match").bindparams(match=match))
+        .where(condition)
+        .order_by(rank)
+        .limit(limit)
+    )
+    return [row[0] for row in connection.execute(statement)]

@@ -1,0 +1,431 @@
+"""SQL storage of memories (SQLAlchemy Core): the source of truth for content, scopes and validity."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from headroom_integrations.errors import EmbedderMismatchError, MemoryAlreadySupersededError, MemoryNotFoundError
+from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
+from headroom_integrations.memory.schema import counters, memories, meta, metadata_obj, tombstones
+from headroom_integrations.memory.sqlite import WRITE, create_sqlite_engine, fts_search, install_fts
+
+__all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
+
+SCHEMA_VERSION = "1"
+_NO_EMBEDDING = [c for c in memories.c if c.name != "embedding"]
+
+
+
+def now_utc() -> datetime:
+    """The current time as naive UTC, the form stored in SQL."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _naive(value: datetime) -> datetime:
+    return utc(value).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def row_to_memory(row: Row[Any] | Mapping[str, Any]) -> Memory:
+    """Build a :class:`Memory` from a ``memories`` row (or a mapping with its columns)."""
+    m = row._mapping if isinstance(row, Row) else row
+    return Memory(
+        id=m["id"],
+        content=m["content"],
+        user_id=m["user_id"],
+        session_id=m["session_id"],
+        agent_id=m["agent_id"],
+        turn_id=m["turn_id"],
+        scope=MemoryScope(m["scope"]),
+        category=MemoryCategory(m["category"]),
+        importance=float(m["importance"]),
+        metadata=json.loads(m["meta_json"]),
+        created_at=_aware(m["created_at"]),  # type: ignore[arg-type]
+        updated_at=_aware(m["updated_at"]),
+        valid_from=_aware(m["valid_from"]),
+        valid_to=_aware(m["valid_to"]),
+        supersedes=m["supersedes"],
+        superseded_by=m["superseded_by"],
+        chain_id=m["chain_id"],
+    )
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the vector index needs to know about one memory (no content)."""
+
+    pk: int
+    seq: int
+    current: bool
+    user_id: str
+    scope: str
+    session_id: str | None
+    agent_id: str | None
+    turn_id: str | None
+    category: str
+    embedding: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Writes committed after a watermark: rows to (re)index or drop, and deleted primary keys."""
+
+    seq: int
+    rows: list[IndexRow]
+    deleted: list[int]
+
+
+_INDEX_COLUMNS = [
+    memories.c.pk, memories.c.seq, memories.c.valid_to, memories.c.user_id, memories.c.scope,
+    memories.c.session_id, memories.c.agent_id, memories.c.turn_id, memories.c.category,
+]
+
+
+def _index_row(row: Row[Any], with_embedding: bool) -> IndexRow:
+    m = row._mapping
+    blob = m["embedding"] if with_embedding else None
+    return IndexRow(
+        pk=m["pk"], seq=m["seq"], current=m["valid_to"] is None, user_id=m["user_id"], scope=m["scope"],
+        session_id=m["session_id"], agent_id=m["agent_id"], turn_id=m["turn_id"], category=m["category"],
+        embedding=None if blob is None else np.frombuffer(blob, dtype=np.float32),
+    )
+
+
+class MemoryStore:
+    """Blocking, thread-safe access to the memory tables of one database.
+
+    Example:
+        >>> store = MemoryStore(None)  # an in-memory database
+        >>> store.check_embedder("test/model", 8)
+        >>> store.stats(None)["total"]
+        0
+    """
+
+    def __init__(self, path: Path | None, busy_timeout_ms: int = 10_000) -> None:
+        self.path = path
+        self.engine = create_sqlite_engine(path, busy_timeout_ms)
+        with self.write() as conn:
+            metadata_obj.create_all(conn)
+            install_fts(conn)
+            if conn.execute(select(counters.c.value).where(counters.c.name == "seq")).first() is None:
+                conn.execute(insert(counters).values(name="seq", value=0))
+            if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
+                conn.execute(insert(meta).values(key="schema_version", value=SCHEMA_VERSION))
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (takes the database write lock at once)."""
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (a consistent snapshot)."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @staticmethod
+    def _bump_seq(conn: Connection, count: int = 1) -> int:
+        """Reserve ``count`` change numbers; return the last one."""
+        statement = (
+            update(counters).where(counters.c.name == "seq")
+            .values(value=counters.c.value + count).returning(counters.c.value)
+        )
+        return int(conn.execute(statement).scalar_one())
+
+    def current_seq(self) -> int:
+        """The number of the last committed change."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(counters.c.value).where(counters.c.name == "seq")).scalar_one())
+
+    # -- embedder identity -----------------------------------------------------------------------
+
+    def check_embedder(self, name: str, dimension: int) -> None:
+        """Record the embedder on first use; refuse another embedder afterwards.
+
+        Raises:
+            EmbedderMismatchError: the database holds vectors of another embedder or dimension.
+        """
+        with self.write() as conn:
+            stored = dict(conn.execute(select(meta.c.key, meta.c.value)).all())
+            old_name, old_dim = stored.get("embedder_name"), stored.get("embedder_dimension")
+            if old_name == name and old_dim == str(dimension):
+                return
+            has_rows = conn.execute(select(memories.c.pk).limit(1)).first() is not None
+            if old_name is not None and has_rows:
+                raise EmbedderMismatchError(
+                    f"database {self.path or ':memory:'} was written with embedder {old_name!r} "
+                    f"({old_dim} dimensions) but this configuration uses {name!r} ({dimension} dimensions); "
+                    "open it with the same embedder or use another db_path"
+                )
+            for key, value in (("embedder_name", name), ("embedder_dimension", str(dimension))):
+                conn.execute(delete(meta).where(meta.c.key == key))
+                conn.execute(insert(meta).values(key=key, value=value))
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def insert(self, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
+        """Insert memory rows in one transaction; return their (primary key, seq)."""
+        if not rows:
+            return []
+        with self.write() as conn:
+            last = self._bump_seq(conn, len(rows))
+            first = last - len(rows) + 1
+            for offset, row in enumerate(rows):
+                row["seq"] = first + offset
+            statement = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
+            pks = [r[0] for r in conn.execute(statement, rows)]
+        return [(pk, row["seq"]) for pk, row in zip(pks, rows)]
+
+    def supersede(
+        self, old_id: str, build_new: Callable[[Memory], dict[str, Any]]
+    ) -> tuple[Memory, int, dict[str, Any]]:
+        """Close ``old_id``'s validity and insert its successor, atomically.
+
+        ``build_new`` receives the old memory and returns the new row (without validity columns).
+        Returns the old memory as it was, its primary key, and the inserted row (with ``pk`` and
+        ``seq``; the old row's change number is ``seq - 1``).
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            MemoryAlreadySupersededError: the memory is no longer current.
+        """
+        with self.write() as conn:
+            found = conn.execute(select(*_NO_EMBEDDING).where(memories.c.id == old_id)).first()
+            if found is None:
+                raise MemoryNotFoundError(old_id)
+            old = row_to_memory(found)
+            if not old.is_current:
+                raise MemoryAlreadySupersededError(old_id, old.superseded_by)
+            new = build_new(old)
+            stamp = now_utc()
+            last = self._bump_seq(conn, 2)
+            conn.execute(
+                update(memories).where(memories.c.id == old_id)
+                .values(valid_to=stamp, superseded_by=new["id"], updated_at=stamp, seq=last - 1)
+            )
+            new.update(
+                valid_from=stamp, valid_to=None, created_at=stamp, updated_at=stamp,
+                supersedes=old_id, superseded_by=None, chain_id=old.chain_id, seq=last,
+            )
+            new["pk"] = conn.execute(insert(memories).returning(memories.c.pk), new).scalar_one()
+        return old, found._mapping["pk"], new
+
+    def update(self, memory_id: str, values: dict[str, Any]) -> tuple[int, int]:
+        """Change columns of one memory in place; return its (primary key, seq).
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+        """
+        with self.write() as conn:
+            seq = self._bump_seq(conn)
+            pk = conn.execute(
+                update(memories).where(memories.c.id == memory_id)
+                .values(**values, updated_at=now_utc(), seq=seq).returning(memories.c.pk)
+            ).scalar()
+            if pk is None:
+                raise MemoryNotFoundError(memory_id)
+        return int(pk), seq
+
+    def delete_where(self, condition: ColumnElement[bool]) -> tuple[list[int], int]:
+        """Delete the memories matching ``condition``; return their primary keys and the change number."""
+        with self.write() as conn:
+            pks = list(conn.execute(select(memories.c.pk).where(condition)).scalars())
+            if not pks:
+                return [], 0
+            seq = self._bump_seq(conn)
+            for start in range(0, len(pks), 500):
+                chunk = pks[start : start + 500]
+                conn.execute(delete(memories).where(memories.c.pk.in_(chunk)))
+                conn.execute(insert(tombstones), [{"pk": pk, "seq": seq} for pk in chunk])
+        return pks, seq
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory | None:
+        """The memory with this id, or None."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*_NO_EMBEDDING).where(memories.c.id == memory_id)).first()
+        return None if row is None else row_to_memory(row)
+
+    def get_by_pks(
+        self, pks: Sequence[int], with_embedding: bool = False
+    ) -> dict[int, tuple[Memory, np.ndarray | None]]:
+        """Memories (and optionally their vectors) by primary key; missing keys are left out."""
+        if not pks:
+            return {}
+        columns = list(memories.c) if with_embedding else _NO_EMBEDDING
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*columns).where(memories.c.pk.in_(list(pks)))).all()
+        out: dict[int, tuple[Memory, np.ndarray | None]] = {}
+        for row in rows:
+            blob = row._mapping["embedding"] if with_embedding else None
+            vector = None if blob is None else np.frombuffer(blob, dtype=np.float32)
+            out[row._mapping["pk"]] = (row_to_memory(row), vector)
+        return out
+
+    def filter_pks(self, pks: Sequence[int], condition: ColumnElement[bool]) -> set[int]:
+        """The subset of ``pks`` whose rows satisfy ``condition``."""
+        if not pks:
+            return set()
+        with self.engine.connect() as conn:
+            statement = select(memories.c.pk).where(memories.c.pk.in_(list(pks)), condition)
+            return set(conn.execute(statement).scalars())
+
+    def query(self, flt: MemoryFilter) -> list[Memory]:
+        """Memories matching a filter, oldest first."""
+        statement = (
+            select(*_NO_EMBEDDING).where(filter_condition(flt))
+            .order_by(memories.c.created_at, memories.c.pk).offset(flt.offset)
+        )
+        if flt.limit is not None:
+            statement = statement.limit(flt.limit)
+        with self.engine.connect() as conn:
+            return [row_to_memory(row) for row in conn.execute(statement)]
+
+    def history(self, memory_id: str) -> list[Memory]:
+        """Every version of the fact ``memory_id`` belongs to, oldest first.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+        """
+        with self.read() as conn:
+            chain = conn.execute(select(memories.c.chain_id).where(memories.c.id == memory_id)).scalar()
+            if chain is None:
+                raise MemoryNotFoundError(memory_id)
+            rows = conn.execute(
+                select(*_NO_EMBEDDING).where(memories.c.chain_id == chain)
+                .order_by(memories.c.valid_from, memories.c.pk)
+            ).all()
+        return [row_to_memory(row) for row in rows]
+
+    def stats(self, user_id: str | None) -> dict[str, Any]:
+        """Counts: total rows, current, superseded, current ones by category and by scope."""
+        where = true() if user_id is None else memories.c.user_id == user_id
+        current = and_(where, memories.c.valid_to.is_(None))
+        with self.read() as conn:
+            total = conn.execute(select(func.count()).select_from(memories).where(where)).scalar_one()
+            n_current = conn.execute(select(func.count()).select_from(memories).where(current)).scalar_one()
+            by_category = dict(conn.execute(
+                select(memories.c.category, func.count()).where(current).group_by(memories.c.category)
+            ).all())
+            by_scope = dict(conn.execute(
+                select(memories.c.scope, func.count()).where(current).group_by(memories.c.scope)
+            ).all())
+        return {
+            "total": int(total),
+            "current": int(n_current),
+            "superseded": int(total - n_current),
+            "categories": {c.value: int(by_category.get(c.value, 0)) for c in MemoryCategory},
+            "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
+        }
+
+    def text_search(self, terms: list[str], condition: ColumnElement[bool], limit: int) -> list[int]:
+        """Primary keys of memories matching the keyword terms and ``condition``, best first."""
+        with self.engine.connect() as conn:
+            return fts_search(conn, terms, condition, limit)
+
+    def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
+        """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(memories.c.pk, memories.c.embedding).where(condition, memories.c.embedding.is_not(None))
+            ).all()
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        return [r[0] for r in rows], np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+
+    # -- feeding the vector index ------------------------------------------------------------------
+
+    def changes_since(self, seq: int) -> Changes:
+        """Rows written and primary keys deleted after change number ``seq``."""
+        with self.read() as conn:
+            last = int(conn.execute(select(counters.c.value).where(counters.c.name == "seq")).scalar_one())
+            if last <= seq:
+                return Changes(last, [], [])
+            rows = conn.execute(
+                select(*_INDEX_COLUMNS, memories.c.embedding).where(memories.c.seq > seq).order_by(memories.c.seq)
+            ).all()
+            deleted = conn.execute(select(tombstones.c.pk).where(tombstones.c.seq > seq)).scalars().all()
+        return Changes(last, [_index_row(r, True) for r in rows], list(deleted))
+
+    def index_rows(self, with_embedding: bool, batch_size: int = 20_000) -> Iterator[list[IndexRow]]:
+        """Every current memory, in batches, for (re)building the vector index."""
+        columns = [*_INDEX_COLUMNS, memories.c.embedding] if with_embedding else _INDEX_COLUMNS
+        last_pk = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(*columns)
+                    .where(memories.c.valid_to.is_(None), memories.c.pk > last_pk, memories.c.embedding.is_not(None))
+                    .order_by(memories.c.pk).limit(batch_size)
+                ).all()
+            if not rows:
+                return
+            last_pk = rows[-1]._mapping["pk"]
+            yield [_index_row(r, with_embedding) for r in rows]
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+
+def filter_condition(flt: MemoryFilter) -> ColumnElement[bool]:
+    """The SQL condition of a :class:`MemoryFilter` (exact id matches, validity, categories…)."""
+    c = memories.c
+    parts: list[ColumnElement[bool]] = []
+    for name in ("user_id", "session_id", "agent_id", "turn_id"):
+        value = getattr(flt, name)
+        if value is not None:
+            parts.append(c[name] == value)
+    if flt.categories is not None:
+        parts.append(c.category.in_([cat.value for cat in flt.categories]))
+    if flt.scopes is not None:
+        parts.append(c.scope.in_([scope.value for scope in flt.scopes]))
+    parts.append(validity_condition(flt.include_superseded, flt.valid_at))
+    if flt.created_after is not None:
+        parts.append(c.created_at >= _naive(flt.created_after))
+    if flt.created_before is not None:
+        parts.append(c.created_at < _naive(flt.created_before))
+    if flt.min_importance is not None:
+        parts.append(c.importance >= flt.min_importance)
+    return and_(*parts)
+
+
+def validity_condition(include_superseded: bool, valid_at: datetime | None) -> ColumnElement[bool]:
+    """Current rows only, every version, or the versions valid at a point in time."""
+    c = memories.c
+    if valid_at is not None:
+        at = _naive(valid_at)
+        return and_(c.valid_from <= at, or_(c.valid_to.is_(None), c.valid_to > at))
+    if include_superseded:
+        return true()
+    return c.valid_to.is_(None)

@@ -1,0 +1,59 @@
+"""The README's main job (the demo) and the command line, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def test_demo_prints_scoped_and_versioned_memories(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "headroom_integrations.demo", "--db", str(tmp_path / "demo.db")],
+        capture_output=True, text=True, env=ENV, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "superseded: Works at Google as a backend engineer" in out
+    assert "current: Now works at Anthropic on the API team" in out
+    by_title: dict[str, str] = {}
+    title = ""
+    for line in out.split("Searches from the 'afternoon' session:")[1].splitlines():
+        if line.startswith("  ") and not line.startswith("    "):
+            title = line.strip()
+            by_title[title] = ""
+        elif title:
+            by_title[title] += line + "\n"
+    lang = next(v for k, v in by_title.items() if k.startswith("alice: 'which language"))
+    assert "Prefers Go for performance-critical code" in lang
+    assert "Prefers Python" not in lang
+    work = next(v for k, v in by_title.items() if k.startswith("alice: 'where does she work"))
+    assert "Anthropic" in work and "Google" not in work
+    elsewhere = next(v for k, v in by_title.items() if k.startswith("alice: 'what was I debugging"))
+    assert "flaky" not in elsewhere
+    home = next(v for k, v in by_title.items() if k.startswith("alice, back in 'morning'"))
+    assert "flaky integration test" in home
+    bobs = next(v for k, v in by_title.items() if k.startswith("bob:"))
+    assert "Prefers Python with type hints" in bobs and "Go" not in bobs
+    assert "Store: 6 rows, 5 current, 1 superseded" in out
+
+
+def test_cli_add_search_history_stats(tmp_path: Path) -> None:
+    db = str(tmp_path / "cli.db")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "headroom_integrations.cli", "--db", db, *args],
+                              capture_output=True, text=True, env=ENV, timeout=300)
+
+    added = cli("add", "alice", "Prefers Go for services", "--category", "preference")
+    assert added.returncode == 0, added.stderr
+    memory_id = added.stdout.strip()
+    found = cli("search", "alice", "which language?")
+    assert memory_id in found.stdout and "Prefers Go for services" in found.stdout
+    assert "Prefers Go" in cli("history", memory_id).stdout
+    assert '"total": 1' in cli("stats", "--user", "alice").stdout
+    bad = cli("add", "alice", "x", "--category", "opinion")
+    assert bad.returncode == 2 and "expected one of" in bad.stderr

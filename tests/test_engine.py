@@ -1,0 +1,133 @@
+"""Core engine behaviour over a real SQLite file and the real MiniLM model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from headroom_integrations import (
+    MemoryCategory,
+    MemoryEngine,
+    MemoryFilter,
+    MemoryNotFoundError,
+    MemoryScope,
+)
+
+
+def test_add_get_and_search(engine: MemoryEngine) -> None:
+    m = engine.add("User works at Google", user_id="alice", category=MemoryCategory.FACT, importance=0.9,
+                   metadata={"source": "chat"})
+    assert engine.get(m.id) == m
+    assert m.scope is MemoryScope.USER and m.is_current and m.metadata == {"source": "chat"}
+    engine.add("Prefers Go for performance-critical code", user_id="alice", category="preference")
+    engine.add("Has a dog called Rex", user_id="alice", category="entity")
+    hits = engine.search("where does alice work", user_id="alice", top_k=2)
+    assert hits[0].content == "User works at Google"
+    assert len(hits) == 2
+    assert -1.0 <= hits[0].score <= 1.0
+
+
+def test_semantic_match_without_shared_words(engine: MemoryEngine) -> None:
+    engine.add("Prefers Go for performance-critical code", user_id="bob", category="preference")
+    engine.add("Is allergic to peanuts", user_id="bob")
+    engine.add("Lives in Lisbon", user_id="bob")
+    hits = engine.search("Which programming language should I use for my microservice?", user_id="bob", top_k=1)
+    assert hits[0].content == "Prefers Go for performance-critical code"
+
+
+def test_add_batch_is_one_call_and_validates_everything_first(engine: MemoryEngine) -> None:
+    stored = engine.add_batch(
+        ["Likes tea", {"content": "Works remotely", "category": "context", "session_id": "s1"}], user_id="carol"
+    )
+    assert [m.content for m in stored] == ["Likes tea", "Works remotely"]
+    assert stored[1].scope is MemoryScope.SESSION and stored[1].category is MemoryCategory.CONTEXT
+    with pytest.raises(ValueError, match="item 1"):
+        engine.add_batch(["Fine", "   "], user_id="carol")
+    assert engine.stats("carol")["total"] == 2  # nothing of the bad batch was stored
+
+
+def test_update_reembeds_and_reindexes(engine: MemoryEngine) -> None:
+    m = engine.add("Favourite colour is blue", user_id="dan")
+    engine.add("Drives a red bicycle", user_id="dan")
+    updated = engine.update(m.id, content="Plays the cello in an orchestra", importance=0.7, category="fact")
+    assert updated.content == "Plays the cello in an orchestra" and updated.importance == 0.7
+    assert updated.id == m.id and updated.is_current
+    hits = engine.search("musical instrument", user_id="dan", top_k=1)
+    assert hits[0].id == m.id
+    assert all("blue" not in h.content for h in engine.search("favourite colour blue", user_id="dan"))
+
+
+def test_delete_and_clear(engine: MemoryEngine) -> None:
+    a = engine.add("Likes hiking", user_id="erin")
+    engine.add("Current task: write the report", user_id="erin", session_id="s1", category="context")
+    engine.add("User-level fact learned in s1", user_id="erin", session_id="s1", scope="user")
+    engine.add("Another user's fact", user_id="frank")
+    assert engine.delete(a.id) is True
+    assert engine.delete(a.id) is False
+    assert engine.get(a.id) is None
+    assert all(h.id != a.id for h in engine.search("hiking", user_id="erin"))
+    assert engine.clear("erin", session_id="s1", scope="session") == 1
+    assert [m.content for m in engine.query(MemoryFilter(user_id="erin"))] == ["User-level fact learned in s1"]
+    assert engine.clear("erin") == 1
+    assert engine.stats("erin")["total"] == 0
+    assert engine.stats("frank")["total"] == 1
+
+
+def test_query_filters(engine: MemoryEngine) -> None:
+    engine.add("A", user_id="u", category="fact", importance=0.2)
+    engine.add("B", user_id="u", category="decision", importance=0.9, session_id="s")
+    engine.add("C", user_id="v", category="decision")
+    assert [m.content for m in engine.query(MemoryFilter(user_id="u", categories=["decision"]))] == ["B"]
+    assert [m.content for m in engine.query(MemoryFilter(user_id="u", min_importance=0.5))] == ["B"]
+    assert [m.content for m in engine.query(MemoryFilter(user_id="u", scopes=[MemoryScope.USER]))] == ["A"]
+    assert [m.content for m in engine.query(MemoryFilter(user_id="u", limit=1, offset=1))] == ["B"]
+    assert len(engine.query()) == 3
+
+
+def test_search_filters_categories_scopes_min_score(engine: MemoryEngine) -> None:
+    engine.add("Chose PostgreSQL over MySQL", user_id="u", category="decision")
+    engine.add("Prefers PostgreSQL for analytics", user_id="u", category="preference")
+    engine.add("Migrating the billing DB this week", user_id="u", session_id="s", category="context")
+    hits = engine.search("database choice", user_id="u", session_id="s", categories=["decision"])
+    assert [h.content for h in hits] == ["Chose PostgreSQL over MySQL"]
+    hits = engine.search("database", user_id="u", session_id="s", scopes=["session"])
+    assert [h.content for h in hits] == ["Migrating the billing DB this week"]
+    assert engine.search("database", user_id="u", min_score=0.99) == []
+    everything = engine.search("database", user_id="u", session_id="s", min_score=-1.0, top_k=10)
+    assert len(everything) == 3
+
+
+def test_near_duplicates_are_collapsed(engine: MemoryEngine) -> None:
+    engine.add("Prefers dark mode", user_id="u")
+    engine.add("Prefers dark mode.", user_id="u")
+    engine.add("Uses a standing desk", user_id="u")
+    hits = engine.search("dark mode preference", user_id="u", top_k=3)
+    assert sum("dark mode" in h.content for h in hits) == 1
+
+
+def test_stats_counts(engine: MemoryEngine) -> None:
+    m = engine.add("Works at Google", user_id="u")
+    engine.add("In a meeting", user_id="u", session_id="s", category="context")
+    engine.supersede(m.id, "Works at Anthropic")
+    stats = engine.stats("u")
+    assert stats["total"] == 3 and stats["current"] == 2 and stats["superseded"] == 1
+    assert stats["categories"]["fact"] == 1 and stats["categories"]["context"] == 1
+    assert stats["scopes"] == {"user": 1, "session": 1, "agent": 0, "turn": 0}
+
+
+def test_importance_and_recency_weights(make_engine: Callable[..., MemoryEngine]) -> None:
+    engine = make_engine(importance_weight=0.9)
+    engine.add("Coffee order: flat white", user_id="u", importance=0.1)
+    engine.add("Coffee allergy: none, but avoids decaf", user_id="u", importance=1.0)
+    hits = engine.search("coffee", user_id="u", top_k=2)
+    assert hits[0].memory.importance == 1.0
+
+
+def test_missing_memory_errors(engine: MemoryEngine) -> None:
+    with pytest.raises(MemoryNotFoundError):
+        engine.get_history("nope")
+    with pytest.raises(MemoryNotFoundError):
+        engine.update("nope", content="x")
+    with pytest.raises(KeyError):  # MemoryNotFoundError is a KeyError too
+        engine.supersede("nope", "x")
