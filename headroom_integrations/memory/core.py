@@ -171,13 +171,12 @@ class MemoryEngine:
     Args:
         config: the configuration (defaults: ``headroom_memory.db`` and local MiniLM).
 
-    Example:
-        >>> engine = MemoryEngine(MemoryConfig(db_path="memory.db"))  # doctest: +SKIP
-        >>> m = engine.add("Prefers Go for performance-critical code", user_id="bob",
-        ...                category="preference")  # doctest: +SKIP
-        >>> [hit.content for hit in engine.search("which language?", user_id="bob")]  # doctest: +SKIP
-        ['Prefers Go for performance-critical code']
-        >>> engine.close()  # doctest: +SKIP
+    Example::
+
+        with MemoryEngine(MemoryConfig(db_path="memory.db")) as engine:
+            engine.add("Prefers Go for performance-critical code", user_id="bob", category="preference")
+            hits = engine.search("which language?", user_id="bob")
+            print(hits[0].content)  # Prefers Go for performance-critical code
     """
 
     def __init__(self, config: MemoryConfig | None = None) -> None:
@@ -577,14 +576,14 @@ class HierarchicalMemory:
     for plain sync code. Nothing here runs an event loop of its own, so it works inside Jupyter,
     FastAPI or any running loop.
 
-    Example:
-        >>> memory = await HierarchicalMemory.create(MemoryConfig(db_path="memory.db"))  # doctest: +SKIP
-        >>> m = await memory.add("User works at Google", user_id="alice", category=MemoryCategory.FACT)  # doctest: +SKIP
-        >>> new = await memory.supersede(old_memory_id=m.id, new_content="User now works at Anthropic")  # doctest: +SKIP
-        >>> [v.is_current for v in await memory.get_history(new.id)]  # doctest: +SKIP
-        [False, True]
-        >>> memory.sync.search("where does alice work", user_id="alice")[0].content  # doctest: +SKIP
-        'User now works at Anthropic'
+    Example::
+
+        memory = await HierarchicalMemory.create(MemoryConfig(db_path="memory.db"))
+        m = await memory.add("User works at Google", user_id="alice", category=MemoryCategory.FACT)
+        new = await memory.supersede(old_memory_id=m.id, new_content="User now works at Anthropic")
+        [v.is_current for v in await memory.get_history(new.id)]  # [False, True]
+        memory.sync.search("where does alice work", user_id="alice")[0].content  # from sync code
+        await memory.close()
     """
 
     def __init__(self, engine: MemoryEngine) -> None:
