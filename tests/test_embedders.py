@@ -294,7 +294,7 @@ def test_add_batch_is_sent_in_batches_of_at_most_256(
 def test_default_model_follows_the_backend(
     backend: str, expected_model: str, server: EmbeddingServer, open_engine: Callable[..., MemoryEngine]
 ) -> None:
-    options, path = BACKENDS[backend]
+    options, _ = BACKENDS[backend]
     engine = open_engine(**options(server))
     engine.add("Alice likes tea", user_id="alice")
 
@@ -469,7 +469,9 @@ BAD_ANSWERS: dict[str, tuple[str, Callable[[list[str]], Any], str]] = {
     "openai-too-few": ("openai", lambda texts: _openai_data([[1.0] * 64] * (len(texts) - 1)), "expected"),
     "openai-too-many": ("openai", lambda texts: _openai_data([[1.0] * 64] * (len(texts) + 1)), "expected"),
     "openai-wrong-dimension": ("openai", lambda texts: _openai_data([[1.0] * 63] * len(texts)), "shape"),
-    "openai-ragged": ("openai", lambda texts: _openai_data([[1.0] * (64 - i) for i in range(len(texts))]), "equal-length"),
+    "openai-ragged": (
+        "openai", lambda texts: _openai_data([[1.0] * (63 + i) for i in range(len(texts))]), "equal-length"
+    ),
     "openai-not-numbers": ("openai", lambda texts: _openai_data([["x"] * 64] * len(texts)), "numbers"),
     "openai-no-embedding-key": (
         "openai", lambda texts: {"data": [{"index": i} for i in range(len(texts))]}, "needs an 'embedding'"
@@ -480,7 +482,9 @@ BAD_ANSWERS: dict[str, tuple[str, Callable[[list[str]], Any], str]] = {
     "ollama-too-few": ("ollama", lambda texts: {"embeddings": [[1.0] * 48] * (len(texts) - 1)}, "expected"),
     "ollama-wrong-dimension": ("ollama", lambda texts: {"embeddings": [[1.0] * 47] * len(texts)}, "shape"),
     "ollama-flat-vector": ("ollama", lambda texts: {"embeddings": [1.0] * 48}, "expected 3 embeddings"),
-    "ollama-ragged": ("ollama", lambda texts: {"embeddings": [[1.0] * (48 - i) for i in range(len(texts))]}, "equal-length"),
+    "ollama-ragged": (
+        "ollama", lambda texts: {"embeddings": [[1.0] * (47 + i) for i in range(len(texts))]}, "equal-length"
+    ),
 }
 
 
@@ -602,7 +606,9 @@ def test_disabled_cache_embeds_every_search(
     assert server.count() == before + 3
 
 
-def test_failed_query_embedding_is_not_cached(server: EmbeddingServer, open_engine: Callable[..., MemoryEngine]) -> None:
+def test_failed_query_embedding_is_not_cached(
+    server: EmbeddingServer, open_engine: Callable[..., MemoryEngine]
+) -> None:
     engine = open_engine(**openai_options(server))
     engine.add("Alice works at Google", user_id="alice")
     server.hook = _fail_embeddings(500, {"error": "busy"})

@@ -68,6 +68,8 @@ class MemoryConfig:
         text_weight: weight of the keyword (BM25) ranking in reciprocal-rank fusion.
         rrf_k: the constant of reciprocal-rank fusion (larger flattens the ranks).
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
+        text_postings_budget: keyword search uses the rarest query terms matching at most this
+            many rows in all (it bounds the cost of BM25 on large stores).
 
     Example:
         >>> cfg = MemoryConfig(db_path=":memory:", embedder_backend="ollama")
@@ -100,6 +102,7 @@ class MemoryConfig:
     text_weight: float = 1.0
     rrf_k: int = 60
     dedup_threshold: float = 0.97
+    text_postings_budget: int = 2000
 
     def __post_init__(self) -> None:
         try:

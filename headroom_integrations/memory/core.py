@@ -524,7 +524,6 @@ class MemoryEngine:
             scopes=flt.scopes, include_superseded=include_superseded, valid_at=valid_at,  # type: ignore[arg-type]
             min_score=min_score,
         )
-        self._index.sync()
         return hybrid_search(self._store, self._index, request, self.config)
 
     def stats(self, user_id: str | None = None) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class Embedder(ABC):
         ...                 if "a" <= ch <= "z":
         ...                     out[row, ord(ch) - 97] += 1
         ...         return out
-        >>> Letters().embed(["ab"]).round(3).tolist()[0][:3]
+        >>> [round(x, 3) for x in Letters().embed(["ab"])[0, :3].tolist()]
         [0.707, 0.707, 0.0]
     """
 

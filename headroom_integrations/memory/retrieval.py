@@ -68,10 +68,22 @@ def hybrid_search(
     if r.scopes is not None:
         condition = and_(condition, memories.c.scope.in_([s.value for s in r.scopes]))
 
-    vector_hits = index.search(r.vector, keys, depth, r.categories)
-    if r.history:  # older versions are not in the graph: score them exactly from the database
-        vector_hits = _merge_history(store, r.vector, condition, vector_hits, depth)
-    text_hits = store.text_search(r.terms, condition, depth)
+    with store.connect() as conn:
+        index.sync(conn)
+        vector_hits = index.search(r.vector, keys, depth, r.categories)
+        if r.history:  # older versions are not in the graph: score them exactly from the database
+            vector_hits = _merge_history(store, r.vector, condition, vector_hits, depth)
+        text_hits = store.text_search(r.terms, condition, depth, config.text_postings_budget, conn)
+        fused, vector_rank, text_rank = _fuse(vector_hits, text_hits, config)
+        ordered = sorted(fused, key=fused.__getitem__, reverse=True)[: max(3 * r.top_k, 10)]
+        rows = store.get_by_pks(ordered, with_embedding=True, conn=conn)
+    return _rank(rows, ordered, fused, vector_rank, text_rank, r, keys, config)
+
+
+def _fuse(
+    vector_hits: list[tuple[int, float]], text_hits: list[int], config: MemoryConfig
+) -> tuple[dict[int, float], dict[int, int], dict[int, int]]:
+    """Weighted reciprocal-rank fusion, normalised so rank 1 in both lists scores 1.0."""
 
     fused: dict[int, float] = {}
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
@@ -81,9 +93,20 @@ def hybrid_search(
     for pk, rank in text_rank.items():
         fused[pk] = fused.get(pk, 0.0) + config.text_weight / (config.rrf_k + rank)
     best_possible = (config.vector_weight + config.text_weight) / (config.rrf_k + 1)
-    ordered = sorted(fused, key=fused.__getitem__, reverse=True)[: max(3 * r.top_k, 10)]
+    return {pk: score / best_possible for pk, score in fused.items()}, vector_rank, text_rank
 
-    rows = store.get_by_pks(ordered, with_embedding=True)
+
+def _rank(
+    rows: dict[int, tuple[Memory, np.ndarray | None]],
+    ordered: list[int],
+    fused: dict[int, float],
+    vector_rank: dict[int, int],
+    text_rank: dict[int, int],
+    r: SearchRequest,
+    keys: list[tuple[str, str, str | None, str | None, str | None]],
+    config: MemoryConfig,
+) -> list[SearchResult]:
+    """Check candidates against their rows, score, weight, collapse near-duplicates, cut to top_k."""
     allowed_keys = set(keys)
     now = datetime.now(timezone.utc)
     candidates: list[tuple[float, SearchResult, np.ndarray]] = []
@@ -97,8 +120,7 @@ def hybrid_search(
         similarity = float(vector @ r.vector)
         if r.min_score is not None and similarity < r.min_score:
             continue
-        relevance = fused[pk] / best_possible
-        final = _weighted(relevance, memory, config, now)
+        final = _weighted(fused[pk], memory, config, now)
         hit = SearchResult(
             memory=memory, score=similarity, fused_score=final,
             vector_rank=vector_rank.get(pk), text_rank=text_rank.get(pk),

@@ -14,6 +14,7 @@ memories = Table(
     Column("pk", Integer, primary_key=True, autoincrement=True),
     Column("id", String(36), nullable=False, unique=True),
     Column("content", Text, nullable=False),
+    Column("search_text", Text, nullable=False),  # normalised terms, what the keyword index sees
     Column("user_id", String(255), nullable=False),
     Column("session_id", String(255)),
     Column("agent_id", String(255)),

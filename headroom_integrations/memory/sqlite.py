@@ -29,10 +29,17 @@ from sqlalchemy.pool import StaticPool
 
 from headroom_integrations.memory.schema import memories
 
-__all__ = ["WRITE", "create_sqlite_engine", "fts_search", "install_fts"]
+__all__ = ["SNAPSHOT", "WRITE", "create_sqlite_engine", "document_frequencies", "fts_search", "install_fts"]
 
-WRITE = {"headroom_write": True}
-"""Execution options marking a connection whose transaction writes (it takes the lock up front)."""
+WRITE = {"headroom_begin": "BEGIN IMMEDIATE"}
+"""Execution options of a write transaction: it takes the database write lock up front."""
+
+SNAPSHOT = {"headroom_begin": "BEGIN"}
+"""Execution options of a multi-statement read that needs one consistent snapshot.
+
+Connections without either option run each statement on its own (autocommit): the cheapest
+way to read, used on the search path.
+"""
 
 
 def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
@@ -67,31 +74,44 @@ def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        writing = connection.get_execution_options().get("headroom_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
+        begin = connection.get_execution_options().get("headroom_begin")
+        if begin:
+            connection.exec_driver_sql(begin)
 
     return engine
 
 
-_fts = Table("memories_fts", MetaData(), Column("rowid", Integer), Column("content", Text))
+_fts = Table("memories_fts", MetaData(), Column("rowid", Integer), Column("search_text", Text))
+_vocab = Table("memories_fts_vocab", MetaData(), Column("term", Text), Column("doc", Integer))
 
+# The index reads ``memories.search_text`` (terms normalised in Python, see text_query), so the
+# tokenizer only has to split on spaces; triggers keep it in step with the table.
 _FTS_DDL = [
     "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5("
-    "content, content='memories', content_rowid='pk', tokenize='porter unicode61 remove_diacritics 2')",
+    "search_text, content='memories', content_rowid='pk', tokenize='unicode61 remove_diacritics 0')",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts_vocab USING fts5vocab(memories_fts, row)",
     "CREATE TRIGGER IF NOT EXISTS memories_fts_insert AFTER INSERT ON memories BEGIN "
-    "INSERT INTO memories_fts(rowid, content) VALUES (new.pk, new.content); END",
+    "INSERT INTO memories_fts(rowid, search_text) VALUES (new.pk, new.search_text); END",
     "CREATE TRIGGER IF NOT EXISTS memories_fts_delete AFTER DELETE ON memories BEGIN "
-    "INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.pk, old.content); END",
-    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF content ON memories BEGIN "
-    "INSERT INTO memories_fts(memories_fts, rowid, content) VALUES ('delete', old.pk, old.content); "
-    "INSERT INTO memories_fts(rowid, content) VALUES (new.pk, new.content); END",
+    "INSERT INTO memories_fts(memories_fts, rowid, search_text) VALUES ('delete', old.pk, old.search_text); END",
+    "CREATE TRIGGER IF NOT EXISTS memories_fts_update AFTER UPDATE OF search_text ON memories BEGIN "
+    "INSERT INTO memories_fts(memories_fts, rowid, search_text) VALUES ('delete', old.pk, old.search_text); "
+    "INSERT INTO memories_fts(rowid, search_text) VALUES (new.pk, new.search_text); END",
 ]
 
 
 def install_fts(connection: Connection) -> None:
-    """Create the FTS5 table over ``memories.content`` and the triggers that keep it in sync."""
+    """Create the FTS5 table over ``memories.search_text`` and the triggers that keep it in sync."""
     for statement in _FTS_DDL:
         connection.exec_driver_sql(statement)
+
+
+def document_frequencies(connection: Connection, terms: list[str]) -> dict[str, int]:
+    """How many memories contain each term (terms absent from the index are left out)."""
+    if not terms:
+        return {}
+    rows = connection.execute(select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(terms)))
+    return {term: int(doc) for term, doc in rows}
 
 
 def fts_search(

@@ -28,7 +28,15 @@ from sqlalchemy import (
 from headroom_integrations.errors import EmbedderMismatchError, MemoryAlreadySupersededError, MemoryNotFoundError
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
 from headroom_integrations.memory.schema import counters, memories, meta, metadata_obj, tombstones
-from headroom_integrations.memory.sqlite import WRITE, create_sqlite_engine, fts_search, install_fts
+from headroom_integrations.memory.sqlite import (
+    SNAPSHOT,
+    WRITE,
+    create_sqlite_engine,
+    document_frequencies,
+    fts_search,
+    install_fts,
+)
+from headroom_integrations.memory.text_query import index_text, select_terms
 
 __all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
 
@@ -149,8 +157,19 @@ class MemoryStore:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn, conn.begin():
+        with self.engine.connect() as conn:
+            conn.execution_options(**SNAPSHOT)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def connect(self, conn: Connection | None = None) -> Iterator[Connection]:
+        """A connection for single-statement reads (reuses ``conn`` when given)."""
+        if conn is not None:
             yield conn
+            return
+        with self.engine.connect() as fresh:
+            yield fresh
 
     @staticmethod
     def _bump_seq(conn: Connection, count: int = 1) -> int:
@@ -161,10 +180,10 @@ class MemoryStore:
         )
         return int(conn.execute(statement).scalar_one())
 
-    def current_seq(self) -> int:
+    def current_seq(self, conn: Connection | None = None) -> int:
         """The number of the last committed change."""
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(counters.c.value).where(counters.c.name == "seq")).scalar_one())
+        with self.connect(conn) as c:
+            return int(c.execute(select(counters.c.value).where(counters.c.name == "seq")).scalar_one())
 
     # -- embedder identity -----------------------------------------------------------------------
 
@@ -201,6 +220,7 @@ class MemoryStore:
             first = last - len(rows) + 1
             for offset, row in enumerate(rows):
                 row["seq"] = first + offset
+                row["search_text"] = index_text(row["content"])
             statement = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
             pks = [r[0] for r in conn.execute(statement, rows)]
         return [(pk, row["seq"]) for pk, row in zip(pks, rows)]
@@ -233,6 +253,7 @@ class MemoryStore:
                 .values(valid_to=stamp, superseded_by=new["id"], updated_at=stamp, seq=last - 1)
             )
             new.update(
+                search_text=index_text(new["content"]),
                 valid_from=stamp, valid_to=None, created_at=stamp, updated_at=stamp,
                 supersedes=old_id, superseded_by=None, chain_id=old.chain_id, seq=last,
             )
@@ -245,6 +266,8 @@ class MemoryStore:
         Raises:
             MemoryNotFoundError: no such memory.
         """
+        if "content" in values:
+            values = {**values, "search_text": index_text(values["content"])}
         with self.write() as conn:
             seq = self._bump_seq(conn)
             pk = conn.execute(
@@ -277,14 +300,14 @@ class MemoryStore:
         return None if row is None else row_to_memory(row)
 
     def get_by_pks(
-        self, pks: Sequence[int], with_embedding: bool = False
+        self, pks: Sequence[int], with_embedding: bool = False, conn: Connection | None = None
     ) -> dict[int, tuple[Memory, np.ndarray | None]]:
         """Memories (and optionally their vectors) by primary key; missing keys are left out."""
         if not pks:
             return {}
-        columns = list(memories.c) if with_embedding else _NO_EMBEDDING
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(*columns).where(memories.c.pk.in_(list(pks)))).all()
+        columns = [*_NO_EMBEDDING, memories.c.embedding] if with_embedding else _NO_EMBEDDING
+        with self.connect(conn) as c:
+            rows = c.execute(select(*columns).where(memories.c.pk.in_(list(pks)))).all()
         out: dict[int, tuple[Memory, np.ndarray | None]] = {}
         for row in rows:
             blob = row._mapping["embedding"] if with_embedding else None
@@ -348,10 +371,25 @@ class MemoryStore:
             "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
         }
 
-    def text_search(self, terms: list[str], condition: ColumnElement[bool], limit: int) -> list[int]:
-        """Primary keys of memories matching the keyword terms and ``condition``, best first."""
-        with self.engine.connect() as conn:
-            return fts_search(conn, terms, condition, limit)
+    def text_search(
+        self,
+        terms: list[str],
+        condition: ColumnElement[bool],
+        limit: int,
+        postings_budget: int,
+        conn: Connection | None = None,
+    ) -> list[int]:
+        """Primary keys of memories matching the keyword terms and ``condition``, best BM25 first.
+
+        Only the rarest terms are used, up to ``postings_budget`` matching rows in all: BM25 is
+        computed for every matching row, and very common terms add cost but almost no ranking
+        signal (their inverse document frequency is near zero).
+        """
+        if not terms:
+            return []
+        with self.connect(conn) as c:
+            chosen = select_terms(terms, document_frequencies(c, terms), postings_budget)
+            return fts_search(c, chosen, condition, limit)
 
     def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""

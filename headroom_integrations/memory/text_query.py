@@ -1,16 +1,23 @@
-"""Turning free user text into a safe keyword query.
+"""Text normalisation for keyword search, shared by documents and queries.
 
-Whatever the user typed (quotes, ``*``, ``NEAR``, ``AND``, parentheses, emoji), the result is a
-list of plain word terms; the full-text backend quotes each one, so no query string can raise.
+Words are lower-cased, stripped of accents, stop words and single letters are dropped and the
+rest is stemmed (Snowball English), so "liked", "likes" and "liking" meet. Whatever a user typed
+(quotes, ``*``, ``NEAR``, ``AND``, parentheses, emoji), a query becomes a list of plain word terms,
+so no query string can make the full-text backend raise.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import lru_cache
 
-__all__ = ["STOPWORDS", "query_terms"]
+import snowballstemmer
+
+__all__ = ["STOPWORDS", "index_text", "query_terms", "select_terms", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+_STEMMER = snowballstemmer.stemmer("english")
 
 STOPWORDS = frozenset(
     {
@@ -28,19 +35,53 @@ STOPWORDS = frozenset(
 )
 
 
-def query_terms(text: str, max_terms: int = 32) -> list[str]:
-    """Lower-cased word terms of ``text`` without stop words (unless nothing else is left).
+@lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return _STEMMER.stemWord(word)
+
+
+def terms(text: str) -> list[str]:
+    """The normalised terms of ``text``, in order, repeats kept.
 
     Example:
-        >>> query_terms('Where does "alice" work? NEAR(x*) AND 🚀')
-        ['alice', 'work', 'near', 'x']
+        >>> terms("Caroline LIKED the café's hiking trails!")
+        ['carolin', 'like', 'cafe', 'hike', 'trail']
     """
-    words = [w.lower() for w in _WORD.findall(text)]
-    seen: dict[str, None] = {}
-    for word in words:
-        if word not in STOPWORDS:
-            seen.setdefault(word, None)
-    if not seen:
-        for word in words:
-            seen.setdefault(word, None)
-    return list(seen)[:max_terms]
+    folded = unicodedata.normalize("NFKD", text.lower())
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch))
+    return [_stem(w) for w in _WORD.findall(folded) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())]
+
+
+def index_text(content: str) -> str:
+    """What the full-text index stores for a memory: its terms joined by spaces."""
+    return " ".join(terms(content))
+
+
+def query_terms(text: str, max_terms: int = 32) -> list[str]:
+    """The distinct terms of a query, in order (at most ``max_terms``).
+
+    Example:
+        >>> query_terms('Where does "alice" work? NEAR(x*) AND 🚀 works')
+        ['alic', 'work', 'near']
+    """
+    return list(dict.fromkeys(terms(text)))[:max_terms]
+
+
+def select_terms(candidates: list[str], document_frequency: dict[str, int], postings_budget: int) -> list[str]:
+    """The rarest terms whose matching rows add up to at most ``postings_budget``.
+
+    Terms that match nothing are dropped; if even the rarest term matches more rows than the
+    budget, no term is used (every term is then too common to rank by).
+
+    Example:
+        >>> select_terms(["alic", "work", "zebra"], {"alic": 40, "work": 5000}, 1000)
+        ['alic']
+    """
+    chosen: list[str] = []
+    total = 0
+    for term in sorted((t for t in candidates if document_frequency.get(t)), key=document_frequency.__getitem__):
+        total += document_frequency[term]
+        if total > postings_budget:
+            break
+        chosen.append(term)
+    return chosen

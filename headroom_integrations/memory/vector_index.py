@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Connection
 
 from headroom_integrations.memory.models import MemoryCategory
 from headroom_integrations.memory.store import IndexRow, MemoryStore
@@ -196,9 +197,9 @@ class VectorIndex:
             if seq == self.watermark + 1:
                 self.watermark = seq
 
-    def sync(self) -> None:
+    def sync(self, conn: Connection | None = None) -> None:
         """Pull every change committed since the watermark (by any process)."""
-        if self.store.current_seq() == self.watermark:
+        if self.store.current_seq(conn) == self.watermark:
             return
         with self._lock:
             changes = self.store.changes_since(self.watermark)

@@ -1,0 +1,145 @@
+"""The engine benchmark script runs end to end in --quick mode and produces every figure, well-formed.
+
+Only the shape of the output is checked (numbers present, finite, positive; every size; the
+markdown section; the store found its memory after reopen), never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_engine.py"
+QUICK_SIZES = [200, 1000]
+
+
+def _positive(value: Any, where: str) -> float:
+    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} is not a number: {value!r}"
+    assert math.isfinite(value), f"{where} is not finite: {value!r}"
+    assert value > 0, f"{where} is not positive: {value!r}"
+    return float(value)
+
+
+def _latency(summary: Any, where: str) -> None:
+    assert isinstance(summary, dict), f"{where} is missing"
+    for key in ("p50", "p95", "mean", "min", "max"):
+        _positive(summary[key], f"{where}.{key}")
+    assert summary["min"] <= summary["p50"] <= summary["p95"] <= summary["max"], f"{where} is out of order"
+    assert summary["n"] >= 1
+
+
+def _finite_everywhere(value: Any, where: str = "results") -> None:
+    """No NaN or infinity anywhere (json would write them as NaN/Infinity)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_everywhere(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            _finite_everywhere(item, f"{where}[{position}]")
+    elif isinstance(value, float):
+        assert math.isfinite(value), f"{where} is not finite"
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
+    """Run the script once in --quick mode; return its JSON, its markdown file and its stdout."""
+    tmp = tmp_path_factory.mktemp("bench")
+    out, raw = tmp / "bench.md", tmp / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--no-progress", "--workdir", str(tmp / "work"),
+         "--out", str(out), "--json", str(raw)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, f"benchmark failed:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return json.loads(raw.read_text()), out.read_text(), proc.stdout
+
+
+def test_every_size_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> None:
+    results, _, _ = bench
+    assert results["quick"] is True
+    assert [entry["n"] for entry in results["sizes"]] == QUICK_SIZES
+    for entry in results["sizes"]:
+        where = f"N={entry['n']}"
+        for key in ("search_fresh_ms", "search_cached_ms", "search_fresh_embed_ms", "search_fresh_excl_embed_ms",
+                    "add_ms"):
+            _latency(entry[key], f"{where}.{key}")
+        batch = entry["batch_add"]
+        _positive(batch["memories"], f"{where}.batch_add.memories")
+        _positive(batch["seconds"], f"{where}.batch_add.seconds")
+        _positive(batch["memories_per_s"], f"{where}.batch_add.memories_per_s")
+        assert 0 < batch["embed_share"] <= 1
+        _positive(entry["rss_mb"], f"{where}.rss_mb")
+        assert entry["stats_total"] == entry["n"] + results["settings"]["adds"]
+        assert entry["hits_of_other_users"] == 0
+        assert entry["mean_hits"] > 0
+        reopen = entry["reopen"]
+        for key in ("close_s", "open_s", "first_search_ms"):
+            _positive(reopen[key], f"{where}.reopen.{key}")
+        assert reopen["found"] is True, f"{where}: the memory stored before reopen was not found"
+        assert reopen["model_reused"] is True, f"{where}: reopening reloaded the embedding model"
+        assert 0 <= reopen["recall_at_k"] <= 1 and reopen["recall_probes"] >= 1
+
+
+def test_overall_machine_targets_and_multi_user(bench: tuple[dict[str, Any], str, str]) -> None:
+    results, _, _ = bench
+    _finite_everywhere(results)
+    overall = results["batch_add_overall"]
+    assert overall["memories"] == QUICK_SIZES[-1] - results["settings"]["adds"] * (len(QUICK_SIZES) - 1)
+    _positive(overall["memories_per_s"], "batch_add_overall.memories_per_s")
+    for key in ("cold_open_s", "model_rss_mb", "baseline_rss_mb", "db_bytes", "wall_s"):
+        _positive(results[key], key)
+    machine = results["machine"]
+    for key in ("cpu", "python", "torch", "numpy", "date"):
+        assert isinstance(machine[key], str) and machine[key], key
+    _positive(machine["logical_cores"], "machine.logical_cores")
+    _positive(machine["ram_gib"], "machine.ram_gib")
+    assert len(results["targets"]) == 4
+    for target in results["targets"]:
+        _positive(target["value"], f"target {target['name']}")
+        assert isinstance(target["met"], bool)
+        assert target["at_n"] == QUICK_SIZES[-1]
+    multi = results["multi_user"]
+    assert multi is not None and multi["users"] >= 2 and multi["per_user"] >= 1
+    _latency(multi["search_fresh_ms"], "multi_user.search_fresh_ms")
+    _latency(multi["search_cached_ms"], "multi_user.search_cached_ms")
+    assert multi["hits_of_other_users"] == 0
+
+
+def test_markdown_section_and_stdout(bench: tuple[dict[str, Any], str, str]) -> None:
+    _, markdown, stdout = bench
+    assert markdown.startswith("# Benchmarks")
+    start, end = markdown.find("<!-- engine-bench:start -->"), markdown.find("<!-- engine-bench:end -->")
+    assert 0 <= start < end
+    section = markdown[start:end]
+    for size in QUICK_SIZES:
+        assert f"\n| {size:,} |" in section
+    for needle in ("### Targets", "### Machine", "search p50, fresh query <= 13 ms", "reopen of the store < 2 s",
+                   "found after reopen", "RSS (MiB)"):
+        assert needle in section
+    assert "| 1,000 |" in stdout and "### Targets" in stdout
+
+
+def test_rerun_replaces_the_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Writing the section twice keeps one section and the text around it."""
+    spec = importlib.util.spec_from_file_location("bench_engine", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench_engine = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_engine", bench_engine)  # dataclasses look their module up
+    spec.loader.exec_module(bench_engine)
+    doc = tmp_path / "doc.md"
+    doc.write_text("# Perf\n\nintro\n")
+    bench_engine.write_section(doc, "first\n")
+    bench_engine.write_section(doc, "second\n")
+    text = doc.read_text()
+    assert text.startswith("# Perf\n\nintro\n")
+    assert text.count("<!-- engine-bench:start -->") == 1 and "second" in text and "first" not in text
