@@ -26,7 +26,7 @@ import numpy as np
 
 from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory.config import MemoryConfig
-from headroom_integrations.memory.embedders import Embedder, QueryCache, build_embedder
+from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, SearchResult
 from headroom_integrations.memory.retrieval import SearchRequest, hybrid_search
 from headroom_integrations.memory.schema import memories
@@ -81,7 +81,9 @@ def _acquire(config: MemoryConfig, embedder: Embedder) -> tuple[str, _SharedStor
     return key, shared
 
 
-def _release(key: str) -> None:
+def _release(key: str, owned_embedder: Embedder | None = None) -> None:
+    if owned_embedder is not None:
+        owned_embedder.close()
     with _OPEN_LOCK:
         shared = _OPEN.get(key)
         if shared is None:
@@ -182,12 +184,19 @@ class MemoryEngine:
     def __init__(self, config: MemoryConfig | None = None) -> None:
         self.config = config or MemoryConfig()
         self.embedder = build_embedder(self.config)
+        # HTTP embedders are built for this engine and closed with it; local models are shared.
+        owned = None if self.config.embedder is not None or isinstance(self.embedder, LocalEmbedder) else self.embedder
         self._cache = QueryCache(self.config.cache_max_size) if self.config.cache_enabled else None
-        self._key, shared = _acquire(self.config, self.embedder)
+        try:
+            self._key, shared = _acquire(self.config, self.embedder)
+        except BaseException:
+            if owned is not None:
+                owned.close()
+            raise
         self._store = shared.store
         self._index = shared.index
         self._closed = False
-        self._finalizer = weakref.finalize(self, _release, self._key)
+        self._finalizer = weakref.finalize(self, _release, self._key, owned)
 
     # -- helpers --------------------------------------------------------------------------------
 

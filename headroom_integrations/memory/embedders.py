@@ -83,6 +83,9 @@ class Embedder(ABC):
             )
         return vectors
 
+    def close(self) -> None:  # noqa: B027 - optional hook, most embedders hold nothing
+        """Release what the embedder holds (HTTP connections); the default holds nothing."""
+
     def embed_one(self, text: str) -> np.ndarray:
         """Embed a single text into a (dimension,) unit vector."""
         return self.embed([text])[0]
