@@ -112,6 +112,13 @@ CAUSES = ["an expired certificate", "a full disk", "a bad config push", "a DNS m
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+SURNAMES = ["Okafor", "Lindqvist", "Tanaka", "Moreau", "Kowalski", "Haddad", "Novak", "Fernandes", "Byrne",
+            "Castellano", "Ivanova", "Mbeki", "Schneider", "Nakamura", "Oyelaran", "Petrov", "Quispe", "Rasmussen",
+            "Sato", "Varga", "Whitfield", "Yilmaz", "Zhou", "Abernathy", "Delacroix", "Eriksen", "Gallagher"]
+STREETS = ["Maple", "Harbour", "Linden", "Station", "Church", "Mill", "Orchard", "Canal", "Quarry", "Juniper",
+           "Chestnut", "Foundry", "Beacon", "Rosemary", "Tannery"]
+TICKET_PREFIXES = ["OPS", "ENG", "SEC", "DATA", "WEB", "INFRA", "MOB"]
+AIRLINES = ["LH", "BA", "AF", "KL", "UA", "DL", "NH", "TP", "SK", "AY"]
 TOPICS = ["remote work", "the new office", "code review", "their commute", "vegetarian food", "the quarterly plan",
           "public speaking", "electric cars", "open source", "the team offsite", "on-call duty", "jazz"]
 
@@ -140,6 +147,12 @@ MEMORY_TEMPLATES: list[tuple[str, str]] = [
     ("entity", "{restaurant} in {city} is where {person} celebrates birthdays."),
     ("context", "{person} will be on parental leave from {date} until {date2}."),
     ("preference", "{person} likes {food} but only from the place near {city} station."),
+    ("context", "Ticket {ticket} tracks the {project} migration to {tool}."),
+    ("fact", "{person} {surname}'s flight {flight} lands in {city} at {time}."),
+    ("fact", "{person} {surname} lives at {number} {street} Street in {city}."),
+    ("entity", "{person} {surname} is the {role} on the {project} project."),
+    ("context", "Order #{order} from {company} should arrive on {date}."),
+    ("decision", "Per ticket {ticket}, {person} will own the {tool} upgrade for {project}."),
 ]
 
 QUERY_TEMPLATES = [
@@ -158,6 +171,10 @@ QUERY_TEMPLATES = [
     "What is {person} learning besides {hobby}?",
     "Where does {person} work these days?",
     "Good {cuisine} restaurant in {city}?",
+    "What is ticket {ticket} about?",
+    "When does flight {flight} land?",
+    "What is the address of {person} {surname}?",
+    "Has order #{order} arrived yet?",
 ]
 
 
@@ -186,7 +203,10 @@ class Corpus:
             "weekday": r.choice(WEEKDAYS), "topic": r.choice(TOPICS), "year": str(year),
             "date": f"{r.choice(MONTHS)} {day}, {year}", "date2": f"{r.choice(MONTHS)} {r.randint(1, 28)}, {year + 1}",
             "amount": str(r.randrange(5, 900, 5)), "quarter": str(r.randint(1, 4)), "hour": str(r.randint(6, 10)),
-            "count": str(r.randint(1, 4)),
+            "count": str(r.randint(1, 4)), "surname": r.choice(SURNAMES), "street": r.choice(STREETS),
+            "number": str(r.randint(1, 240)), "ticket": f"{r.choice(TICKET_PREFIXES)}-{r.randint(100, 9999)}",
+            "flight": f"{r.choice(AIRLINES)}{r.randint(100, 999)}", "order": str(r.randint(100_000, 999_999)),
+            "time": f"{r.randint(6, 23):02d}:{r.choice(['00', '15', '30', '45'])}",
         }
 
     def memory(self) -> dict[str, Any]:
@@ -232,7 +252,7 @@ def summary_ms(samples_s: Sequence[float]) -> dict[str, float]:
 def rss_mb() -> float:
     """Resident set size of this process in MiB."""
     gc.collect()
-    return psutil.Process().memory_info().rss / 2**20
+    return float(psutil.Process().memory_info().rss) / 2**20
 
 
 class EmbedTimer:
@@ -279,6 +299,14 @@ def clear_query_cache(engine: MemoryEngine) -> None:
         cache.clear()
 
 
+def cache_counts(engine: MemoryEngine) -> tuple[int, int]:
+    """(misses, hits) of the engine's query cache so far; (-1, -1) without a cache."""
+    cache = getattr(engine, "_cache", None)
+    if cache is None:
+        return -1, -1
+    return int(cache.misses), int(cache.hits)
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, RAM and library versions of this machine."""
     cpu = platform.processor() or platform.machine()
@@ -300,6 +328,7 @@ def machine_info() -> dict[str, Any]:
 
     import torch
 
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
@@ -316,6 +345,7 @@ def machine_info() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "headroom_integrations": version("headroom-integrations"),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_avg_1m": round(load[0], 2),
     }
 
 
@@ -368,7 +398,7 @@ class Filler:
                     seconds += time.perf_counter() - start
                 embed += spent[0]
                 self.first_id = self.first_id or stored[0].id
-                self.probes.append((stored[len(stored) // 2].id, stored[len(stored) // 2].content))
+                self.probes.extend((m.id, m.content) for m in stored[len(stored) // 8 :: max(1, len(stored) // 4)])
                 done += len(batch)
                 bar.update(len(batch))
         self.memories += n
@@ -384,6 +414,7 @@ def measure_search(
     """Fresh-query and cached-query search latency (and the embedding part of the fresh one)."""
     for query in corpus.queries(3):  # warm the code paths; not counted
         engine.search(query, user_id=user_id, top_k=TOP_K)
+    misses_before = cache_counts(engine)[0]
     fresh: list[float] = []
     fresh_rest: list[float] = []
     fresh_embed: list[float] = []
@@ -400,14 +431,18 @@ def measure_search(
         fresh_rest.append(max(elapsed - spent[0], 1e-9))
         hits += len(results)
         wrong_user += sum(1 for r in results if r.memory.user_id != user_id)
+    misses_fresh = cache_counts(engine)[0] - misses_before
     cached_query = corpus.queries(1)[0]
     engine.search(cached_query, user_id=user_id, top_k=TOP_K)  # warms the cache
+    hits_before = cache_counts(engine)[1]
     cached: list[float] = []
     for _ in range(settings.cached_reps):
         start = time.perf_counter()
         engine.search(cached_query, user_id=user_id, top_k=TOP_K)
         cached.append(time.perf_counter() - start)
     return {
+        "query_cache": {"misses_during_fresh": misses_fresh,
+                        "hits_during_cached": cache_counts(engine)[1] - hits_before},
         "search_fresh_ms": summary_ms(fresh),
         "search_fresh_embed_ms": summary_ms(fresh_embed),
         "search_fresh_excl_embed_ms": summary_ms(fresh_rest),
@@ -472,8 +507,10 @@ def run_single_user(
     engine = MemoryEngine(config)
     cold_open_s = time.perf_counter() - start
     timer.attach(engine)
-    warm = [item["content"] for item in Corpus(settings.seed + 99).memories(64)]
-    engine.embedder.embed(warm)  # the first calls of a fresh torch are slow: warm batch and single paths
+    # A fresh torch is 2-4x slower for its first few hundred batched texts (each new padded batch
+    # shape is slow once): warm it up with batches of every length, and the single-text path too.
+    warm = [item["content"] for item in Corpus(settings.seed + 99).memories(512)]
+    engine.embedder.embed(warm)
     for text in warm[:16]:
         engine.embedder.embed([text])
     model_rss = rss_mb()
@@ -680,8 +717,13 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['cpu']}, {m['logical_cores']} logical cores ({m['physical_cores']} physical), "
         f"{m['ram_gib']} GiB RAM, {m['os']}; Python {m['python']}, torch {m['torch']} "
         f"({m['torch_threads']} threads), numpy {m['numpy']}, hnswlib {m['hnswlib']}, "
-        f"sentence-transformers {m['sentence_transformers']}, SQLAlchemy {m['sqlalchemy']}, SQLite {m['sqlite']}.",
+        f"sentence-transformers {m['sentence_transformers']}, SQLAlchemy {m['sqlalchemy']}, SQLite {m['sqlite']}. "
+        f"Load average (1 min) before the run: {m['load_avg_1m']}.",
     ]
+    busy = m["load_avg_1m"]  # the value at the end counts this benchmark too, so it cannot tell
+    if busy >= 0.5 * (m["logical_cores"] or 1):
+        lines += ["", f"**Warning:** the machine was busy with other work (load average {busy} on "
+                  f"{m['logical_cores']} cores); the embedding model suffers most, so these figures are pessimistic."]
     return "\n".join(lines) + "\n"
 
 
@@ -720,7 +762,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--chunk", type=int, default=1000, help="add_batch chunk size (default 1000)")
     parser.add_argument("--recall-probes", type=int, help="stored texts searched after reopen (default 20; quick 5)")
     parser.add_argument("--multi-user-size", type=int,
-                        help="memories in the many-users store, 0 to skip (default 10000; quick 500)")
+                        help="memories in the many-users store, 0 to skip (default 10000; quick 300)")
     parser.add_argument("--multi-users", type=int, default=100, help="users in the many-users store (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic content")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -744,7 +786,7 @@ def settings_from(args: argparse.Namespace, workdir: Path) -> Settings:
     settings = Settings(
         sizes=sizes, queries=pick(args.queries, 200, 30), cached_reps=pick(args.cached_reps, 200, 50),
         adds=pick(args.adds, 100, 20), chunk=args.chunk, recall_probes=pick(args.recall_probes, 20, 5),
-        multi_user_size=pick(args.multi_user_size, 10_000, 500), multi_users=args.multi_users, seed=args.seed,
+        multi_user_size=pick(args.multi_user_size, 10_000, 300), multi_users=args.multi_users, seed=args.seed,
         progress=not args.no_progress, quick=quick, workdir=workdir,
     )
     for name in ("queries", "cached_reps", "adds", "chunk", "recall_probes", "multi_users"):
@@ -759,13 +801,15 @@ def run(settings: Settings) -> dict[str, Any]:
     """Run every measurement and return the results (JSON-serialisable)."""
     corpus = Corpus(settings.seed)
     timer = EmbedTimer()
+    machine = machine_info()  # before the run, so the load average tells whether others used the CPUs
     started = time.perf_counter()
     extra, sizes = run_single_user(settings, corpus, timer)
     multi = run_multi_user(settings, corpus, timer)
+    machine["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0  # incl. us
     results: dict[str, Any] = {
         "schema": 1,
         "quick": settings.quick,
-        "machine": machine_info(),
+        "machine": machine,
         "settings": {"sizes": settings.sizes, "queries": settings.queries, "cached_reps": settings.cached_reps,
                      "adds": settings.adds, "chunk": settings.chunk, "recall_probes": settings.recall_probes,
                      "multi_user_size": settings.multi_user_size, "multi_users": settings.multi_users,

@@ -81,6 +81,9 @@ def test_every_size_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> 
         _positive(entry["rss_mb"], f"{where}.rss_mb")
         assert entry["stats_total"] == entry["n"] + results["settings"]["adds"]
         assert entry["hits_of_other_users"] == 0
+        # fresh queries really were embedded every time; the cached one never was
+        assert entry["query_cache"]["misses_during_fresh"] == results["settings"]["queries"]
+        assert entry["query_cache"]["hits_during_cached"] == results["settings"]["cached_reps"]
         assert entry["mean_hits"] > 0
         reopen = entry["reopen"]
         for key in ("close_s", "open_s", "first_search_ms"):
