@@ -102,7 +102,7 @@ class MemoryConfig:
     text_weight: float = 1.0
     rrf_k: int = 60
     dedup_threshold: float = 0.97
-    text_postings_budget: int = 2000
+    text_postings_budget: int = 1000
 
     def __post_init__(self) -> None:
         try:

@@ -17,6 +17,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -28,7 +29,7 @@ from headroom_integrations.errors import EmbedderMismatchError, InvalidInputErro
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, SearchResult
-from headroom_integrations.memory.retrieval import SearchRequest, hybrid_search
+from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
 from headroom_integrations.memory.schema import memories
 from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
 from headroom_integrations.memory.text_query import query_terms
@@ -50,6 +51,16 @@ class _SharedStore:
 
 _OPEN: dict[str, _SharedStore] = {}
 _OPEN_LOCK = threading.Lock()
+_BACKGROUND: ThreadPoolExecutor | None = None
+
+
+def _background() -> ThreadPoolExecutor:
+    """A small shared pool for work that overlaps with embedding (keyword search)."""
+    global _BACKGROUND
+    with _OPEN_LOCK:
+        if _BACKGROUND is None:
+            _BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-memory")
+        return _BACKGROUND
 
 
 def _acquire(config: MemoryConfig, embedder: Embedder) -> tuple[str, _SharedStore]:
@@ -187,6 +198,7 @@ class MemoryEngine:
         # HTTP embedders are built for this engine and closed with it; local models are shared.
         owned = None if self.config.embedder is not None or isinstance(self.embedder, LocalEmbedder) else self.embedder
         self._cache = QueryCache(self.config.cache_max_size) if self.config.cache_enabled else None
+        self._keywords = KeywordCache(self.config.cache_max_size) if self.config.cache_enabled else None
         try:
             self._key, shared = _acquire(self.config, self.embedder)
         except BaseException:
@@ -207,12 +219,6 @@ class MemoryEngine:
     def _embed(self, texts: list[str]) -> np.ndarray:
         limit = self.config.embed_max_chars
         return self.embedder.embed([text[:limit] for text in texts])
-
-    def _embed_query(self, text: str) -> np.ndarray:
-        text = text[: self.config.embed_max_chars]
-        if self._cache is None:
-            return self.embedder.embed_one(text)
-        return self._cache.get_or_compute(text, self.embedder.embed_one)
 
     def _new_row(
         self,
@@ -527,13 +533,26 @@ class MemoryEngine:
             raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
         flt = MemoryFilter(categories=categories, scopes=scopes)  # parses and validates both
         request = SearchRequest(
-            vector=self._embed_query(text), terms=query_terms(text), user_id=user,  # type: ignore[arg-type]
-            session_id=_id(session_id, "session_id"), agent_id=_id(agent_id, "agent_id"),
-            turn_id=_id(turn_id, "turn_id"), top_k=top_k, categories=flt.categories,  # type: ignore[arg-type]
-            scopes=flt.scopes, include_superseded=include_superseded, valid_at=valid_at,  # type: ignore[arg-type]
-            min_score=min_score,
+            terms=query_terms(text), user_id=user, session_id=_id(session_id, "session_id"),  # type: ignore[arg-type]
+            agent_id=_id(agent_id, "agent_id"), turn_id=_id(turn_id, "turn_id"), top_k=top_k,
+            categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
+            include_superseded=include_superseded, valid_at=valid_at, min_score=min_score,
         )
-        return hybrid_search(self._store, self._index, request, self.config)
+        self._index.sync()
+        text = text[: self.config.embed_max_chars]
+        vector = None if self._cache is None else self._cache.get(text)
+        if vector is None:
+            # Embedding the query is the slow part: run the keyword search beside it.
+            keyword_job = _background().submit(
+                keyword_candidates, self._store, self._index, request, self.config, self._keywords
+            )
+            vector = self.embedder.embed_one(text)
+            if self._cache is not None:
+                self._cache.put(text, vector)
+            text_hits = keyword_job.result()
+        else:
+            text_hits = keyword_candidates(self._store, self._index, request, self.config, self._keywords)
+        return hybrid_search(self._store, self._index, request, vector, text_hits, self.config)
 
     def stats(self, user_id: str | None = None) -> dict[str, Any]:
         """Counts for one user (or the whole store): ``total``, ``current``, ``superseded``,

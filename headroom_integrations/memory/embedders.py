@@ -134,6 +134,9 @@ class LocalEmbedder(Embedder):
         self.name = f"local/{model.split('/')[-1]}"
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        # The first calls of a fresh model are several times slower (kernel selection): pay that now.
+        self._model.encode(["warm up", "a slightly longer sentence to warm up the model"] * 4, batch_size=8,
+                           show_progress_bar=False)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         with self._lock:  # torch already uses every core; parallel calls only contend
@@ -294,21 +297,30 @@ class QueryCache:
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, text: str, compute: Any) -> np.ndarray:
-        """Return the cached vector for ``text`` or compute, store and return it."""
+    def get(self, text: str) -> np.ndarray | None:
+        """The cached vector for ``text`` (counted as a hit), or None."""
         with self._lock:
             vector = self._items.get(text)
             if vector is not None:
                 self._items.move_to_end(text)
                 self.hits += 1
-                return vector
-        vector = compute(text)
+            return vector
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        """Remember a freshly computed vector (counted as a miss)."""
         vector.setflags(write=False)
         with self._lock:
             self.misses += 1
             self._items[text] = vector
             while len(self._items) > self.max_size:
                 self._items.popitem(last=False)
+
+    def get_or_compute(self, text: str, compute: Any) -> np.ndarray:
+        """Return the cached vector for ``text`` or compute, store and return it."""
+        vector = self.get(text)
+        if vector is None:
+            vector = compute(text)
+            self.put(text, vector)
         return vector
 
     def clear(self) -> None:

@@ -9,27 +9,29 @@ re-weighted by importance and recency, and near-duplicates are collapsed.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import and_
+from sqlalchemy import ColumnElement, and_
 
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
 from headroom_integrations.memory.schema import memories
 from headroom_integrations.memory.store import MemoryStore, validity_condition
 from headroom_integrations.memory.vector_index import VectorIndex
-from headroom_integrations.memory.visibility import bucket_key, sql_visible, visible_keys
+from headroom_integrations.memory.visibility import BucketKey, bucket_key, sql_visible, visible_keys
 
-__all__ = ["SearchRequest", "hybrid_search"]
+__all__ = ["KeywordCache", "SearchRequest", "hybrid_search", "keyword_candidates"]
 
 
 @dataclass(frozen=True)
 class SearchRequest:
-    """One search, already validated."""
+    """One search, already validated (the query vector travels separately)."""
 
-    vector: np.ndarray
     terms: list[str]
     user_id: str
     session_id: str | None
@@ -47,44 +49,140 @@ class SearchRequest:
         """True when versions other than the current ones may match."""
         return self.include_superseded or self.valid_at is not None
 
+    @property
+    def depth(self) -> int:
+        """How many candidates each list contributes to the fusion."""
+        return max(4 * self.top_k, 20)
+
+    def keys(self) -> list[BucketKey]:
+        """The visibility buckets this search may see (narrowed by ``scopes``)."""
+        keys = visible_keys(self.user_id, self.session_id, self.agent_id, self.turn_id)
+        if self.scopes is not None:
+            allowed = {s.value for s in self.scopes}
+            keys = [key for key in keys if key[1] in allowed]
+        return keys
+
+    def condition(self) -> ColumnElement[bool]:
+        """The same restriction as SQL (visibility, validity, categories, scopes)."""
+        parts = [
+            sql_visible(memories, self.user_id, self.session_id, self.agent_id, self.turn_id),
+            validity_condition(self.include_superseded, self.valid_at),
+        ]
+        if self.categories is not None:
+            parts.append(memories.c.category.in_([c.value for c in self.categories]))
+        if self.scopes is not None:
+            parts.append(memories.c.scope.in_([s.value for s in self.scopes]))
+        return and_(*parts)
+
+
+class KeywordCache:
+    """Keyword candidates of recent searches, valid while the store has not changed.
+
+    A repeated search (a retried request, two adapters retrieving for the same message) skips
+    the BM25 query as well as the embedding. Entries carry the vector index's change counter and
+    are ignored once anything was written.
+
+    Example:
+        >>> cache = KeywordCache(max_size=2)
+        >>> cache.put(("q",), version=3, hits=[7, 9])
+        >>> cache.get(("q",), version=3), cache.get(("q",), version=4)
+        ([7, 9], None)
+    """
+
+    def __init__(self, max_size: int = 1000) -> None:
+        self.max_size = max_size
+        self._items: OrderedDict[Hashable, tuple[int, list[int]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, version: int) -> list[int] | None:
+        """The cached hits for ``key`` if computed at this ``version``, else None."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is None or found[0] != version:
+                return None
+            self._items.move_to_end(key)
+            return found[1]
+
+    def put(self, key: Hashable, version: int, hits: list[int]) -> None:
+        """Remember the hits computed at ``version``."""
+        with self._lock:
+            self._items[key] = (version, hits)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_size:
+                self._items.popitem(last=False)
+
+
+def keyword_candidates(
+    store: MemoryStore, index: VectorIndex, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
+) -> list[int]:
+    """Primary keys of the best BM25 matches the search may see, best first.
+
+    When the visible memories are most of the store and only current versions count, the ranking
+    runs inside the full-text index alone and is filtered with the vector index's bookkeeping
+    (no SQL join); otherwise the visibility condition is joined in SQL.
+    """
+    keys = r.keys()
+    if not r.terms or not keys:
+        return []
+    if cache is None:
+        return _keyword_candidates(store, index, r, keys, config)
+    cache_key = (tuple(r.terms), tuple(keys), r.categories, r.include_superseded, r.valid_at, r.top_k)
+    version = index.version
+    hits = cache.get(cache_key, version)
+    if hits is None:
+        hits = _keyword_candidates(store, index, r, keys, config)
+        cache.put(cache_key, version, hits)
+    return hits
+
+
+def _keyword_candidates(
+    store: MemoryStore, index: VectorIndex, r: SearchRequest, keys: list[BucketKey], config: MemoryConfig
+) -> list[int]:
+    budget, seq = config.text_postings_budget, index.watermark
+    share = 0.0 if r.history else index.visible_share(keys)
+    if share >= 0.5:
+        ranked = store.text_search(r.terms, None, math.ceil(r.depth / share) + r.depth, budget, seq)
+        return index.keep_visible(ranked, keys, r.categories)[: r.depth]
+    return store.text_search(r.terms, r.condition(), r.depth, budget, seq)
+
 
 def hybrid_search(
-    store: MemoryStore, index: VectorIndex, request: SearchRequest, config: MemoryConfig
+    store: MemoryStore,
+    index: VectorIndex,
+    r: SearchRequest,
+    vector: np.ndarray,
+    text_hits: list[int],
+    config: MemoryConfig,
 ) -> list[SearchResult]:
-    """Run one hybrid search; see the module docstring."""
-    r = request
-    keys = visible_keys(r.user_id, r.session_id, r.agent_id, r.turn_id)
-    if r.scopes is not None:
-        keys = [key for key in keys if key[1] in {s.value for s in r.scopes}]
+    """Fuse vector hits with the given keyword hits and return the final results (see module doc)."""
+    keys = r.keys()
     if not keys:
         return []
-    depth = max(4 * r.top_k, 20)
-    condition = and_(
-        sql_visible(memories, r.user_id, r.session_id, r.agent_id, r.turn_id),
-        validity_condition(r.include_superseded, r.valid_at),
-    )
-    if r.categories is not None:
-        condition = and_(condition, memories.c.category.in_([c.value for c in r.categories]))
-    if r.scopes is not None:
-        condition = and_(condition, memories.c.scope.in_([s.value for s in r.scopes]))
-
-    with store.connect() as conn:
-        index.sync(conn)
-        vector_hits = index.search(r.vector, keys, depth, r.categories)
-        if r.history:  # older versions are not in the graph: score them exactly from the database
-            vector_hits = _merge_history(store, r.vector, condition, vector_hits, depth)
-        text_hits = store.text_search(r.terms, condition, depth, config.text_postings_budget, conn)
-        fused, vector_rank, text_rank = _fuse(vector_hits, text_hits, config)
-        ordered = sorted(fused, key=fused.__getitem__, reverse=True)[: max(3 * r.top_k, 10)]
-        rows = store.get_by_pks(ordered, with_embedding=True, conn=conn)
-    return _rank(rows, ordered, fused, vector_rank, text_rank, r, keys, config)
+    vector_hits = index.search(vector, keys, r.depth, r.categories)
+    if r.history:  # older versions are not in the graph: score them exactly from the database
+        vector_hits = _merge_history(store, vector, r.condition(), vector_hits, r.depth)
+    fused, vector_rank, text_rank = _fuse(vector_hits, text_hits, config)
+    ordered = sorted(fused, key=fused.__getitem__, reverse=True)
+    weighted = bool(config.importance_weight or config.recency_weight)
+    # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
+    chunk = len(ordered) if weighted else r.top_k + 2
+    candidates: list[tuple[float, SearchResult, np.ndarray]] = []
+    results: list[SearchResult] = []
+    for start in range(0, len(ordered), chunk):
+        pks = ordered[start : start + chunk]
+        rows = store.get_by_pks(pks, with_embedding=True)
+        candidates.extend(_score(rows, pks, fused, vector_rank, text_rank, r, vector, set(keys), config))
+        candidates.sort(key=lambda item: item[0], reverse=True)
+        results = _collapse_duplicates(candidates, r.top_k, config.dedup_threshold)
+        if len(results) == r.top_k:
+            break
+    return results
 
 
 def _fuse(
     vector_hits: list[tuple[int, float]], text_hits: list[int], config: MemoryConfig
 ) -> tuple[dict[int, float], dict[int, int], dict[int, int]]:
     """Weighted reciprocal-rank fusion, normalised so rank 1 in both lists scores 1.0."""
-
     fused: dict[int, float] = {}
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
     text_rank = {pk: rank for rank, pk in enumerate(text_hits, start=1)}
@@ -96,28 +194,28 @@ def _fuse(
     return {pk: score / best_possible for pk, score in fused.items()}, vector_rank, text_rank
 
 
-def _rank(
+def _score(
     rows: dict[int, tuple[Memory, np.ndarray | None]],
-    ordered: list[int],
+    pks: list[int],
     fused: dict[int, float],
     vector_rank: dict[int, int],
     text_rank: dict[int, int],
     r: SearchRequest,
-    keys: list[tuple[str, str, str | None, str | None, str | None]],
+    vector: np.ndarray,
+    allowed_keys: set[BucketKey],
     config: MemoryConfig,
-) -> list[SearchResult]:
-    """Check candidates against their rows, score, weight, collapse near-duplicates, cut to top_k."""
-    allowed_keys = set(keys)
+) -> list[tuple[float, SearchResult, np.ndarray]]:
+    """Check candidates against their rows; score and weight the ones that still match."""
     now = datetime.now(timezone.utc)
-    candidates: list[tuple[float, SearchResult, np.ndarray]] = []
-    for pk in ordered:
+    scored = []
+    for pk in pks:
         found = rows.get(pk)
         if found is None or found[1] is None:
             continue
-        memory, vector = found
+        memory, stored = found
         if not _still_matches(memory, r, allowed_keys):
             continue
-        similarity = float(vector @ r.vector)
+        similarity = float(stored @ vector)
         if r.min_score is not None and similarity < r.min_score:
             continue
         final = _weighted(fused[pk], memory, config, now)
@@ -125,15 +223,18 @@ def _rank(
             memory=memory, score=similarity, fused_score=final,
             vector_rank=vector_rank.get(pk), text_rank=text_rank.get(pk),
         )
-        candidates.append((final, hit, vector))
-    candidates.sort(key=lambda item: item[0], reverse=True)
-    return _collapse_duplicates(candidates, r.top_k, config.dedup_threshold)
+        scored.append((final, hit, stored))
+    return scored
 
 
 def _merge_history(
-    store: MemoryStore, query: np.ndarray, condition: object, current_hits: list[tuple[int, float]], depth: int
+    store: MemoryStore,
+    query: np.ndarray,
+    condition: ColumnElement[bool],
+    current_hits: list[tuple[int, float]],
+    depth: int,
 ) -> list[tuple[int, float]]:
-    pks, vectors = store.vectors_where(and_(condition, memories.c.valid_to.is_not(None)))  # type: ignore[arg-type]
+    pks, vectors = store.vectors_where(and_(condition, memories.c.valid_to.is_not(None)))
     merged = dict(current_hits)
     if pks:
         for pk, score in zip(pks, vectors @ query):
@@ -141,7 +242,7 @@ def _merge_history(
     return sorted(merged.items(), key=lambda item: item[1], reverse=True)[:depth]
 
 
-def _still_matches(memory: Memory, r: SearchRequest, allowed_keys: set[tuple[object, ...]]) -> bool:
+def _still_matches(memory: Memory, r: SearchRequest, allowed_keys: set[BucketKey]) -> bool:
     """Re-check a candidate against its database row (the index may lag a concurrent write)."""
     key = bucket_key(memory.user_id, memory.scope, memory.session_id, memory.agent_id, memory.turn_id)
     if key not in allowed_keys:

@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     create_engine,
     event,
     literal_column,
@@ -29,7 +30,16 @@ from sqlalchemy.pool import StaticPool
 
 from headroom_integrations.memory.schema import memories
 
-__all__ = ["SNAPSHOT", "WRITE", "create_sqlite_engine", "document_frequencies", "fts_search", "install_fts"]
+__all__ = [
+    "SNAPSHOT",
+    "WRITE",
+    "ChangeProbe",
+    "create_sqlite_engine",
+    "document_frequencies",
+    "fts_rank",
+    "fts_search",
+    "install_fts",
+]
 
 WRITE = {"headroom_begin": "BEGIN IMMEDIATE"}
 """Execution options of a write transaction: it takes the database write lock up front."""
@@ -106,12 +116,26 @@ def install_fts(connection: Connection) -> None:
         connection.exec_driver_sql(statement)
 
 
+# Statements on the search path are built once: building a SQLAlchemy construct costs more than
+# running it on SQLite.
+_DOC_FREQ = select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(bindparam("terms", expanding=True)))
+_RANKED = (
+    select(_fts.c.rowid)
+    .where(text("memories_fts MATCH :match"))
+    .order_by(literal_column("rank"))
+    .limit(bindparam("limit"))
+)
+
+
+def _match(terms: list[str]) -> str:
+    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+
+
 def document_frequencies(connection: Connection, terms: list[str]) -> dict[str, int]:
     """How many memories contain each term (terms absent from the index are left out)."""
     if not terms:
         return {}
-    rows = connection.execute(select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(terms)))
-    return {term: int(doc) for term, doc in rows}
+    return {term: int(doc) for term, doc in connection.execute(_DOC_FREQ, {"terms": terms})}
 
 
 def fts_search(
@@ -124,7 +148,7 @@ def fts_search(
     """
     if not terms:
         return []
-    match = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    match = _match(terms)
     rank = literal_column("bm25(memories_fts)")
     statement = (
         select(memories.c.pk)
@@ -135,3 +159,48 @@ def fts_search(
         .limit(limit)
     )
     return [row[0] for row in connection.execute(statement)]
+
+
+def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[int]:
+    """Row ids matching any of ``terms``, best BM25 first, with no other condition.
+
+    The cheapest keyword query FTS5 can run (it ranks inside the index, no join); callers filter
+    the ids themselves.
+    """
+    if not terms:
+        return []
+    return [row[0] for row in connection.execute(_RANKED, {"match": _match(terms), "limit": limit}).all()]
+
+
+class ChangeProbe:
+    """Tells cheaply whether anyone committed to a SQLite file since the last look.
+
+    SQLite's ``PRAGMA data_version`` on a connection of its own changes whenever another
+    connection (of this or another process) commits, so a search can skip asking for new rows
+    when nothing happened. In RAM there is no other writer: only the first look reports a change.
+
+    Example:
+        >>> probe = ChangeProbe(None)
+        >>> probe.changed(), probe.changed()
+        (True, False)
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._connection = None if path is None else sqlite3.connect(str(path), check_same_thread=False)
+        self._last: int | None = None
+
+    def changed(self) -> bool:
+        """True if a commit may have happened since the previous call (always True the first time)."""
+        if self._connection is None:
+            first = self._last is None
+            self._last = 0
+            return first
+        version = int(self._connection.execute("PRAGMA data_version").fetchone()[0])
+        changed = version != self._last
+        self._last = version
+        return changed
+
+    def close(self) -> None:
+        """Close the probe's connection."""
+        if self._connection is not None:
+            self._connection.close()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Row,
     and_,
+    bindparam,
     delete,
     func,
     insert,
@@ -31,8 +32,10 @@ from headroom_integrations.memory.schema import counters, memories, meta, metada
 from headroom_integrations.memory.sqlite import (
     SNAPSHOT,
     WRITE,
+    ChangeProbe,
     create_sqlite_engine,
     document_frequencies,
+    fts_rank,
     fts_search,
     install_fts,
 )
@@ -41,8 +44,13 @@ from headroom_integrations.memory.text_query import index_text, select_terms
 __all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
 
 SCHEMA_VERSION = "1"
-_NO_EMBEDDING = [c for c in memories.c if c.name != "embedding"]
-
+_NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text")]
+# Statements on the search path are built once (building one costs more than running it).
+_CURRENT_SEQ = select(counters.c.value).where(counters.c.name == "seq")
+_BY_PKS = select(*_NO_EMBEDDING).where(memories.c.pk.in_(bindparam("pks", expanding=True)))
+_BY_PKS_WITH_VECTOR = select(*_NO_EMBEDDING, memories.c.embedding).where(
+    memories.c.pk.in_(bindparam("pks", expanding=True))
+)
 
 
 def now_utc() -> datetime:
@@ -136,6 +144,8 @@ class MemoryStore:
     def __init__(self, path: Path | None, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
         self.engine = create_sqlite_engine(path, busy_timeout_ms)
+        self._probe = ChangeProbe(path)
+        self._df_cache: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
         with self.write() as conn:
             metadata_obj.create_all(conn)
             install_fts(conn)
@@ -180,10 +190,14 @@ class MemoryStore:
         )
         return int(conn.execute(statement).scalar_one())
 
+    def maybe_changed(self) -> bool:
+        """Cheap test: False only if no connection committed since the previous call."""
+        return self._probe.changed()
+
     def current_seq(self, conn: Connection | None = None) -> int:
         """The number of the last committed change."""
         with self.connect(conn) as c:
-            return int(c.execute(select(counters.c.value).where(counters.c.name == "seq")).scalar_one())
+            return int(c.execute(_CURRENT_SEQ).scalar_one())
 
     # -- embedder identity -----------------------------------------------------------------------
 
@@ -305,9 +319,9 @@ class MemoryStore:
         """Memories (and optionally their vectors) by primary key; missing keys are left out."""
         if not pks:
             return {}
-        columns = [*_NO_EMBEDDING, memories.c.embedding] if with_embedding else _NO_EMBEDDING
+        statement = _BY_PKS_WITH_VECTOR if with_embedding else _BY_PKS
         with self.connect(conn) as c:
-            rows = c.execute(select(*columns).where(memories.c.pk.in_(list(pks)))).all()
+            rows = c.execute(statement, {"pks": list(pks)}).all()
         out: dict[int, tuple[Memory, np.ndarray | None]] = {}
         for row in rows:
             blob = row._mapping["embedding"] if with_embedding else None
@@ -371,25 +385,40 @@ class MemoryStore:
             "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
         }
 
+    def _rare_terms(self, conn: Connection, terms: list[str], postings_budget: int, seq: int) -> list[str]:
+        """The query terms worth a BM25 pass (see :func:`select_terms`); frequencies are cached
+        and re-read after 256 changes (a stale count only shifts the cost bound a little)."""
+        missing = [t for t in terms if t not in self._df_cache or seq - self._df_cache[t][1] > 256]
+        if missing:
+            found = document_frequencies(conn, missing)
+            if len(self._df_cache) > 50_000:
+                self._df_cache.clear()
+            for term in missing:
+                self._df_cache[term] = (found.get(term, 0), seq)
+        return select_terms(terms, {t: self._df_cache[t][0] for t in terms}, postings_budget)
+
     def text_search(
         self,
         terms: list[str],
-        condition: ColumnElement[bool],
+        condition: ColumnElement[bool] | None,
         limit: int,
         postings_budget: int,
-        conn: Connection | None = None,
+        seq: int,
     ) -> list[int]:
-        """Primary keys of memories matching the keyword terms and ``condition``, best BM25 first.
+        """Primary keys of memories matching the keyword terms (and ``condition``), best BM25 first.
 
         Only the rarest terms are used, up to ``postings_budget`` matching rows in all: BM25 is
         computed for every matching row, and very common terms add cost but almost no ranking
-        signal (their inverse document frequency is near zero).
+        signal (their inverse document frequency is near zero). Without a condition the ranking
+        runs inside the full-text index alone, the cheapest form; the caller filters.
         """
         if not terms:
             return []
-        with self.connect(conn) as c:
-            chosen = select_terms(terms, document_frequencies(c, terms), postings_budget)
-            return fts_search(c, chosen, condition, limit)
+        with self.connect() as conn:
+            chosen = self._rare_terms(conn, terms, postings_budget, seq)
+            if condition is None:
+                return fts_rank(conn, chosen, limit)
+            return fts_search(conn, chosen, condition, limit)
 
     def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""
@@ -415,24 +444,29 @@ class MemoryStore:
             deleted = conn.execute(select(tombstones.c.pk).where(tombstones.c.seq > seq)).scalars().all()
         return Changes(last, [_index_row(r, True) for r in rows], list(deleted))
 
-    def index_rows(self, with_embedding: bool, batch_size: int = 20_000) -> Iterator[list[IndexRow]]:
-        """Every current memory, in batches, for (re)building the vector index."""
-        columns = [*_INDEX_COLUMNS, memories.c.embedding] if with_embedding else _INDEX_COLUMNS
+    def index_rows(self, batch_size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
+        """Every current memory with a vector, in batches of plain tuples, for (re)building the index.
+
+        Each tuple is (pk, seq, user_id, scope, session_id, agent_id, turn_id, category, embedding bytes).
+        """
+        c = memories.c
+        columns = [c.pk, c.seq, c.user_id, c.scope, c.session_id, c.agent_id, c.turn_id, c.category, c.embedding]
         last_pk = 0
         while True:
             with self.engine.connect() as conn:
                 rows = conn.execute(
                     select(*columns)
-                    .where(memories.c.valid_to.is_(None), memories.c.pk > last_pk, memories.c.embedding.is_not(None))
-                    .order_by(memories.c.pk).limit(batch_size)
+                    .where(c.valid_to.is_(None), c.pk > last_pk, c.embedding.is_not(None))
+                    .order_by(c.pk).limit(batch_size)
                 ).all()
             if not rows:
                 return
-            last_pk = rows[-1]._mapping["pk"]
-            yield [_index_row(r, with_embedding) for r in rows]
+            last_pk = rows[-1][0]
+            yield [tuple(r) for r in rows]
 
     def close(self) -> None:
         """Release every connection."""
+        self._probe.close()
         self.engine.dispose()
 
 

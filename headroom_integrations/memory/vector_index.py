@@ -19,11 +19,10 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection
 
 from headroom_integrations.memory.models import MemoryCategory
 from headroom_integrations.memory.store import IndexRow, MemoryStore
@@ -37,31 +36,46 @@ _FORMAT = 1
 _CATEGORY_CODE = {c.value: i for i, c in enumerate(MemoryCategory)}
 
 
-@dataclass
 class _Bucket:
-    """Vectors of one visibility bucket, packed for exact search (swap-remove keeps them dense)."""
+    """Memories of one visibility bucket: their keys and, while the bucket is small, a dense
+    matrix of their vectors for exact search (swap-remove keeps it dense).
 
-    dim: int
-    pks: list[int] = field(default_factory=list)
-    row_of: dict[int, int] = field(default_factory=dict)
-    vectors: np.ndarray = field(init=False)
-    categories: np.ndarray = field(init=False)
+    A bucket that grows past ``limit`` drops its matrix for good: searches over it always use the
+    HNSW graph, so keeping a second copy of its vectors would only cost memory.
+    """
 
-    def __post_init__(self) -> None:
-        self.vectors = np.zeros((8, self.dim), dtype=np.float32)
-        self.categories = np.zeros(8, dtype=np.int8)
+    def __init__(self, dim: int, limit: int) -> None:
+        self.limit = limit
+        self.pks: list[int] = []
+        self.row_of: dict[int, int] = {}
+        self.vectors: np.ndarray | None = np.zeros((8, dim), dtype=np.float32)
+        self.categories: np.ndarray | None = np.zeros(8, dtype=np.int8)
 
-    def put(self, pk: int, vector: np.ndarray, category: int) -> None:
-        row = self.row_of.get(pk)
-        if row is None:
-            row = len(self.pks)
-            if row == len(self.vectors):
-                self.vectors = np.concatenate([self.vectors, np.zeros_like(self.vectors)])
-                self.categories = np.concatenate([self.categories, np.zeros_like(self.categories)])
-            self.pks.append(pk)
-            self.row_of[pk] = row
-        self.vectors[row] = vector
-        self.categories[row] = category
+    @property
+    def exact(self) -> bool:
+        """True while the bucket keeps its own matrix."""
+        return self.vectors is not None
+
+    def put_many(self, pks: list[int], vectors: np.ndarray, categories: np.ndarray) -> None:
+        """Add or replace memories (vectors as an (n, dim) array)."""
+        rows = []
+        for pk in pks:
+            row = self.row_of.get(pk)
+            if row is None:
+                row = self.row_of[pk] = len(self.pks)
+                self.pks.append(pk)
+            rows.append(row)
+        if self.vectors is None or self.categories is None:
+            return
+        if len(self.pks) > self.limit:
+            self.vectors = self.categories = None
+            return
+        if len(self.pks) > len(self.vectors):
+            grow = max(len(self.pks), 2 * len(self.vectors)) - len(self.vectors)
+            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.vectors.shape[1]), np.float32)])
+            self.categories = np.concatenate([self.categories, np.zeros(grow, np.int8)])
+        self.vectors[rows] = vectors
+        self.categories[rows] = categories
 
     def remove(self, pk: int) -> None:
         row = self.row_of.pop(pk)
@@ -70,8 +84,9 @@ class _Bucket:
             moved = self.pks[last]
             self.pks[row] = moved
             self.row_of[moved] = row
-            self.vectors[row] = self.vectors[last]
-            self.categories[row] = self.categories[last]
+            if self.vectors is not None and self.categories is not None:
+                self.vectors[row] = self.vectors[last]
+                self.categories[row] = self.categories[last]
         self.pks.pop()
 
 
@@ -104,6 +119,7 @@ class VectorIndex:
         self.ef_search = ef_search
         self.brute_force_max = brute_force_max
         self.watermark = 0
+        self.version = 0  # bumped by every change the index sees (own writes and pulled ones)
         self._lock = threading.RLock()
         self._dirty = False
         self._reset()
@@ -130,34 +146,47 @@ class VectorIndex:
         bid = self._bucket_ids.get(key)
         if bid is None:
             bid = self._bucket_ids[key] = len(self._buckets)
-            self._buckets.append(_Bucket(self.dim))
+            self._buckets.append(_Bucket(self.dim, self.brute_force_max))
         return bid
 
     # -- applying rows ------------------------------------------------------------------------------
 
+    def _place(self, rows: list[tuple[int, int, BucketKey, str]], vectors: np.ndarray) -> None:
+        """File rows (pk, seq, bucket key, category) with their vectors into buckets and bookkeeping."""
+        by_bucket: dict[int, list[int]] = {}
+        for position, (pk, seq, key, category) in enumerate(rows):
+            bid, code = self._bucket(key), _CATEGORY_CODE[category]
+            old = self._where.get(pk)
+            if old is not None and old[0] != bid:
+                self._buckets[old[0]].remove(pk)
+            self._where[pk] = (bid, code)
+            self._seq_of[pk] = seq
+            by_bucket.setdefault(bid, []).append(position)
+        for bid, positions in by_bucket.items():
+            pks = [rows[i][0] for i in positions]
+            codes = np.fromiter((_CATEGORY_CODE[rows[i][3]] for i in positions), dtype=np.int8, count=len(positions))
+            self._buckets[bid].put_many(pks, vectors[positions], codes)
+
     def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> None:
         """Bring the index in line with these rows (newer versions only, unless ``force``)."""
-        add_pks: list[int] = []
-        add_vectors: list[np.ndarray] = []
+        placed: list[tuple[int, int, BucketKey, str]] = []
+        vectors: list[np.ndarray] = []
         for row in rows:
             if not force and self._seq_of.get(row.pk, -1) >= row.seq:
                 continue
-            self._seq_of[row.pk] = row.seq
             if not row.current or row.embedding is None:
+                self._seq_of[row.pk] = row.seq
                 self._remove(row.pk)
                 continue
             key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
-            bid, code = self._bucket(key), _CATEGORY_CODE[row.category]
-            old = self._where.get(row.pk)
-            if old is not None and old[0] != bid:
-                self._buckets[old[0]].remove(row.pk)
-            self._buckets[bid].put(row.pk, row.embedding, code)
-            self._where[row.pk] = (bid, code)
-            add_pks.append(row.pk)
-            add_vectors.append(row.embedding)
-        if add_pks:
-            self._add_to_graph(add_pks, np.stack(add_vectors))
+            placed.append((row.pk, row.seq, key, row.category))
+            vectors.append(row.embedding)
+        if placed:
+            matrix = np.stack(vectors)
+            self._place(placed, matrix)
+            self._add_to_graph([p[0] for p in placed], matrix)
             self._dirty = True
+        self.version += 1
 
     def _add_to_graph(self, pks: list[int], vectors: np.ndarray) -> None:
         for pk in pks:
@@ -172,6 +201,7 @@ class VectorIndex:
         self._in_graph.update(pks)
 
     def _remove(self, pk: int) -> None:
+        self.version += 1
         where = self._where.pop(pk, None)
         if where is not None:
             self._buckets[where[0]].remove(pk)
@@ -197,11 +227,16 @@ class VectorIndex:
             if seq == self.watermark + 1:
                 self.watermark = seq
 
-    def sync(self, conn: Connection | None = None) -> None:
-        """Pull every change committed since the watermark (by any process)."""
-        if self.store.current_seq(conn) == self.watermark:
-            return
+    def sync(self) -> None:
+        """Pull every change committed since the watermark (by any process).
+
+        Costs one ``PRAGMA`` when nothing was committed since the last call.
+        """
         with self._lock:
+            if not self.store.maybe_changed():
+                return
+            if self.store.current_seq() == self.watermark:
+                return
             changes = self.store.changes_since(self.watermark)
             self._apply(changes.rows)
             for pk in changes.deleted:
@@ -222,7 +257,8 @@ class VectorIndex:
         assert self.path is not None
         return self.path.with_name(self.path.name + ".json")
 
-    def _load(self) -> bool:
+    def _read_saved(self) -> tuple[Any, int] | None:
+        """The saved graph and its watermark, or None if missing, unreadable or not ours."""
         import hnswlib
 
         assert self.path is not None
@@ -230,63 +266,78 @@ class VectorIndex:
             info = json.loads(self._sidecar().read_text())
             if info.get("format") != _FORMAT or info.get("dim") != self.dim:
                 logger.info("vector index %s: other format or dimension, rebuilding", self.path)
-                return False
+                return None
             if info.get("size") != self.path.stat().st_size:
                 logger.warning("vector index %s: file does not match its sidecar, rebuilding", self.path)
-                return False
+                return None
             watermark = int(info["watermark"])
             if watermark > self.store.current_seq():
                 logger.warning("vector index %s is newer than its database, rebuilding", self.path)
-                return False
-            self._reset()
+                return None
             graph = hnswlib.Index(space="ip", dim=self.dim)
             graph.load_index(str(self.path))
             graph.set_ef(self.ef_search)
         except FileNotFoundError:
-            return False
+            return None
         except Exception as exc:  # a corrupt file can raise nearly anything from hnswlib/json
             logger.warning("vector index %s unreadable (%s), rebuilding", self.path, exc)
+            return None
+        return graph, watermark
+
+    def _load(self) -> bool:
+        saved = self._read_saved()
+        if saved is None:
             return False
+        graph, watermark = saved
+        self._reset()
         self._hnsw = graph
-        labels = set(int(x) for x in graph.get_ids_list())
+        labels = {int(x) for x in graph.get_ids_list()}
         current: set[int] = set()
-        stale: list[IndexRow] = []
-        for batch in self.store.index_rows(with_embedding=True):
-            for row in batch:
-                current.add(row.pk)
-                if row.pk in labels and row.seq <= watermark:
-                    self._put_bucket_only(row)
+        stale_rows: list[tuple[int, int, BucketKey, str]] = []
+        stale_vectors: list[np.ndarray] = []
+        for batch in self.store.index_rows():
+            rows, vectors = self._decode(batch)
+            known = []
+            for position, row in enumerate(rows):
+                current.add(row[0])
+                if row[0] in labels and row[1] <= watermark:
+                    known.append(position)
                 else:
-                    stale.append(row)
+                    stale_rows.append(row)
+                    stale_vectors.append(vectors[position])
+            self._place([rows[i] for i in known], vectors[known])
         for pk in labels - current:
             with contextlib.suppress(RuntimeError):  # already marked deleted in the saved graph
                 graph.mark_deleted(pk)
             self._marked.add(pk)
         self._in_graph = labels & current
-        if len(stale) > max(1000, len(current) // 2):
-            logger.info("vector index %s is far behind (%d rows), rebuilding", self.path, len(stale))
+        if len(stale_rows) > max(1000, len(current) // 2):
+            logger.info("vector index %s is far behind (%d rows), rebuilding", self.path, len(stale_rows))
             return False
-        self._apply(stale, force=True)
+        if stale_rows:
+            matrix = np.stack(stale_vectors)
+            self._place(stale_rows, matrix)
+            self._add_to_graph([row[0] for row in stale_rows], matrix)
+            self._dirty = True
         self.watermark = watermark
         self.sync()
         return True
 
-    def _put_bucket_only(self, row: IndexRow) -> None:
-        """Register a row the loaded graph already holds (exact-search matrix and bookkeeping)."""
-        assert row.embedding is not None
-        key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
-        bid, code = self._bucket(key), _CATEGORY_CODE[row.category]
-        self._buckets[bid].put(row.pk, row.embedding, code)
-        self._where[row.pk] = (bid, code)
-        self._seq_of[row.pk] = row.seq
+    def _decode(self, batch: list[tuple[Any, ...]]) -> tuple[list[tuple[int, int, BucketKey, str]], np.ndarray]:
+        """Split raw index rows into (pk, seq, bucket key, category) and an (n, dim) vector matrix."""
+        rows = [(r[0], r[1], bucket_key(r[2], r[3], r[4], r[5], r[6]), r[7]) for r in batch]
+        vectors = np.frombuffer(b"".join(r[8] for r in batch), dtype=np.float32).reshape(len(batch), self.dim)
+        return rows, vectors
 
     def rebuild(self) -> None:
         """Build the graph from scratch from the vectors stored in the database."""
         with self._lock:
             start = self.store.current_seq()
-            self._reset()
-            for batch in self.store.index_rows(with_embedding=True):
-                self._apply(batch, force=True)
+            self._reset(capacity=1024)
+            for batch in self.store.index_rows():
+                rows, vectors = self._decode(batch)
+                self._place(rows, vectors)
+                self._add_to_graph([row[0] for row in rows], vectors)
             self.watermark = start
             self._dirty = True
             self.sync()
@@ -312,6 +363,16 @@ class VectorIndex:
 
     # -- searching --------------------------------------------------------------------------------
 
+    def _visible(self, keys: list[BucketKey]) -> tuple[list[int], int]:
+        bids = [self._bucket_ids[key] for key in keys if key in self._bucket_ids]
+        return bids, sum(len(self._buckets[b].pks) for b in bids)
+
+    def visible_share(self, keys: list[BucketKey]) -> float:
+        """Fraction of the indexed memories that these buckets hold (0 when the index is empty)."""
+        with self._lock:
+            total = len(self._where)
+            return self._visible(keys)[1] / total if total else 0.0
+
     def search(
         self,
         query: np.ndarray,
@@ -322,13 +383,26 @@ class VectorIndex:
         """The ``k`` nearest visible memories as (primary key, cosine similarity), best first."""
         codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
-            bids = [self._bucket_ids[key] for key in keys if key in self._bucket_ids]
-            visible = sum(len(self._buckets[b].pks) for b in bids)
+            bids, visible = self._visible(keys)
             if visible == 0 or k <= 0:
                 return []
-            if visible <= self.brute_force_max:
+            if visible <= self.brute_force_max and all(self._buckets[b].exact for b in bids):
                 return self._exact(query, bids, k, codes)
             return self._graph(query, set(bids), visible, k, codes)
+
+    def keep_visible(
+        self, pks: Iterable[int], keys: list[BucketKey], categories: Iterable[MemoryCategory] | None = None
+    ) -> list[int]:
+        """The given primary keys that are current and visible from ``keys``, order kept."""
+        codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
+        with self._lock:
+            bids = {self._bucket_ids[key] for key in keys if key in self._bucket_ids}
+            out = []
+            for pk in pks:
+                spot = self._where.get(pk)
+                if spot is not None and spot[0] in bids and (codes is None or spot[1] in codes):
+                    out.append(pk)
+            return out
 
     def _exact(self, query: np.ndarray, bids: list[int], k: int, codes: set[int] | None) -> list[tuple[int, float]]:
         pks: list[int] = []
@@ -336,7 +410,7 @@ class VectorIndex:
         for bid in bids:
             bucket = self._buckets[bid]
             n = len(bucket.pks)
-            if n == 0:
+            if n == 0 or bucket.vectors is None or bucket.categories is None:
                 continue
             sims = bucket.vectors[:n] @ query
             if codes is not None:
@@ -380,14 +454,3 @@ class VectorIndex:
             except RuntimeError:
                 continue
         return np.zeros((1, 0), dtype=np.int64), np.zeros((1, 0), dtype=np.float32)
-
-    def vectors(self, pks: Iterable[int]) -> dict[int, np.ndarray]:
-        """Stored vectors of the given current memories (others left out)."""
-        out: dict[int, np.ndarray] = {}
-        with self._lock:
-            for pk in pks:
-                spot = self._where.get(pk)
-                if spot is not None:
-                    bucket = self._buckets[spot[0]]
-                    out[pk] = bucket.vectors[bucket.row_of[pk]].copy()
-        return out
