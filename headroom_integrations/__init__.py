@@ -26,6 +26,7 @@ from headroom_integrations.memory import (
     MemoryScope,
     SearchResult,
 )
+from headroom_integrations.openai import with_memory
 
 try:
     __version__ = _metadata.version("headroom-integrations")
@@ -50,4 +51,5 @@ __all__ = [
     "MissingDependencyError",
     "SearchResult",
     "__version__",
+    "with_memory",
 ]

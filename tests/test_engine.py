@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -131,3 +132,62 @@ def test_missing_memory_errors(engine: MemoryEngine) -> None:
         engine.update("nope", content="x")
     with pytest.raises(KeyError):  # MemoryNotFoundError is a KeyError too
         engine.supersede("nope", "x")
+
+
+def test_dedupe_returns_the_existing_memory_in_the_same_scope(engine: MemoryEngine) -> None:
+    first = engine.add("Prefers Go for services.", user_id="u", category="preference")
+    again = engine.add("prefers go for services", user_id="u", category="preference", dedupe=True)
+    assert again.id == first.id
+    in_session = engine.add("Prefers Go for services", user_id="u", session_id="s", dedupe=True)
+    assert in_session.id != first.id  # another scope is another memory
+    other_user = engine.add("Prefers Go for services", user_id="v", dedupe=True)
+    assert other_user.id != first.id
+    batch = engine.add_batch(["Likes tea", "likes tea!", "Prefers Go for services"], user_id="u", dedupe=True)
+    assert batch[0].id == batch[1].id and batch[2].id == first.id
+    assert engine.add("Prefers Go for services", user_id="u").id != first.id  # dedupe is opt-in
+    assert engine.stats("u")["total"] == 4
+
+
+def test_deferred_embedding_is_searchable_at_once(engine: MemoryEngine) -> None:
+    engine.add("Allergic to shellfish", user_id="u")
+    stored = engine.add("Keeps bees on the roof", user_id="u", defer_embedding=True)
+    new = engine.supersede(stored.id, "Keeps bees and chickens on the roof", defer_embedding=True)
+    hits = engine.search("beekeeping hobby", user_id="u", top_k=1)  # no shared word: needs the vector
+    assert [h.id for h in hits] == [new.id]
+    engine.flush()
+    assert engine._store.without_embedding() == []
+
+
+def test_rows_left_without_vector_are_embedded_by_the_next_search_or_open(
+    make_engine: Callable[..., MemoryEngine], db_path: Path
+) -> None:
+    from headroom_integrations.memory.store import MemoryStore
+
+    engine = make_engine()
+    engine.add("Allergic to shellfish", user_id="u")
+    # another writer committed a row but has not stored its vector yet
+    engine._store.insert([_raw_row("Keeps bees on the roof")])
+    assert [h.content for h in engine.search("beekeeping hobby", user_id="u", top_k=1)] == ["Keeps bees on the roof"]
+    engine.close()
+    # a writer died before embedding: the next open finishes the job
+    store = MemoryStore(db_path)
+    store.insert([_raw_row("Plays the theremin")])
+    store.close()
+    reopened = make_engine()
+    assert reopened._store.without_embedding() == []
+    hits = reopened.search("electronic musical instrument", user_id="u", top_k=1)
+    assert hits[0].content == "Plays the theremin"
+
+
+def _raw_row(content: str) -> dict[str, object]:
+    import uuid
+    from datetime import datetime, timezone
+
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+    memory_id = str(uuid.uuid4())
+    return {
+        "id": memory_id, "content": content, "user_id": "u", "session_id": None, "agent_id": None, "turn_id": None,
+        "scope": "user", "category": "fact", "importance": 0.5, "meta_json": "{}", "created_at": stamp,
+        "updated_at": stamp, "valid_from": stamp, "valid_to": None, "supersedes": None, "superseded_by": None,
+        "chain_id": memory_id,
+    }

@@ -11,20 +11,20 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import functools
 import json
 import threading
 import uuid
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
 import numpy as np
 
+from headroom_integrations._async import async_face
 from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
@@ -32,8 +32,9 @@ from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFi
 from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
 from headroom_integrations.memory.schema import memories
 from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
-from headroom_integrations.memory.text_query import query_terms
+from headroom_integrations.memory.text_query import fingerprint, query_terms
 from headroom_integrations.memory.vector_index import VectorIndex
+from headroom_integrations.memory.visibility import bucket_key
 
 __all__ = ["HierarchicalMemory", "MemoryEngine"]
 
@@ -47,6 +48,12 @@ class _SharedStore:
     embedder_name: str
     dimension: int
     users: int = 0
+    pending: set[Future[None]] = field(default_factory=set)  # deferred embeddings under way
+
+    def wait_pending(self) -> None:
+        """Block until every deferred embedding started so far is stored and indexed."""
+        for job in list(self.pending):
+            job.result()
 
 
 _OPEN: dict[str, _SharedStore] = {}
@@ -167,6 +174,17 @@ def _index_row(pk: int, seq: int, row: Mapping[str, Any], vector: np.ndarray | N
     )
 
 
+def _same_memory(row: Mapping[str, Any], memory: Memory) -> bool:
+    """Whether a new row repeats an existing memory: same wording, same visibility bucket."""
+    return row["fingerprint"] == _fingerprint_of(memory) and bucket_key(
+        row["user_id"], row["scope"], row["session_id"], row["agent_id"], row["turn_id"]
+    ) == bucket_key(memory.user_id, memory.scope, memory.session_id, memory.agent_id, memory.turn_id)
+
+
+def _fingerprint_of(memory: Memory) -> str:
+    return fingerprint(memory.content)
+
+
 def _memory_index_row(pk: int, seq: int, memory: Memory, vector: np.ndarray | None, current: bool) -> IndexRow:
     return IndexRow(
         pk=pk, seq=seq, current=current, user_id=memory.user_id, scope=memory.scope.value,
@@ -205,8 +223,11 @@ class MemoryEngine:
             if owned is not None:
                 owned.close()
             raise
+        self._shared = shared
         self._store = shared.store
         self._index = shared.index
+        if shared.users == 1:  # first engine on this file here: finish embeddings a crash left undone
+            self._embed_now([pk for pk, _ in self._store.without_embedding()])
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._key, owned)
 
@@ -251,16 +272,48 @@ class MemoryEngine:
             "supersedes": None, "superseded_by": None, "chain_id": memory_id,
         }
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[Memory]:
-        vectors = self._embed([row["content"] for row in rows])
-        for row, vector in zip(rows, vectors):
-            row["embedding"] = vector.tobytes()
-        placed = self._store.insert(rows)
-        self._index.apply_local(
-            [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in zip(placed, rows, vectors)],
-            placed[0][1], placed[-1][1],
-        )
-        return [row_to_memory(row) for row in rows]
+    def _insert(self, rows: list[dict[str, Any]], dedupe: bool, defer_embedding: bool) -> list[Memory]:
+        if defer_embedding:
+            vectors = [None] * len(rows)
+        else:
+            vectors = list(self._embed([row["content"] for row in rows]))
+            for row, vector in zip(rows, vectors):
+                row["embedding"] = vector.tobytes()
+        outcome = self._store.insert(rows, _same_memory if dedupe else None)
+        stored = [(place, row, vec) for place, row, vec in zip(outcome, rows, vectors) if isinstance(place, tuple)]
+        if stored:
+            if defer_embedding:
+                self._embed_later([place[0] for place, _, _ in stored])
+            else:
+                self._index.apply_local(
+                    [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in stored],
+                    stored[0][0][1], stored[-1][0][1],
+                )
+        return [place if isinstance(place, Memory) else row_to_memory(row) for place, row in zip(outcome, rows)]
+
+    def _embed_now(self, pks: list[int]) -> None:
+        """Embed rows stored without a vector, store the vectors and index them."""
+        waiting = self._store.without_embedding(pks)
+        if not waiting:
+            return
+        vectors = self._embed([content for _, content in waiting])
+        ready = self._store.set_embeddings({pk: v.tobytes() for (pk, _), v in zip(waiting, vectors)})
+        if ready:
+            seqs = [seq for _, seq in ready]
+            self._index.apply_local([row for row, _ in ready], min(seqs), max(seqs))
+
+    def _embed_later(self, pks: list[int]) -> None:
+        job = _background().submit(self._embed_now, pks)
+        pending = self._shared.pending
+        pending.add(job)
+        job.add_done_callback(pending.discard)
+
+    def flush(self) -> None:
+        """Wait until memories stored with ``defer_embedding=True`` are embedded and indexed.
+
+        Searches do this by themselves; call it before measuring or shutting down.
+        """
+        self._shared.wait_pending()
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -276,6 +329,8 @@ class MemoryEngine:
         scope: MemoryScope | str | None = None,
         importance: float = 0.5,
         metadata: Mapping[str, Any] | None = None,
+        dedupe: bool = False,
+        defer_embedding: bool = False,
     ) -> Memory:
         """Store one memory (durable when this returns) and index it.
 
@@ -289,13 +344,18 @@ class MemoryEngine:
             scope: visibility; by default the narrowest scope the given ids allow.
             importance: 0..1.
             metadata: JSON-serialisable extra data.
+            dedupe: if a current memory with the same wording (case, punctuation, stop words and
+                word endings aside) is visible in the same scope, return it instead of storing a copy.
+            defer_embedding: return as soon as the row is committed (about a millisecond) and embed
+                it in a background thread; keyword search sees it at once, and every search, in
+                this process or another, waits for or computes its vector first.
 
         Raises:
             InvalidInputError: empty or oversized content, unknown category/scope, bad ids or importance.
         """
         self._check_open()
         row = self._new_row(content, user_id, session_id, agent_id, turn_id, category, scope, importance, metadata)
-        return self._insert([row])[0]
+        return self._insert([row], dedupe, defer_embedding)[0]
 
     def add_batch(
         self,
@@ -305,11 +365,14 @@ class MemoryEngine:
         session_id: str | None = None,
         agent_id: str | None = None,
         turn_id: str | None = None,
+        dedupe: bool = False,
+        defer_embedding: bool = False,
     ) -> list[Memory]:
         """Store many memories in one transaction with one batched embedding call.
 
         Each item is a content string or a mapping with :meth:`add`'s arguments; the keyword
         arguments give defaults for the ids. Every item is validated before anything is stored.
+        ``dedupe`` and ``defer_embedding`` work as in :meth:`add`.
 
         Raises:
             InvalidInputError: any item is invalid (nothing is stored then).
@@ -331,7 +394,7 @@ class MemoryEngine:
                 raise InvalidInputError(f"item {position}: {exc}") from None
         if not rows:
             return []
-        return self._insert(rows)
+        return self._insert(rows, dedupe, defer_embedding)
 
     def supersede(
         self,
@@ -341,10 +404,12 @@ class MemoryEngine:
         category: MemoryCategory | str | None = None,
         importance: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        defer_embedding: bool = False,
     ) -> Memory:
         """Replace a fact with a new version; the old one stays in the history, no longer current.
 
         The new version inherits owner, scope ids, category and importance unless given.
+        ``defer_embedding`` works as in :meth:`add`.
 
         Raises:
             MemoryNotFoundError: no such memory.
@@ -356,7 +421,7 @@ class MemoryEngine:
         new_category = None if category is None else MemoryCategory.parse(category).value
         new_importance = None if importance is None else _importance(importance)
         meta_json = None if metadata is None else _metadata_json(metadata)
-        vector = self._embed([text])[0]
+        vector = None if defer_embedding else self._embed([text])[0]
         new_id = str(uuid.uuid4())
 
         def build(old: Memory) -> dict[str, Any]:
@@ -366,7 +431,7 @@ class MemoryEngine:
                 "category": new_category or old.category.value,
                 "importance": old.importance if new_importance is None else new_importance,
                 "meta_json": meta_json if meta_json is not None else json.dumps(old.metadata, ensure_ascii=False),
-                "embedding": vector.tobytes(),
+                "embedding": None if vector is None else vector.tobytes(),
             }
 
         old, old_pk, new = self._store.supersede(old_memory_id, build)
@@ -375,6 +440,8 @@ class MemoryEngine:
             [_memory_index_row(old_pk, seq - 1, old, None, current=False), _index_row(new["pk"], seq, new, vector)],
             seq - 1, seq,
         )
+        if vector is None:
+            self._embed_later([new["pk"]])
         return row_to_memory(new)
 
     def update(
@@ -538,7 +605,10 @@ class MemoryEngine:
             categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
             include_superseded=include_superseded, valid_at=valid_at, min_score=min_score,
         )
-        self._index.sync()
+        self._shared.wait_pending()
+        waiting = self._index.sync()
+        if waiting:  # another process stored these without a vector yet: do not miss them
+            self._embed_now(waiting)
         text = text[: self.config.embed_max_chars]
         vector = None if self._cache is None else self._cache.get(text)
         if vector is None:
@@ -580,22 +650,6 @@ class MemoryEngine:
         self.close()
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _async_face(
-    method: Callable[Concatenate[MemoryEngine, _P], _R],
-) -> Callable[Concatenate[HierarchicalMemory, _P], Coroutine[Any, Any, _R]]:
-    """Expose a blocking engine method as a coroutine that runs it in a worker thread."""
-
-    @functools.wraps(method)
-    async def run(self: HierarchicalMemory, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        return await asyncio.to_thread(method, self.sync, *args, **kwargs)
-
-    return run
-
-
 class HierarchicalMemory:
     """Hierarchical, temporal memory for LLM applications (async face of :class:`MemoryEngine`).
 
@@ -635,20 +689,21 @@ class HierarchicalMemory:
         """The engine's configuration."""
         return self.sync.config
 
-    add = _async_face(MemoryEngine.add)
-    add_batch = _async_face(MemoryEngine.add_batch)
-    supersede = _async_face(MemoryEngine.supersede)
-    update = _async_face(MemoryEngine.update)
-    rollback = _async_face(MemoryEngine.rollback)
-    delete = _async_face(MemoryEngine.delete)
-    clear = _async_face(MemoryEngine.clear)
-    get = _async_face(MemoryEngine.get)
-    query = _async_face(MemoryEngine.query)
-    get_history = _async_face(MemoryEngine.get_history)
-    search = _async_face(MemoryEngine.search)
-    stats = _async_face(MemoryEngine.stats)
-    save_index = _async_face(MemoryEngine.save_index)
-    close = _async_face(MemoryEngine.close)
+    add = async_face(MemoryEngine.add)
+    add_batch = async_face(MemoryEngine.add_batch)
+    supersede = async_face(MemoryEngine.supersede)
+    update = async_face(MemoryEngine.update)
+    rollback = async_face(MemoryEngine.rollback)
+    delete = async_face(MemoryEngine.delete)
+    clear = async_face(MemoryEngine.clear)
+    get = async_face(MemoryEngine.get)
+    query = async_face(MemoryEngine.query)
+    get_history = async_face(MemoryEngine.get_history)
+    search = async_face(MemoryEngine.search)
+    stats = async_face(MemoryEngine.stats)
+    save_index = async_face(MemoryEngine.save_index)
+    flush = async_face(MemoryEngine.flush)
+    close = async_face(MemoryEngine.close)
 
     async def __aenter__(self) -> HierarchicalMemory:
         return self

@@ -15,6 +15,7 @@ memories = Table(
     Column("id", String(36), nullable=False, unique=True),
     Column("content", Text, nullable=False),
     Column("search_text", Text, nullable=False),  # normalised terms, what the keyword index sees
+    Column("fingerprint", String(40), nullable=False),  # hash of the normalised text, for dedup
     Column("user_id", String(255), nullable=False),
     Column("session_id", String(255)),
     Column("agent_id", String(255)),
@@ -35,6 +36,7 @@ memories = Table(
     Index("ix_memories_user_current", "user_id", "valid_to"),
     Index("ix_memories_chain", "chain_id"),
     Index("ix_memories_seq", "seq"),
+    Index("ix_memories_user_fingerprint", "user_id", "fingerprint"),
     sqlite_autoincrement=True,  # primary keys are HNSW labels: never reuse one
 )
 

@@ -39,12 +39,12 @@ from headroom_integrations.memory.sqlite import (
     fts_search,
     install_fts,
 )
-from headroom_integrations.memory.text_query import index_text, select_terms
+from headroom_integrations.memory.text_query import fingerprint, index_text, select_terms
 
 __all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
 
 SCHEMA_VERSION = "1"
-_NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text")]
+_NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text", "fingerprint")]
 # Statements on the search path are built once (building one costs more than running it).
 _CURRENT_SEQ = select(counters.c.value).where(counters.c.name == "seq")
 _BY_PKS = select(*_NO_EMBEDDING).where(memories.c.pk.in_(bindparam("pks", expanding=True)))
@@ -225,19 +225,88 @@ class MemoryStore:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def insert(self, rows: list[dict[str, Any]]) -> list[tuple[int, int]]:
-        """Insert memory rows in one transaction; return their (primary key, seq)."""
+    def insert(
+        self, rows: list[dict[str, Any]], same_as: Callable[[dict[str, Any], Memory], bool] | None = None
+    ) -> list[tuple[int, int] | Memory]:
+        """Insert memory rows in one transaction.
+
+        Returns, per row, its (primary key, seq), or — when ``same_as`` is given and says an
+        existing current memory with the same fingerprint is the same memory — that memory
+        instead of inserting a duplicate (rows repeated within the batch count too).
+        """
         if not rows:
             return []
+        for row in rows:
+            row["search_text"] = index_text(row["content"])
+            row["fingerprint"] = fingerprint(row["content"])
         with self.write() as conn:
-            last = self._bump_seq(conn, len(rows))
-            first = last - len(rows) + 1
-            for offset, row in enumerate(rows):
-                row["seq"] = first + offset
-                row["search_text"] = index_text(row["content"])
-            statement = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
-            pks = [r[0] for r in conn.execute(statement, rows)]
-        return [(pk, row["seq"]) for pk, row in zip(pks, rows)]
+            outcome: list[tuple[int, int] | Memory | None] = [None] * len(rows)
+            fresh = list(range(len(rows)))
+            if same_as is not None:
+                fresh = []
+                seen: list[Memory] = []
+                for position, row in enumerate(rows):
+                    twin = self._twin(conn, row, same_as, seen)
+                    if twin is None:
+                        fresh.append(position)
+                        seen.append(row_to_memory({**row, "valid_to": None, "superseded_by": None}))
+                    else:
+                        outcome[position] = twin
+            if fresh:
+                last = self._bump_seq(conn, len(fresh))
+                for offset, position in enumerate(fresh):
+                    rows[position]["seq"] = last - len(fresh) + 1 + offset
+                statement = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
+                pks = [r[0] for r in conn.execute(statement, [rows[p] for p in fresh])]
+                for position, pk in zip(fresh, pks):
+                    outcome[position] = (pk, rows[position]["seq"])
+        return [item for item in outcome if item is not None]
+
+    @staticmethod
+    def _twin(
+        conn: Connection, row: dict[str, Any], same_as: Callable[[dict[str, Any], Memory], bool], seen: list[Memory]
+    ) -> Memory | None:
+        for memory in seen:
+            if memory.user_id == row["user_id"] and same_as(row, memory):
+                return memory
+        found = conn.execute(
+            select(*_NO_EMBEDDING).where(
+                memories.c.user_id == row["user_id"], memories.c.fingerprint == row["fingerprint"],
+                memories.c.valid_to.is_(None),
+            )
+        ).all()
+        for candidate in found:
+            memory = row_to_memory(candidate)
+            if same_as(row, memory):
+                return memory
+        return None
+
+    def set_embeddings(self, vectors: dict[int, bytes]) -> list[tuple[IndexRow, int]]:
+        """Store vectors computed after the fact for rows that had none; return the rows now
+        ready for the vector index (with their new change numbers)."""
+        if not vectors:
+            return []
+        ready: list[tuple[IndexRow, int]] = []
+        with self.write() as conn:
+            for pk, blob in vectors.items():
+                seq = self._bump_seq(conn)
+                row = conn.execute(
+                    update(memories).where(memories.c.pk == pk, memories.c.embedding.is_(None))
+                    .values(embedding=blob, seq=seq).returning(*_INDEX_COLUMNS, memories.c.embedding)
+                ).first()
+                if row is not None:
+                    ready.append((_index_row(row, True), seq))
+        return ready
+
+    def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
+        """(primary key, content) of rows still waiting for their vector (all, or among ``pks``)."""
+        statement = select(memories.c.pk, memories.c.content).where(memories.c.embedding.is_(None))
+        if pks is not None:
+            if not pks:
+                return []
+            statement = statement.where(memories.c.pk.in_(list(pks)))
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(statement)]
 
     def supersede(
         self, old_id: str, build_new: Callable[[Memory], dict[str, Any]]
@@ -268,6 +337,7 @@ class MemoryStore:
             )
             new.update(
                 search_text=index_text(new["content"]),
+                fingerprint=fingerprint(new["content"]),
                 valid_from=stamp, valid_to=None, created_at=stamp, updated_at=stamp,
                 supersedes=old_id, superseded_by=None, chain_id=old.chain_id, seq=last,
             )
@@ -281,7 +351,9 @@ class MemoryStore:
             MemoryNotFoundError: no such memory.
         """
         if "content" in values:
-            values = {**values, "search_text": index_text(values["content"])}
+            values = {
+                **values, "search_text": index_text(values["content"]), "fingerprint": fingerprint(values["content"])
+            }
         with self.write() as conn:
             seq = self._bump_seq(conn)
             pk = conn.execute(

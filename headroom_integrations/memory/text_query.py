@@ -8,13 +8,14 @@ so no query string can make the full-text backend raise.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from functools import lru_cache
 
 import snowballstemmer
 
-__all__ = ["STOPWORDS", "index_text", "query_terms", "select_terms", "terms"]
+__all__ = ["STOPWORDS", "fingerprint", "index_text", "query_terms", "select_terms", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -55,6 +56,18 @@ def terms(text: str) -> list[str]:
 def index_text(content: str) -> str:
     """What the full-text index stores for a memory: its terms joined by spaces."""
     return " ".join(terms(content))
+
+
+def fingerprint(content: str) -> str:
+    """A hash that two wordings of the same short fact share (case, accents, punctuation,
+    stop words and word endings aside); used to avoid storing a memory twice.
+
+    Example:
+        >>> fingerprint("Prefers Go.") == fingerprint("prefers go")
+        True
+    """
+    key = index_text(content) or " ".join(content.lower().split())
+    return hashlib.sha1(key.encode("utf-8")).hexdigest()
 
 
 def query_terms(text: str, max_terms: int = 32) -> list[str]:

@@ -167,16 +167,23 @@ class VectorIndex:
             codes = np.fromiter((_CATEGORY_CODE[rows[i][3]] for i in positions), dtype=np.int8, count=len(positions))
             self._buckets[bid].put_many(pks, vectors[positions], codes)
 
-    def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> None:
-        """Bring the index in line with these rows (newer versions only, unless ``force``)."""
+    def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> list[int]:
+        """Bring the index in line with these rows (newer versions only, unless ``force``).
+
+        Returns the primary keys of current rows that have no vector yet (their embedding is
+        being computed, here or by another process).
+        """
         placed: list[tuple[int, int, BucketKey, str]] = []
         vectors: list[np.ndarray] = []
+        waiting: list[int] = []
         for row in rows:
             if not force and self._seq_of.get(row.pk, -1) >= row.seq:
                 continue
             if not row.current or row.embedding is None:
                 self._seq_of[row.pk] = row.seq
                 self._remove(row.pk)
+                if row.current:
+                    waiting.append(row.pk)
                 continue
             key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
             placed.append((row.pk, row.seq, key, row.category))
@@ -187,6 +194,7 @@ class VectorIndex:
             self._add_to_graph([p[0] for p in placed], matrix)
             self._dirty = True
         self.version += 1
+        return waiting
 
     def _add_to_graph(self, pks: list[int], vectors: np.ndarray) -> None:
         for pk in pks:
@@ -227,22 +235,24 @@ class VectorIndex:
             if seq == self.watermark + 1:
                 self.watermark = seq
 
-    def sync(self) -> None:
+    def sync(self) -> list[int]:
         """Pull every change committed since the watermark (by any process).
 
-        Costs one ``PRAGMA`` when nothing was committed since the last call.
+        Costs one ``PRAGMA`` when nothing was committed since the last call. Returns the primary
+        keys of new current rows that are still waiting for their vector.
         """
         with self._lock:
             if not self.store.maybe_changed():
-                return
+                return []
             if self.store.current_seq() == self.watermark:
-                return
+                return []
             changes = self.store.changes_since(self.watermark)
-            self._apply(changes.rows)
+            waiting = self._apply(changes.rows)
             for pk in changes.deleted:
                 self._seq_of[pk] = changes.seq
                 self._remove(pk)
             self.watermark = max(self.watermark, changes.seq)
+            return waiting
 
     # -- opening, rebuilding, saving --------------------------------------------------------------------
 
