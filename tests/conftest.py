@@ -64,3 +64,9 @@ def make_engine(db_path: Path) -> Iterator[Callable[..., MemoryEngine]]:
 def engine(make_engine: Callable[..., MemoryEngine]) -> MemoryEngine:
     """An engine on a fresh database file."""
     return make_engine()
+
+
+from openai_stub import StubLLM, stub_llm  # noqa: E402  (tests/ is on sys.path)
+
+stub_llm_fixture = pytest.fixture(name="stub_llm")(stub_llm)
+__all__ = ["StubLLM"]
