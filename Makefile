@@ -12,10 +12,13 @@ $(VENV)/.stamp-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[$*]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS_$*)]'
 	touch $@
 
-demo: $(VENV)/.stamp-local
+EXTRAS_demo := local,openai
+EXTRAS_dev := dev
+
+demo: $(VENV)/.stamp-demo
 	$(PY) -m headroom_integrations.demo
 
 test: $(VENV)/.stamp-dev

