@@ -462,7 +462,7 @@ def _make_handler(stub: StubLLM) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             def action() -> None:
                 path = self._path()
-                if path == "/v1/chat/completions":
+                if path.endswith("/chat/completions"):  # also Azure: /v1/deployments/{name}/chat/completions
                     payload, events = stub._completion(self._body())
                     if events is not None:
                         self._send_sse(events)

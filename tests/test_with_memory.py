@@ -364,3 +364,42 @@ def test_with_memory_argument_errors(stub_llm: StubLLM, engine: MemoryEngine, tm
     client.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}])
     assert client.memory.stats()["total"] == 1
     client.memory.close()
+
+
+async def test_azure_clients(stub_llm: StubLLM, engine: MemoryEngine) -> None:
+    from openai import AsyncAzureOpenAI, AzureOpenAI
+
+    stub_llm.reply("ok" + GO)
+    azure = with_memory(AzureOpenAI(api_key="k", api_version="2024-06-01", base_url=stub_llm.base_url,
+                                    max_retries=0), user_id="u", memory=engine)
+    assert azure.chat.completions.create(model="m", messages=[{"role": "user", "content": "q"}]).choices[
+        0].message.content == "ok"
+    stub_llm.reply("fine")
+    async_azure = with_memory(AsyncAzureOpenAI(api_key="k", api_version="2024-06-01", base_url=stub_llm.base_url,
+                                               max_retries=0), user_id="u", memory=engine)
+    reply = await async_azure.chat.completions.create(model="m", messages=[{"role": "user", "content": "language?"}])
+    assert reply.choices[0].message.content == "fine"
+    assert "Prefers Go" in _user_text(stub_llm.requests[1])
+
+
+def test_any_client_with_the_same_shape(engine: MemoryEngine) -> None:
+    """A client that is not the openai SDK at all (dict replies, e.g. a thin HTTP wrapper)."""
+    seen: list[dict[str, Any]] = []
+
+    class Completions:
+        def create(self, **kwargs: Any) -> dict[str, Any]:
+            seen.append(kwargs)
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi!" + GO}}]}
+
+    class Chat:
+        completions = Completions()
+
+    class TinyClient:
+        chat = Chat()
+        name = "tiny"
+
+    client = with_memory(TinyClient(), user_id="u", memory=engine)
+    reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hello"}])
+    assert reply["choices"][0]["message"]["content"] == "Hi!"
+    assert client.name == "tiny" and len(seen) == 1
+    assert [m.content for m in engine.query(MemoryFilter(user_id="u"))] == ["Prefers Go for performance-critical code"]
