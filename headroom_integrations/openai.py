@@ -31,16 +31,14 @@ from typing import Any
 
 from headroom_integrations._async import async_face
 from headroom_integrations.errors import (
-    HeadroomError,
     InvalidInputError,
-    MemoryAlreadySupersededError,
     MemoryNotFoundError,
 )
 from headroom_integrations.inline import (
     ExtractedMemory,
+    InlineMemory,
     StreamFilter,
     add_instruction,
-    format_memories,
     inject_memories,
     last_user_text,
     parse_reply,
@@ -90,8 +88,8 @@ class CallState:
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-class MemorySession:
-    """The memory side of a wrapped client: retrieval, injection, parsing and storing.
+class MemorySession(InlineMemory):
+    """The memory side of a wrapped client: :class:`InlineMemory` plus OpenAI's request and reply shapes.
 
     All of it is blocking; the sync client calls it directly and the async client runs it in a
     worker thread. You rarely build one yourself: :func:`with_memory` does.
@@ -116,28 +114,13 @@ class MemorySession:
         inject: bool = True,
         extract: bool = True,
     ) -> None:
-        if not isinstance(user_id, str) or not user_id.strip():
-            raise InvalidInputError("with_memory needs a non-empty user_id")
-        if top_k < 1 or token_budget < 1:
-            raise InvalidInputError("top_k and token_budget must be positive")
-        self.engine = engine
-        self.user_id = user_id
-        self.session_id = session_id
-        self.agent_id = agent_id
-        self.top_k = top_k
-        self.token_budget = token_budget
-        self.min_score = min_score
+        super().__init__(
+            engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget, min_score=min_score
+        )
         self.inject = inject
         self.extract = extract
 
     # -- request side ---------------------------------------------------------------------------
-
-    def retrieve(self, query: str) -> list[SearchResult]:
-        """Memories relevant to ``query`` that this user/session/agent may see."""
-        return self.engine.search(
-            query, user_id=self.user_id, session_id=self.session_id, agent_id=self.agent_id,
-            top_k=self.top_k, min_score=self.min_score,
-        )
 
     def prepare(self, kwargs: Mapping[str, Any]) -> tuple[dict[str, Any], CallState]:
         """The keyword arguments to send instead of ``kwargs`` (memories injected, instruction added)."""
@@ -148,15 +131,9 @@ class MemorySession:
             return out, state
         messages = list(messages)
         if self.inject:
-            query = last_user_text(messages)
-            if query:
-                try:
-                    injection = format_memories(self.retrieve(query), self.token_budget)
-                except HeadroomError as exc:  # never let the memory layer break the call
-                    logger.error("memory retrieval failed, calling without memories: %s", exc)
-                else:
-                    messages = inject_memories(messages, injection)
-                    state.handles = injection.handles
+            injection = self.recall(last_user_text(messages))
+            messages = inject_memories(messages, injection)
+            state.handles = injection.handles
         if state.extract:
             messages = add_instruction(messages)
         out["messages"] = messages
@@ -189,49 +166,8 @@ class MemorySession:
         return parsed.text
 
     def store(self, found: list[ExtractedMemory], state: CallState) -> list[Memory]:
-        """Store extracted memories under this wrapper's ids (never another user's).
-
-        A memory naming an injected handle in ``supersedes`` replaces that memory; a memory that
-        repeats a current one in the same scope is not stored twice. Failures are logged, never
-        raised: the caller's reply matters more than one memory.
-        """
-        stored: list[Memory] = []
-        for item in found:
-            scope = self._scope_for(item.scope)
-            if scope is None:
-                logger.debug("turn-scoped memory not kept beyond its turn: %s", item.content)
-                continue
-            try:
-                target = state.handles.get(item.supersedes or "")
-                if target is not None:
-                    try:
-                        stored.append(self.engine.supersede(
-                            target, item.content, category=item.category, importance=item.importance,
-                            defer_embedding=True,
-                        ))
-                        continue
-                    except (MemoryAlreadySupersededError, MemoryNotFoundError) as exc:
-                        logger.info("cannot supersede %s (%s); storing as a new memory", item.supersedes, exc)
-                elif item.supersedes:
-                    logger.warning("memory names unknown handle %r in 'supersedes'; stored as new", item.supersedes)
-                stored.append(self.engine.add(
-                    item.content, self.user_id, session_id=self.session_id, agent_id=self.agent_id,
-                    category=item.category, scope=scope, importance=item.importance,
-                    metadata={"source": "inline"}, dedupe=True, defer_embedding=True,
-                ))
-            except HeadroomError as exc:
-                logger.error("could not store memory %r: %s", item.content, exc)
-        return stored
-
-    def _scope_for(self, wanted: MemoryScope) -> MemoryScope | None:
-        """The scope a block's memory can really have with this wrapper's ids."""
-        if wanted is MemoryScope.TURN:
-            return None
-        if wanted is MemoryScope.AGENT and self.agent_id is None:
-            wanted = MemoryScope.SESSION
-        if wanted is MemoryScope.SESSION and self.session_id is None:
-            wanted = MemoryScope.USER
-        return wanted
+        """Store extracted memories for this call (see :meth:`InlineMemory.remember`)."""
+        return self.remember(found, state.handles)
 
     # -- streaming ------------------------------------------------------------------------------
 
@@ -457,7 +393,7 @@ class MemoryFacade:
         parsed = MemoryScope.parse(scope) if scope is not None else None
         if parsed is None:
             parsed = MemoryScope.SESSION if str(category).lower() == "context" else MemoryScope.USER
-        resolved = s._scope_for(parsed) or MemoryScope.USER
+        resolved = s.scope_for(parsed) or MemoryScope.USER
         return self.engine.add(
             content, s.user_id, session_id=s.session_id, agent_id=s.agent_id, category=category,
             scope=resolved, importance=importance, metadata=metadata,
