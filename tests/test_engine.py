@@ -191,3 +191,22 @@ def _raw_row(content: str) -> dict[str, object]:
         "updated_at": stamp, "valid_from": stamp, "valid_to": None, "supersedes": None, "superseded_by": None,
         "chain_id": memory_id,
     }
+
+
+def test_conversation_log(make_engine: Callable[..., MemoryEngine]) -> None:
+    engine = make_engine()
+    engine.append_messages("u", "s1", [{"role": "user", "content": "Hi"},
+                                       {"role": "assistant", "content": "Hello!", "payload": {"type": "ai"}}])
+    engine.append_messages("u", "s2", [{"role": "user", "content": "Other session"}])
+    records = engine.get_messages("u", "s1")
+    assert [(r.role, r.content, r.payload) for r in records] == [("user", "Hi", {}), ("assistant", "Hello!", {"type": "ai"})]
+    assert [r.content for r in engine.get_messages("u", "s1", limit=1)] == ["Hello!"]
+    assert engine.get_messages("v", "s1") == []
+    with pytest.raises(ValueError, match="role and content"):
+        engine.append_messages("u", "s1", [{"role": "user", "content": "ok"}, {"role": "user", "content": None}])
+    assert len(engine.get_messages("u", "s1")) == 2  # the bad batch logged nothing
+    engine.close()
+    reopened = make_engine()
+    assert [r.content for r in reopened.get_messages("u", "s1")] == ["Hi", "Hello!"]
+    assert reopened.clear_messages("u", "s1") == 2 and reopened.get_messages("u", "s1") == []
+    assert reopened.clear_messages("u") == 1

@@ -6,9 +6,17 @@ This package imports no LLM framework.
 from headroom_integrations.memory.config import EmbedderBackend, MemoryConfig
 from headroom_integrations.memory.core import HierarchicalMemory, MemoryEngine
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, OllamaEmbedder, OpenAIEmbedder
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, SearchResult
+from headroom_integrations.memory.models import (
+    ChatRecord,
+    Memory,
+    MemoryCategory,
+    MemoryFilter,
+    MemoryScope,
+    SearchResult,
+)
 
 __all__ = [
+    "ChatRecord",
     "Embedder",
     "EmbedderBackend",
     "HierarchicalMemory",

@@ -28,7 +28,14 @@ from headroom_integrations._async import async_face
 from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, SearchResult
+from headroom_integrations.memory.models import (
+    ChatRecord,
+    Memory,
+    MemoryCategory,
+    MemoryFilter,
+    MemoryScope,
+    SearchResult,
+)
 from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
 from headroom_integrations.memory.schema import memories
 from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
@@ -630,6 +637,49 @@ class MemoryEngine:
         self._check_open()
         return self._store.stats(user_id)
 
+    # -- conversation log -------------------------------------------------------------------------
+
+    def append_messages(self, user_id: str, session_id: str, messages: Iterable[Mapping[str, Any]]) -> None:
+        """Log chat messages of a session, in order (for chat-history adapters).
+
+        Each message is a mapping with ``role`` and ``content`` (text) and optionally ``payload``,
+        the framework's own JSON-compatible serialisation, returned as is by :meth:`get_messages`.
+
+        Raises:
+            InvalidInputError: missing ids, a role or content that is not a string, a payload that
+                is not JSON-serialisable (nothing is logged then).
+        """
+        self._check_open()
+        user = _id(user_id, "user_id", required=True)
+        session = _id(session_id, "session_id", required=True)
+        stamp = now_utc()
+        rows = []
+        for position, message in enumerate(messages):
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(role, str) or not role or not isinstance(content, str):
+                raise InvalidInputError(f"message {position}: role and content must be strings")
+            if len(content) > self.config.max_content_chars:
+                raise InvalidInputError(f"message {position} is longer than max_content_chars")
+            rows.append({
+                "user_id": user, "session_id": session, "role": role, "content": content,
+                "payload": _metadata_json(message.get("payload") or {}), "created_at": stamp,
+            })
+        self._store.append_messages(rows)
+
+    def get_messages(self, user_id: str, session_id: str, limit: int | None = None) -> list[ChatRecord]:
+        """A session's logged messages, oldest first (only the last ``limit`` when given)."""
+        self._check_open()
+        if limit is not None and limit < 0:
+            raise InvalidInputError(f"limit must be >= 0, got {limit}")
+        user = _id(user_id, "user_id", required=True)
+        session = _id(session_id, "session_id", required=True)
+        return self._store.messages(user, session, limit)  # type: ignore[arg-type]
+
+    def clear_messages(self, user_id: str, session_id: str | None = None) -> int:
+        """Delete a session's logged messages (all of the user's sessions when ``session_id`` is None)."""
+        self._check_open()
+        return self._store.delete_messages(_id(user_id, "user_id", required=True), session_id)  # type: ignore[arg-type]
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     def save_index(self) -> None:
@@ -703,6 +753,9 @@ class HierarchicalMemory:
     stats = async_face(MemoryEngine.stats)
     save_index = async_face(MemoryEngine.save_index)
     flush = async_face(MemoryEngine.flush)
+    append_messages = async_face(MemoryEngine.append_messages)
+    get_messages = async_face(MemoryEngine.get_messages)
+    clear_messages = async_face(MemoryEngine.clear_messages)
     close = async_face(MemoryEngine.close)
 
     async def __aenter__(self) -> HierarchicalMemory:

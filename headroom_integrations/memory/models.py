@@ -11,6 +11,7 @@ from typing import Any
 from headroom_integrations.errors import InvalidInputError
 
 __all__ = [
+    "ChatRecord",
     "Memory",
     "MemoryCategory",
     "MemoryFilter",
@@ -225,3 +226,24 @@ class MemoryFilter:
             raise InvalidInputError(f"limit must be >= 0, got {self.limit}")
         if self.offset < 0:
             raise InvalidInputError(f"offset must be >= 0, got {self.offset}")
+
+
+@dataclass(frozen=True)
+class ChatRecord:
+    """One logged chat message of a session (see :meth:`MemoryEngine.append_messages`).
+
+    Attributes:
+        role: who spoke ("user", "assistant", "system", "tool", or a framework's own name).
+        content: the message text.
+        payload: the framework's own serialisation of the message (JSON-compatible).
+        created_at: when it was logged.
+
+    Example:
+        >>> ChatRecord(role="user", content="hi").payload
+        {}
+    """
+
+    role: str
+    content: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text
 
-__all__ = ["counters", "memories", "meta", "metadata_obj", "tombstones"]
+__all__ = ["chat_messages", "counters", "memories", "meta", "metadata_obj", "tombstones"]
 
 metadata_obj = MetaData()
 
@@ -64,3 +64,17 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 """Store-wide facts: schema version, embedder name and dimension."""
+
+chat_messages = Table(
+    "chat_messages",
+    metadata_obj,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", String(255), nullable=False),
+    Column("session_id", String(255), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the framework's own serialisation, for a lossless round trip
+    Column("created_at", DateTime, nullable=False),
+    Index("ix_chat_messages_session", "user_id", "session_id", "pk"),
+)
+"""The conversation log of chat-history adapters (LangChain, LlamaIndex): every message of a session."""

@@ -27,8 +27,8 @@ from sqlalchemy import (
 )
 
 from headroom_integrations.errors import EmbedderMismatchError, MemoryAlreadySupersededError, MemoryNotFoundError
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
-from headroom_integrations.memory.schema import counters, memories, meta, metadata_obj, tombstones
+from headroom_integrations.memory.models import ChatRecord, Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
+from headroom_integrations.memory.schema import chat_messages, counters, memories, meta, metadata_obj, tombstones
 from headroom_integrations.memory.sqlite import (
     SNAPSHOT,
     WRITE,
@@ -535,6 +535,35 @@ class MemoryStore:
                 return
             last_pk = rows[-1][0]
             yield [tuple(r) for r in rows]
+
+    # -- conversation log -------------------------------------------------------------------------
+
+    def append_messages(self, rows: list[dict[str, Any]]) -> None:
+        """Log chat messages (rows with user_id, session_id, role, content, payload, created_at)."""
+        if rows:
+            with self.write() as conn:
+                conn.execute(insert(chat_messages), rows)
+
+    def messages(self, user_id: str, session_id: str, limit: int | None) -> list[ChatRecord]:
+        """A session's messages, oldest first (only the last ``limit`` when given)."""
+        c = chat_messages.c
+        statement = select(c.pk, c.role, c.content, c.payload, c.created_at).where(
+            c.user_id == user_id, c.session_id == session_id
+        )
+        statement = statement.order_by(c.pk) if limit is None else statement.order_by(c.pk.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(statement).all()
+        if limit is not None:
+            rows.reverse()
+        return [ChatRecord(r.role, r.content, json.loads(r.payload), _aware(r.created_at)) for r in rows]
+
+    def delete_messages(self, user_id: str, session_id: str | None) -> int:
+        """Delete a session's messages (every session of the user when ``session_id`` is None)."""
+        condition = chat_messages.c.user_id == user_id
+        if session_id is not None:
+            condition = and_(condition, chat_messages.c.session_id == session_id)
+        with self.write() as conn:
+            return int(conn.execute(delete(chat_messages).where(condition)).rowcount or 0)
 
     def close(self) -> None:
         """Release every connection."""
