@@ -26,6 +26,7 @@ import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from headroom_integrations.errors import (
@@ -34,13 +35,15 @@ from headroom_integrations.errors import (
     MemoryAlreadySupersededError,
     MemoryNotFoundError,
 )
-from headroom_integrations.memory.core import MemoryEngine
+from headroom_integrations.memory.config import MemoryConfig
+from headroom_integrations.memory.core import HierarchicalMemory, MemoryEngine
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
 
 __all__ = [
     "MEMORY_INSTRUCTION",
     "ExtractedMemory",
     "InlineMemory",
+    "engine_from",
     "Injection",
     "ParsedReply",
     "StreamFilter",
@@ -469,6 +472,27 @@ def add_instruction(messages: Sequence[Any], instruction: str = MEMORY_INSTRUCTI
 
 
 # -- the memory side of one conversation ---------------------------------------------------------
+
+
+def engine_from(
+    memory: HierarchicalMemory | MemoryEngine | None = None,
+    config: MemoryConfig | None = None,
+    db_path: str | Path | None = None,
+) -> MemoryEngine:
+    """The engine an adapter should use: the given store, or one opened from ``config``/``db_path``.
+
+    Raises:
+        InvalidInputError: both a store and a way to open one were given, or ``memory`` is not a store.
+    """
+    if memory is not None and (config is not None or db_path is not None):
+        raise InvalidInputError("pass either memory= or config=/db_path=, not both")
+    if isinstance(memory, HierarchicalMemory):
+        return memory.sync
+    if isinstance(memory, MemoryEngine):
+        return memory
+    if memory is not None:
+        raise InvalidInputError(f"memory must be a HierarchicalMemory or MemoryEngine, got {type(memory).__name__}")
+    return MemoryEngine(config or (MemoryConfig(db_path=db_path) if db_path is not None else MemoryConfig()))
 
 
 class InlineMemory:

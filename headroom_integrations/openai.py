@@ -31,7 +31,6 @@ from typing import Any
 
 from headroom_integrations._async import async_face
 from headroom_integrations.errors import (
-    InvalidInputError,
     MemoryNotFoundError,
 )
 from headroom_integrations.inline import (
@@ -39,6 +38,7 @@ from headroom_integrations.inline import (
     InlineMemory,
     StreamFilter,
     add_instruction,
+    engine_from,
     inject_memories,
     last_user_text,
     parse_reply,
@@ -525,16 +525,7 @@ def with_memory(
             model="gpt-4o", messages=[{"role": "user", "content": "I prefer Go for performance-critical code"}]
         )
     """
-    if memory is not None and (config is not None or db_path is not None):
-        raise InvalidInputError("pass either memory= or config=/db_path=, not both")
-    if isinstance(memory, HierarchicalMemory):
-        engine = memory.sync
-    elif isinstance(memory, MemoryEngine):
-        engine = memory
-    elif memory is not None:
-        raise InvalidInputError(f"memory must be a HierarchicalMemory or MemoryEngine, got {type(memory).__name__}")
-    else:
-        engine = MemoryEngine(config or (MemoryConfig(db_path=db_path) if db_path is not None else MemoryConfig()))
+    engine = engine_from(memory, config, db_path)
     session = MemorySession(
         engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget, min_score=min_score,
         inject=inject, extract=extract,

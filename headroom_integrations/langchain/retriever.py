@@ -1,0 +1,92 @@
+"""HeadroomMemoryRetriever: memories as LangChain Documents."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from headroom_integrations.inline import engine_from
+from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine, SearchResult
+
+__all__ = ["HeadroomMemoryRetriever", "format_docs"]
+
+
+def _document(hit: SearchResult) -> Document:
+    m = hit.memory
+    return Document(
+        page_content=m.content,
+        id=m.id,
+        metadata={
+            "id": m.id, "category": m.category.value, "scope": m.scope.value, "importance": m.importance,
+            "created_at": m.created_at.isoformat(), "valid_from": m.valid_from.isoformat() if m.valid_from else None,
+            "valid_to": m.valid_to.isoformat() if m.valid_to else None, "score": hit.score,
+            "user_id": m.user_id, "session_id": m.session_id,
+        },
+    )
+
+
+def format_docs(docs: list[Document]) -> str:
+    """Join retrieved memories into one block of text for a prompt (one per line)."""
+    return "\n".join(f"- {doc.page_content}" for doc in docs)
+
+
+class HeadroomMemoryRetriever(BaseRetriever):
+    """Retrieve a user's memories (hybrid search) as ``Document`` objects.
+
+    ``page_content`` is the memory text; metadata carries id, category, scope, importance,
+    created_at, valid_from/valid_to and score. ``k`` is set on the retriever or per call
+    (``retriever.invoke(query, k=3)``).
+
+    Example::
+
+        retriever = HeadroomMemoryRetriever(db_path="memory.db", user_id="alice", k=4)
+        chain = {"context": retriever | format_docs, "question": RunnablePassthrough()} | prompt | model
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Any = Field(exclude=True)
+    user_id: str
+    session_id: str | None = None
+    agent_id: str | None = None
+    k: int = 5
+    categories: list[str] | None = None
+    scopes: list[str] | None = None
+    include_superseded: bool = False
+    min_score: float | None = None
+
+    def __init__(
+        self,
+        *,
+        memory: HierarchicalMemory | MemoryEngine | None = None,
+        db_path: str | Path | None = None,
+        config: MemoryConfig | None = None,
+        **fields: Any,
+    ) -> None:
+        engine = fields.pop("engine", None) or engine_from(memory, config, db_path)
+        super().__init__(engine=engine, **fields)
+
+    def _search(self, query: str, k: int | None) -> list[Document]:
+        if not query or not query.strip():
+            return []
+        hits = self.engine.search(
+            query, self.user_id, self.session_id, self.agent_id, top_k=k or self.k, categories=self.categories,
+            scopes=self.scopes, include_superseded=self.include_superseded, min_score=self.min_score,
+        )
+        return [_document(hit) for hit in hits]
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        return self._search(query, k)
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
+    ) -> list[Document]:
+        return await asyncio.to_thread(self._search, query, k)
