@@ -13,6 +13,7 @@ from langchain_core.outputs import ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_tests.integration_tests import RetrieversIntegrationTests
+from pydantic import Field
 
 from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
 from headroom_integrations.inline import MEMORY_INSTRUCTION
@@ -30,7 +31,7 @@ GO = '<memory>{"memories": [{"content": "Prefers Go for performance-critical cod
 class RecordingChatModel(GenericFakeChatModel):
     """GenericFakeChatModel that also records the messages of every call."""
 
-    seen: list[list[BaseMessage]] = []
+    seen: list[list[BaseMessage]] = Field(default_factory=list)
 
     def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
         self.seen.append(list(messages))
