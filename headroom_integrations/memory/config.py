@@ -68,6 +68,9 @@ class MemoryConfig:
         text_weight: weight of the keyword (BM25) ranking in reciprocal-rank fusion.
         rrf_k: the constant of reciprocal-rank fusion (larger flattens the ranks).
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
+        local_runtime: how the LOCAL model runs: ``"onnx"`` (onnxruntime, exported once from the local
+            model directory; same vectors, several times faster), ``"torch"`` (sentence-transformers)
+            or ``"auto"`` (onnx when available, else torch).
         text_postings_budget: keyword search uses the rarest query terms matching at most this
             many rows in all (it bounds the cost of BM25 on large stores).
 
@@ -102,6 +105,7 @@ class MemoryConfig:
     text_weight: float = 1.0
     rrf_k: int = 60
     dedup_threshold: float = 0.97
+    local_runtime: str = "auto"
     text_postings_budget: int = 1000
 
     def __post_init__(self) -> None:
@@ -121,6 +125,8 @@ class MemoryConfig:
         for name in ("importance_weight", "recency_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InvalidInputError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
+        if self.local_runtime not in ("auto", "onnx", "torch"):
+            raise InvalidInputError(f"local_runtime must be 'auto', 'onnx' or 'torch', got {self.local_runtime!r}")
         if self.importance_weight + self.recency_weight > 1.0:
             raise InvalidInputError("importance_weight + recency_weight must not exceed 1")
 

@@ -5,6 +5,7 @@ Every embedder returns float32 unit vectors, so cosine similarity is a dot produ
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -26,6 +27,8 @@ __all__ = [
     "build_embedder",
     "bundled_model_path",
 ]
+
+logger = logging.getLogger(__name__)
 
 _KNOWN_OPENAI_DIMENSIONS = {
     "text-embedding-3-small": 1536,
@@ -329,8 +332,25 @@ class QueryCache:
             self._items.clear()
 
 
-_SHARED_LOCAL: dict[str, LocalEmbedder] = {}
+_SHARED_LOCAL: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.Lock()
+
+
+def _local_embedder(model: str, runtime: str) -> Embedder:
+    """The local model on onnxruntime when possible ("auto"/"onnx"), else sentence-transformers."""
+    model_dir = bundled_model_path(model) or (model if os.path.isdir(model) else None)
+    if runtime in ("auto", "onnx") and model_dir is not None:
+        try:
+            from headroom_integrations.memory.onnx_embedder import OnnxEmbedder
+
+            return OnnxEmbedder(model_dir, name=f"local/{os.path.basename(model.rstrip('/'))}")
+        except Exception as exc:  # missing runtime, failed export: fall back unless asked for onnx
+            if runtime == "onnx":
+                raise
+            logger.info("onnxruntime unavailable for %s (%s); using sentence-transformers", model, exc)
+    elif runtime == "onnx":
+        raise EmbedderError(f"runtime 'onnx' needs a local model directory; {model!r} is not one")
+    return LocalEmbedder(model)
 
 
 def build_embedder(config: MemoryConfig) -> Embedder:
@@ -338,10 +358,11 @@ def build_embedder(config: MemoryConfig) -> Embedder:
     if config.embedder is not None:
         embedder = config.embedder
     elif config.embedder_backend is EmbedderBackend.LOCAL:
+        key = f"{config.model_name}|{config.local_runtime}"
         with _SHARED_LOCK:
-            embedder = _SHARED_LOCAL.get(config.model_name)
+            embedder = _SHARED_LOCAL.get(key)
             if embedder is None:
-                embedder = _SHARED_LOCAL[config.model_name] = LocalEmbedder(config.model_name)
+                embedder = _SHARED_LOCAL[key] = _local_embedder(config.model_name, config.local_runtime)
     elif config.embedder_backend is EmbedderBackend.OPENAI:
         embedder = OpenAIEmbedder(
             config.model_name, api_key=config.openai_api_key, base_url=config.openai_base_url,

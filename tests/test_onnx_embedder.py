@@ -1,0 +1,59 @@
+"""The LOCAL model on onnxruntime: same vectors as sentence-transformers, interchangeable stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations.memory.embedders import LocalEmbedder, build_embedder, bundled_model_path
+from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, cache_dir
+
+TEXTS = [
+    "where does alice work",
+    "Prefers Go for performance-critical code",
+    "Caroline went to the LGBTQ support group on 7 May 2023 and felt accepted.",
+    "The quick brown fox jumps over the lazy dog. " * 40,  # longer than the model's 256 tokens
+    "naïve café — 日本語 🚀",
+]
+
+
+def test_onnx_vectors_match_sentence_transformers() -> None:
+    onnx = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="onnx"))
+    torch = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="torch"))
+    assert isinstance(onnx, OnnxEmbedder) and isinstance(torch, LocalEmbedder)
+    assert onnx.name == torch.name == "local/all-MiniLM-L6-v2" and onnx.dimension == torch.dimension == 384
+    a, b = onnx.embed(TEXTS), torch.embed(TEXTS)
+    assert np.all(np.sum(a * b, axis=1) > 0.9999)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    # batching by length must not change a text's vector
+    assert np.allclose(onnx.embed(TEXTS[::-1])[::-1], a, atol=1e-5)
+
+
+def test_auto_prefers_onnx_and_the_export_is_cached() -> None:
+    embedder = build_embedder(MemoryConfig(db_path=":memory:"))
+    assert isinstance(embedder, OnnxEmbedder)
+    exported = list((cache_dir() / "onnx").glob("*/model.onnx"))
+    assert exported
+    before = exported[0].stat().st_mtime
+    OnnxEmbedder(bundled_model_path("all-MiniLM-L6-v2"), name="local/all-MiniLM-L6-v2")  # type: ignore[arg-type]
+    assert exported[0].stat().st_mtime == before
+
+
+def test_stores_are_interchangeable_between_runtimes(make_engine: Callable[..., MemoryEngine], db_path: Path) -> None:
+    with MemoryEngine(MemoryConfig(db_path=db_path, local_runtime="onnx")) as engine:
+        engine.add("Keeps bees on the roof", user_id="u")
+        engine.add("Allergic to shellfish", user_id="u")
+    reopened = make_engine(local_runtime="torch")
+    assert isinstance(reopened.embedder, LocalEmbedder)
+    assert reopened.search("beekeeping hobby", user_id="u", top_k=1)[0].content == "Keeps bees on the roof"
+
+
+def test_bad_runtime_values() -> None:
+    with pytest.raises(InvalidInputError, match="local_runtime"):
+        MemoryConfig(local_runtime="tensorflow")
+    with pytest.raises(Exception, match="local model directory"):
+        build_embedder(MemoryConfig(db_path=":memory:", embedder_model="not-a-local-model", local_runtime="onnx"))
