@@ -216,3 +216,14 @@ async def test_agent_remembers_across_threads(engine: MemoryEngine, use_async: b
     assert "Prefers Go for performance-critical code" in seen[-1].content
     stored = engine.query(MemoryFilter(user_id="frank"))
     assert [(m.content, m.session_id) for m in stored] == [("Prefers Go for performance-critical code", "t1")]
+
+
+def test_callback_with_a_completion_model(engine: MemoryEngine) -> None:
+    from langchain_core.language_models.fake import FakeListLLM
+    from langchain_core.prompts import PromptTemplate
+
+    handler = HeadroomMemoryCallbackHandler(user_id="gina", memory=engine)
+    prompt = PromptTemplate.from_template("{memory_instruction}\n\nKnown: {memories}\n\nQ: {question}\nA:")
+    chain = handler.injector() | prompt | FakeListLLM(responses=["Sure.\n" + GO]) | handler.stripper()
+    assert chain.invoke({"question": "I like Go"}, config={"callbacks": [handler]}) == "Sure."
+    assert [m.content for m in engine.query(MemoryFilter(user_id="gina"))] == ["Prefers Go for performance-critical code"]
