@@ -9,15 +9,30 @@ import headroom_integrations.memory
 
 
 def test_all_names_exist_and_are_sorted_exports() -> None:
-    for module in (headroom_integrations, headroom_integrations.memory):
+    import headroom_integrations.inline
+    import headroom_integrations.langchain
+    import headroom_integrations.llama_index
+    import headroom_integrations.openai
+
+    modules = (headroom_integrations, headroom_integrations.memory, headroom_integrations.inline,
+               headroom_integrations.openai, headroom_integrations.langchain, headroom_integrations.llama_index)
+    for module in modules:
         assert module.__all__, module
         for name in module.__all__:
             assert hasattr(module, name), f"{module.__name__}.{name} is in __all__ but missing"
 
 
-def test_decided_engine_names_are_exported() -> None:
-    decided = {"HierarchicalMemory", "MemoryConfig", "EmbedderBackend", "MemoryCategory", "MemoryScope", "MemoryFilter"}
+def test_decided_names_are_exported() -> None:
+    import headroom_integrations.langchain as lc
+    import headroom_integrations.llama_index as li
+
+    decided = {"HierarchicalMemory", "MemoryConfig", "EmbedderBackend", "MemoryCategory", "MemoryScope", "MemoryFilter",
+               "with_memory"}
     assert decided <= set(headroom_integrations.__all__)
+    assert {"HeadroomChatMessageHistory", "HeadroomMemoryRetriever", "HeadroomMemoryCallbackHandler",
+            "HeadroomMemoryMiddleware"} <= set(lc.__all__)
+    assert {"HeadroomMemory", "HeadroomMemoryBlock", "HeadroomRetriever", "HeadroomMemoryEventHandler",
+            "with_memory_llm"} <= set(li.__all__)
 
 
 def test_version_comes_from_package_metadata() -> None:

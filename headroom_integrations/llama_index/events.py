@@ -1,0 +1,87 @@
+"""HeadroomMemoryEventHandler: store the memories any LlamaIndex LLM call writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+
+from headroom_integrations.inline import InlineMemory, engine_from, parse_reply
+from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+
+__all__ = ["HeadroomMemoryEventHandler"]
+
+
+def _reply_text(event: BaseEvent) -> str:
+    if isinstance(event, LLMChatEndEvent):
+        return (event.response.message.content or "") if event.response is not None else ""
+    if isinstance(event, LLMCompletionEndEvent):
+        return event.response.text or ""
+    return ""
+
+
+class HeadroomMemoryEventHandler(BaseEventHandler):
+    """Stores the memories written in ``<memory>`` blocks of LLM replies, for one user/session.
+
+    Registered on a dispatcher (the root one sees every LLM in the process), it reads the reply
+    of each ``LLMChatEndEvent`` (also sent at the end of a stream, with the whole message) and
+    ``LLMCompletionEndEvent``. It only observes: the prompt needs the extraction instruction and
+    the reply keeps its block, so it suits pipelines that already strip blocks or never show
+    replies; :func:`~headroom_integrations.llama_index.with_memory_llm` does all three. A memory
+    seen twice (a chat model answering through ``complete`` sends both events) is stored once.
+    Its scope is fixed, so in a process serving several users prefer ``with_memory_llm``.
+
+    Args:
+        user_id: whose memories these are.
+        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        session_id: the conversation (session-level memories stay in it).
+        agent_id: the agent.
+
+    Example::
+
+        from llama_index.core.instrumentation import get_dispatcher
+
+        handler = HeadroomMemoryEventHandler(user_id="alice", db_path="memory.db", session_id="s1")
+        get_dispatcher().add_event_handler(handler)
+        llm.complete(MEMORY_INSTRUCTION + "\\n\\nI prefer Go for performance-critical code.")
+    """
+
+    user_id: str
+    session_id: str | None = None
+    agent_id: str | None = None
+
+    _memory: InlineMemory = PrivateAttr()
+
+    def __init__(
+        self,
+        *,
+        memory: HierarchicalMemory | MemoryEngine | None = None,
+        db_path: str | Path | None = None,
+        config: MemoryConfig | None = None,
+        **data: Any,
+    ) -> None:
+        super().__init__(**data)
+        self._memory = InlineMemory(engine_from(memory, config, db_path), self.user_id, self.session_id, self.agent_id)
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Class name."""
+        return "HeadroomMemoryEventHandler"
+
+    @property
+    def engine(self) -> MemoryEngine:
+        """The store memories are written to."""
+        return self._memory.engine
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        """Store the memories of a finished chat or completion (other events are ignored)."""
+        text = _reply_text(event)
+        if "<" not in text:
+            return
+        found = parse_reply(text).memories
+        if found:
+            self._memory.remember(found)

@@ -1,0 +1,377 @@
+"""with_memory_llm: any LlamaIndex LLM, with inline memory around every call."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llama_index.core.base.llms.types import (
+    ChatMessage,
+    ChatResponse,
+    ChatResponseAsyncGen,
+    ChatResponseGen,
+    CompletionResponse,
+    CompletionResponseAsyncGen,
+    CompletionResponseGen,
+    LLMMetadata,
+    MessageRole,
+)
+from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
+from llama_index.core.llms.function_calling import FunctionCallingLLM
+from llama_index.core.llms.llm import LLM, ToolSelection
+
+from headroom_integrations.inline import (
+    MEMORY_INSTRUCTION,
+    ExtractedMemory,
+    Injection,
+    InlineMemory,
+    StreamFilter,
+    engine_from,
+    parse_reply,
+)
+from headroom_integrations.llama_index.memory import append_text, message_text, query_of, strip_blocks, with_text
+from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+
+__all__ = ["HeadroomFunctionCallingLLM", "HeadroomLLM", "with_memory_llm"]
+
+
+def _delta(piece: str | None, content: str | None, seen: str) -> str:
+    """The new text of a stream chunk: its delta, or what its accumulated content added."""
+    if piece is not None:
+        return piece
+    content = content or ""
+    return content[len(seen) :] if content.startswith(seen) else ""
+
+
+class HeadroomLLM(LLM):
+    """A LlamaIndex LLM that wraps another one with inline memory (build it with :func:`with_memory_llm`).
+
+    Every call gets the memories relevant to the latest user message appended to that message
+    (``inject``) and the extraction instruction appended to the system message, or a system
+    message inserted (``instruct``). The ``<memory>`` block of the reply is stored for this
+    user/session and removed from what is returned; streams are filtered in flight, so neither
+    the deltas nor the accumulated ``message.content`` / ``text`` of any chunk ever show it.
+    Memories of a stream are stored when it is consumed to the end.
+
+    Completion calls (``complete``/``stream_complete``) get the instruction before the prompt
+    and the memories after it. Metadata, tool calling and prompt settings are the inner LLM's.
+
+    Example::
+
+        llm = with_memory_llm(OpenAI(model="gpt-4o-mini"), user_id="alice", session_id="s1", db_path="memory.db")
+        print(llm.chat([ChatMessage(role="user", content="I prefer Go for fast services")]).message.content)
+    """
+
+    llm: SerializeAsAny[LLM]
+    user_id: str
+    session_id: str | None = None
+    agent_id: str | None = None
+    inject: bool = True
+    instruct: bool = True
+    top_k: int = 5
+    token_budget: int = 400
+
+    _memory: InlineMemory = PrivateAttr()
+    _last: tuple[str, Injection] | None = PrivateAttr(default=None)
+
+    def __init__(
+        self,
+        *,
+        memory: HierarchicalMemory | MemoryEngine | None = None,
+        db_path: str | Path | None = None,
+        config: MemoryConfig | None = None,
+        **data: Any,
+    ) -> None:
+        inner = data.get("llm")
+        if isinstance(inner, LLM):  # keep the inner LLM's prompt settings and callbacks
+            for name in ("system_prompt", "messages_to_prompt", "completion_to_prompt", "output_parser",
+                         "pydantic_program_mode", "callback_manager"):
+                data.setdefault(name, getattr(inner, name))
+        super().__init__(**data)
+        self._memory = InlineMemory(
+            engine_from(memory, config, db_path), self.user_id, self.session_id, self.agent_id,
+            top_k=self.top_k, token_budget=self.token_budget,
+        )
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Class name."""
+        return "HeadroomLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        """The inner LLM's metadata."""
+        return self.llm.metadata
+
+    @property
+    def engine(self) -> MemoryEngine:
+        """The store memories are read from and written to."""
+        return self._memory.engine
+
+    # -- the memory side ------------------------------------------------------------------------
+
+    def _recall(self, query: str) -> Injection:
+        # an agent calls the model several times per user message: recall once per message
+        if self._last is not None and self._last[0] == query:
+            return self._last[1]
+        injection = self._memory.recall(query)
+        self._last = (query, injection)
+        return injection
+
+    def _prepare(self, messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], dict[str, str]]:
+        out = list(messages)
+        handles: dict[str, str] = {}
+        if self.inject:
+            position = next((i for i in range(len(out) - 1, -1, -1) if out[i].role == MessageRole.USER), None)
+            if position is not None:
+                injection = self._recall(query_of(out[position], ()))
+                if injection.text:
+                    out[position] = append_text(out[position], injection.text)
+                    handles = dict(injection.handles)
+        instructed = any(MEMORY_INSTRUCTION in message_text(m) for m in out if m.role == MessageRole.SYSTEM)
+        if self.instruct and not instructed:
+            if out and out[0].role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
+                out[0] = append_text(out[0], MEMORY_INSTRUCTION)
+            else:
+                out.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=MEMORY_INSTRUCTION))
+        return out, handles
+
+    def _prepare_prompt(self, prompt: str) -> tuple[str, dict[str, str]]:
+        parts, handles = [prompt], {}
+        if self.inject:
+            injection = self._recall(prompt.strip())
+            if injection.text:
+                parts.append(injection.text)
+                handles = dict(injection.handles)
+        if self.instruct and MEMORY_INSTRUCTION not in prompt:
+            parts.insert(0, MEMORY_INSTRUCTION)
+        return "\n\n".join(parts), handles
+
+    def _store(self, found: list[ExtractedMemory], handles: dict[str, str]) -> None:
+        if found:
+            self._memory.remember(found, handles)
+            self._last = None  # what is remembered changed: recall afresh
+
+    def _finish_chat(self, response: ChatResponse, handles: dict[str, str]) -> ChatResponse:
+        message, found = strip_blocks(response.message)
+        if message is response.message:
+            return response
+        self._store(found, handles)
+        return response.model_copy(update={"message": message})
+
+    def _finish_completion(self, response: CompletionResponse, handles: dict[str, str]) -> CompletionResponse:
+        parsed = parse_reply(response.text)
+        if not parsed.blocks:
+            return response
+        self._store(parsed.memories, handles)
+        return response.model_copy(update={"text": parsed.text})
+
+    def _remember_stream(self, stream: StreamFilter, handles: dict[str, str]) -> None:
+        self._store(parse_reply(stream.text).memories, handles)
+
+    @staticmethod
+    def _chat_chunk(chunk: ChatResponse, visible: str, shown: str) -> ChatResponse:
+        return chunk.model_copy(update={"message": with_text(chunk.message, visible), "delta": shown})
+
+    @staticmethod
+    def _completion_chunk(chunk: CompletionResponse, visible: str, shown: str) -> CompletionResponse:
+        return chunk.model_copy(update={"text": visible, "delta": shown})
+
+    # -- chat -----------------------------------------------------------------------------------
+
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Chat with memories injected; the reply's block is stored and removed."""
+        prepared, handles = self._prepare(messages)
+        return self._finish_chat(self.llm.chat(prepared, **kwargs), handles)
+
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        """Async :meth:`chat` (memory work runs in a worker thread)."""
+        prepared, handles = await asyncio.to_thread(self._prepare, messages)
+        response = await self.llm.achat(prepared, **kwargs)
+        return await asyncio.to_thread(self._finish_chat, response, handles)
+
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        """Stream a chat; blocks are removed in flight and stored when the stream ends."""
+        prepared, handles = self._prepare(messages)
+        inner = self.llm.stream_chat(prepared, **kwargs)
+
+        def gen() -> ChatResponseGen:
+            stream, visible, last = StreamFilter(), "", None
+            for chunk in inner:
+                shown = stream.feed(_delta(chunk.delta, chunk.message.content, stream.text))
+                visible += shown
+                last = chunk
+                yield self._chat_chunk(chunk, visible, shown)
+            tail = stream.finish()
+            if tail and last is not None:
+                yield self._chat_chunk(last, visible + tail, tail)
+            self._remember_stream(stream, handles)
+
+        return gen()
+
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        """Async :meth:`stream_chat`."""
+        prepared, handles = await asyncio.to_thread(self._prepare, messages)
+        inner = await self.llm.astream_chat(prepared, **kwargs)
+
+        async def gen() -> ChatResponseAsyncGen:
+            stream, visible, last = StreamFilter(), "", None
+            async for chunk in inner:
+                shown = stream.feed(_delta(chunk.delta, chunk.message.content, stream.text))
+                visible += shown
+                last = chunk
+                yield self._chat_chunk(chunk, visible, shown)
+            tail = stream.finish()
+            if tail and last is not None:
+                yield self._chat_chunk(last, visible + tail, tail)
+            await asyncio.to_thread(self._remember_stream, stream, handles)
+
+        return gen()
+
+    # -- completion -----------------------------------------------------------------------------
+
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Complete with the instruction and memories added; the block is stored and removed."""
+        prepared, handles = self._prepare_prompt(prompt)
+        return self._finish_completion(self.llm.complete(prepared, formatted=formatted, **kwargs), handles)
+
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        """Async :meth:`complete`."""
+        prepared, handles = await asyncio.to_thread(self._prepare_prompt, prompt)
+        response = await self.llm.acomplete(prepared, formatted=formatted, **kwargs)
+        return await asyncio.to_thread(self._finish_completion, response, handles)
+
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        """Stream a completion; blocks are removed in flight and stored when the stream ends."""
+        prepared, handles = self._prepare_prompt(prompt)
+        inner = self.llm.stream_complete(prepared, formatted=formatted, **kwargs)
+
+        def gen() -> CompletionResponseGen:
+            stream, visible, last = StreamFilter(), "", None
+            for chunk in inner:
+                shown = stream.feed(_delta(chunk.delta, chunk.text, stream.text))
+                visible += shown
+                last = chunk
+                yield self._completion_chunk(chunk, visible, shown)
+            tail = stream.finish()
+            if tail and last is not None:
+                yield self._completion_chunk(last, visible + tail, tail)
+            self._remember_stream(stream, handles)
+
+        return gen()
+
+    async def astream_complete(
+        self, prompt: str, formatted: bool = False, **kwargs: Any
+    ) -> CompletionResponseAsyncGen:
+        """Async :meth:`stream_complete`."""
+        prepared, handles = await asyncio.to_thread(self._prepare_prompt, prompt)
+        inner = await self.llm.astream_complete(prepared, formatted=formatted, **kwargs)
+
+        async def gen() -> CompletionResponseAsyncGen:
+            stream, visible, last = StreamFilter(), "", None
+            async for chunk in inner:
+                shown = stream.feed(_delta(chunk.delta, chunk.text, stream.text))
+                visible += shown
+                last = chunk
+                yield self._completion_chunk(chunk, visible, shown)
+            tail = stream.finish()
+            if tail and last is not None:
+                yield self._completion_chunk(last, visible + tail, tail)
+            await asyncio.to_thread(self._remember_stream, stream, handles)
+
+        return gen()
+
+
+class HeadroomFunctionCallingLLM(HeadroomLLM, FunctionCallingLLM):
+    """:class:`HeadroomLLM` over a function-calling LLM: tool calling is delegated to the inner LLM,
+    so it works with ``FunctionAgent`` and ``predict_and_call`` (what :func:`with_memory_llm`
+    returns for a ``FunctionCallingLLM``).
+
+    Example::
+
+        agent = FunctionAgent(tools=[...], llm=with_memory_llm(OpenAI(model="gpt-4o-mini"), "alice", "s1",
+                                                               db_path="memory.db"))
+    """
+
+    @classmethod
+    def class_name(cls) -> str:
+        """Class name."""
+        return "HeadroomFunctionCallingLLM"
+
+    def _prepare_chat_with_tools(
+        self,
+        tools: Sequence[Any],
+        user_msg: str | ChatMessage | None = None,
+        chat_history: list[ChatMessage] | None = None,
+        verbose: bool = False,
+        allow_parallel_tool_calls: bool = False,
+        tool_required: bool = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        inner: FunctionCallingLLM = self.llm  # type: ignore[assignment]
+        return inner._prepare_chat_with_tools_compat(
+            tools, user_msg=user_msg, chat_history=chat_history, verbose=verbose,
+            allow_parallel_tool_calls=allow_parallel_tool_calls, tool_required=tool_required, **kwargs,
+        )
+
+    def _validate_chat_with_tools_response(
+        self, response: ChatResponse, tools: Sequence[Any], allow_parallel_tool_calls: bool = False, **kwargs: Any
+    ) -> ChatResponse:
+        inner: FunctionCallingLLM = self.llm  # type: ignore[assignment]
+        return inner._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
+
+    def get_tool_calls_from_response(
+        self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
+    ) -> list[ToolSelection]:
+        """The inner LLM's tool calls of ``response``."""
+        inner: FunctionCallingLLM = self.llm  # type: ignore[assignment]
+        return inner.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+
+
+def with_memory_llm(
+    llm: LLM,
+    user_id: str,
+    session_id: str | None = None,
+    *,
+    memory: HierarchicalMemory | MemoryEngine | None = None,
+    db_path: str | Path | None = None,
+    config: MemoryConfig | None = None,
+    agent_id: str | None = None,
+    inject: bool = True,
+    instruct: bool = True,
+    top_k: int = 5,
+    token_budget: int = 400,
+) -> HeadroomLLM:
+    """Wrap any LlamaIndex LLM with inline memory for one user (and session).
+
+    The result is an LLM (a :class:`HeadroomFunctionCallingLLM` when ``llm`` calls functions) that
+    drops into chat engines, query engines and agents: see :class:`HeadroomLLM`.
+
+    Args:
+        llm: the LLM to wrap.
+        user_id: whose memories these are.
+        session_id: the conversation (session-level memories stay in it).
+        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        agent_id: the agent, for agent-level memories.
+        inject: add relevant memories to the latest user message (turn off when a
+            :class:`~headroom_integrations.llama_index.HeadroomMemory` already recalls them).
+        instruct: add the extraction instruction to the system message.
+        top_k: memories injected at most.
+        token_budget: approximate tokens of injected memories.
+
+    Example::
+
+        llm = with_memory_llm(OpenAI(model="gpt-4o-mini"), "alice", "s1", db_path="memory.db")
+        chat_engine = SimpleChatEngine.from_defaults(llm=llm)
+        for token in chat_engine.stream_chat("I prefer Go for fast services").response_gen:
+            print(token, end="")      # never shows the <memory> block
+    """
+    cls = HeadroomFunctionCallingLLM if isinstance(llm, FunctionCallingLLM) else HeadroomLLM
+    return cls(
+        llm=llm, user_id=user_id, session_id=session_id, agent_id=agent_id, inject=inject, instruct=instruct,
+        top_k=top_k, token_budget=token_budget, memory=memory, db_path=db_path, config=config,
+    )
