@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_with_memory.py"
 START, END = "<!-- with-memory-bench:start -->", "<!-- with-memory-bench:end -->"
-VARIANTS = ["fresh", "cached", "supersede", "no_flush"]
+VARIANTS = ["fresh", "cached", "supersede", "no_flush", "pause"]
 TIMED = ["prepare_ms", "retrieve_ms", "inject_instruct_ms", "finish_ms", "parse_strip_ms", "store_ms", "total_ms"]
 
 
@@ -75,7 +75,9 @@ def test_every_variant_has_every_figure(bench: tuple[dict[str, Any], str, str]) 
     assert [v["variant"] for v in results["variants"]] == VARIANTS
     for v in results["variants"]:
         name, calls = v["variant"], v["calls"]
-        assert calls == (settings["cached_reps"] if name == "cached" else settings["reps"]) and calls >= 1
+        expected = {"cached": settings["cached_reps"], "pause": settings["pause_reps"]}.get(name, settings["reps"])
+        assert calls == expected and calls >= 1
+        assert v["pause_ms"] == (settings["pause_ms"] if name == "pause" else 0)
         for key in TIMED:
             _latency(v[key], f"{name}.{key}", calls)
         assert v["query_embed_ms"]["n"] == calls
@@ -100,6 +102,7 @@ def test_every_variant_has_every_figure(bench: tuple[dict[str, Any], str, str]) 
         assert v["replies_stripped"] is True
         assert v["mean_injected"] > 0
         _positive(v["mean_prompt_chars_added"], f"{name}.mean_prompt_chars_added")
+        assert v["other_processes_cores"] >= 0
 
 
 def test_fill_end_to_end_targets_and_machine(bench: tuple[dict[str, Any], str, str]) -> None:
@@ -125,10 +128,10 @@ def test_fill_end_to_end_targets_and_machine(bench: tuple[dict[str, Any], str, s
         _positive(target["value"], f"target {target['name']}")
         assert isinstance(target["met"], bool) and target["at_n"] == n and target["at_target_size"] is False
     machine = results["machine"]
-    for key in ("cpu", "python", "torch", "date"):
+    for key in ("cpu", "python", "embedder", "date"):
         assert isinstance(machine[key], str) and machine[key], key
     _positive(machine["logical_cores"], "machine.logical_cores")
-    for key in ("load_avg_1m", "load_avg_1m_at_end"):
+    for key in ("load_avg_1m", "load_avg_1m_at_end", "other_processes_cores"):
         assert isinstance(machine[key], (int, float)) and machine[key] >= 0
 
 
@@ -141,9 +144,11 @@ def test_markdown_section_and_stdout(bench: tuple[dict[str, Any], str, str]) -> 
     section = markdown[start:end]
     for needle in ("## with_memory overhead benchmark", "| fresh message, new memory |",
                    "| repeated message (cached query embedding), new memory |",
-                   "| fresh message, memory supersedes [m1] |", "no flush between calls", "### Targets",
+                   "| fresh message, memory supersedes [m1] |", "no flush between calls",
+                   "idle pause between calls", "### Targets",
                    "total overhead p50 (prepare + finish) <= 15 ms", "store step p50 <= 2 ms",
-                   "### End to end through the SDK", "(0 extra)", "### Machine", "Load average"):
+                   "### End to end through the SDK", "(0 extra)", "### Machine", "Load average",
+                   "Other processes used"):
         assert needle in section, needle
     assert "## with_memory overhead benchmark" in stdout and "(0 extra)" in stdout
 
