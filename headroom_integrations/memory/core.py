@@ -289,13 +289,14 @@ class MemoryEngine:
         outcome = self._store.insert(rows, _same_memory if dedupe else None)
         stored = [(place, row, vec) for place, row, vec in zip(outcome, rows, vectors) if isinstance(place, tuple)]
         if stored:
+            # Applied at once even without vectors: the index's watermark moves on, so the next
+            # search does not re-read these rows; their vectors follow as the next change.
+            self._index.apply_local(
+                [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in stored],
+                stored[0][0][1], stored[-1][0][1],
+            )
             if defer_embedding:
                 self._embed_later([place[0] for place, _, _ in stored])
-            else:
-                self._index.apply_local(
-                    [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in stored],
-                    stored[0][0][1], stored[-1][0][1],
-                )
         return [place if isinstance(place, Memory) else row_to_memory(row) for place, row in zip(outcome, rows)]
 
     def _embed_now(self, pks: list[int]) -> None:

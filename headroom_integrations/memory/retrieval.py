@@ -170,7 +170,7 @@ def hybrid_search(
     results: list[SearchResult] = []
     for start in range(0, len(ordered), chunk):
         pks = ordered[start : start + chunk]
-        rows = store.get_by_pks(pks, with_embedding=True)
+        rows = store.hydrate(pks, index.versions(pks))
         candidates.extend(_score(rows, pks, fused, vector_rank, text_rank, r, vector, set(keys), config))
         candidates.sort(key=lambda item: item[0], reverse=True)
         results = _collapse_duplicates(candidates, r.top_k, config.dedup_threshold)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,6 +148,8 @@ class MemoryStore:
         self.engine = create_sqlite_engine(path, busy_timeout_ms)
         self._probe = ChangeProbe(path)
         self._df_cache: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
+        self._rows: OrderedDict[int, tuple[int, tuple[Memory, np.ndarray | None]]] = OrderedDict()
+        self._rows_lock = threading.Lock()
         with self.write() as conn:
             metadata_obj.create_all(conn)
             install_fts(conn)
@@ -399,6 +403,36 @@ class MemoryStore:
             blob = row._mapping["embedding"] if with_embedding else None
             vector = None if blob is None else np.frombuffer(blob, dtype=np.float32)
             out[row._mapping["pk"]] = (row_to_memory(row), vector)
+        return out
+
+    def hydrate(
+        self, pks: Sequence[int], versions: Mapping[int, int]
+    ) -> dict[int, tuple[Memory, np.ndarray | None]]:
+        """Like ``get_by_pks(..., with_embedding=True)``, served from a small cache of recent rows
+        when ``versions`` (primary key -> change number, from the vector index) says a cached
+        row is still the current version of that memory."""
+        out: dict[int, tuple[Memory, np.ndarray | None]] = {}
+        missing: list[int] = []
+        with self._rows_lock:
+            for pk in pks:
+                cached = self._rows.get(pk)
+                if cached is not None and versions.get(pk) == cached[0]:
+                    self._rows.move_to_end(pk)
+                    out[pk] = cached[1]
+                else:
+                    missing.append(pk)
+        if missing:
+            with self.engine.connect() as conn:
+                rows = conn.execute(_BY_PKS_WITH_VECTOR, {"pks": missing}).all()
+            with self._rows_lock:
+                for row in rows:
+                    m = row._mapping
+                    blob = m["embedding"]
+                    found = (row_to_memory(row), None if blob is None else np.frombuffer(blob, dtype=np.float32))
+                    out[m["pk"]] = found
+                    self._rows[m["pk"]] = (m["seq"], found)
+                while len(self._rows) > 4096:
+                    self._rows.popitem(last=False)
         return out
 
     def filter_pks(self, pks: Sequence[int], condition: ColumnElement[bool]) -> set[int]:

@@ -400,6 +400,12 @@ class VectorIndex:
                 return self._exact(query, bids, k, codes)
             return self._graph(query, set(bids), visible, k, codes)
 
+    def versions(self, pks: Iterable[int]) -> dict[int, int]:
+        """Change number of the version the index holds for each known primary key."""
+        with self._lock:
+            seq_of = self._seq_of
+            return {pk: seq_of[pk] for pk in pks if pk in seq_of}
+
     def keep_visible(
         self, pks: Iterable[int], keys: list[BucketKey], categories: Iterable[MemoryCategory] | None = None
     ) -> list[int]:
