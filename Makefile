@@ -30,6 +30,7 @@ lint: $(VENV)/.stamp-dev
 
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md --json benchmarks/results/engine.json
+	$(PY) benchmarks/bench_with_memory.py --out docs/benchmarks.md --json benchmarks/results/with_memory.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

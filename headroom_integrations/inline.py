@@ -273,11 +273,6 @@ class StreamFilter:
         """Everything fed so far, blocks included."""
         return "".join(self._raw)
 
-    @property
-    def closed_blocks(self) -> int:
-        """How many complete blocks went by (their memories can be stored)."""
-        return self.blocks
-
     def feed(self, piece: str) -> str:
         """Take the next piece of the stream; return the text that can be released."""
         if not piece:

@@ -6,7 +6,7 @@ import enum
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from headroom_integrations.errors import InvalidInputError
 
@@ -154,12 +154,3 @@ class MemoryConfig:
             return Path(os.path.abspath(os.path.expanduser(str(self.index_path))))
         db = self.resolved_db_path
         return None if db is None else db.with_name(db.name + ".hnsw")
-
-    def embedder_settings(self) -> dict[str, Any]:
-        """The settings that identify an embedder (used to share one loaded model per process)."""
-        return {
-            "backend": EmbedderBackend(self.embedder_backend),
-            "model": self.model_name,
-            "openai_base_url": self.openai_base_url,
-            "ollama_base_url": self.ollama_base_url,
-        }

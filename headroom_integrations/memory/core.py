@@ -183,13 +183,9 @@ def _index_row(pk: int, seq: int, row: Mapping[str, Any], vector: np.ndarray | N
 
 def _same_memory(row: Mapping[str, Any], memory: Memory) -> bool:
     """Whether a new row repeats an existing memory: same wording, same visibility bucket."""
-    return row["fingerprint"] == _fingerprint_of(memory) and bucket_key(
+    return row["fingerprint"] == fingerprint(memory.content) and bucket_key(
         row["user_id"], row["scope"], row["session_id"], row["agent_id"], row["turn_id"]
     ) == bucket_key(memory.user_id, memory.scope, memory.session_id, memory.agent_id, memory.turn_id)
-
-
-def _fingerprint_of(memory: Memory) -> str:
-    return fingerprint(memory.content)
 
 
 def _memory_index_row(pk: int, seq: int, memory: Memory, vector: np.ndarray | None, current: bool) -> IndexRow:

@@ -435,14 +435,6 @@ class MemoryStore:
                     self._rows.popitem(last=False)
         return out
 
-    def filter_pks(self, pks: Sequence[int], condition: ColumnElement[bool]) -> set[int]:
-        """The subset of ``pks`` whose rows satisfy ``condition``."""
-        if not pks:
-            return set()
-        with self.engine.connect() as conn:
-            statement = select(memories.c.pk).where(memories.c.pk.in_(list(pks)), condition)
-            return set(conn.execute(statement).scalars())
-
     def query(self, flt: MemoryFilter) -> list[Memory]:
         """Memories matching a filter, oldest first."""
         statement = (
