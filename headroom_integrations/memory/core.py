@@ -688,6 +688,7 @@ class MemoryEngine:
         """Release this engine; the last engine on a file saves the index and closes the database."""
         if not self._closed:
             self._closed = True
+            self._shared.wait_pending()  # deferred embeddings land before the store is released
             self._finalizer()
 
     def __enter__(self) -> MemoryEngine:
