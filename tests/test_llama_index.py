@@ -368,3 +368,22 @@ def test_retriever_evaluator_on_locomo(engine: MemoryEngine) -> None:
     print(f"LoCoMo hit_rate={hit_rate:.2f} mrr={mrr:.2f} over {len(results)} questions")
     assert hit_rate > 0.3, (hit_rate, mrr)
     assert mrr > 0.15, (hit_rate, mrr)
+
+
+def test_react_agent_with_memory_and_wrapped_llm(engine: MemoryEngine) -> None:
+    from llama_index.core.agent.workflow import ReActAgent
+
+    engine.add("Has a cat called Miso", user_id="hal", category="entity")
+    llm = ScriptedLLM(script=["Thought: I can answer from memory.\nAnswer: Your cat is Miso. Go suits you.\n\n" + GO])
+    wrapped = with_memory_llm(llm, "hal", "r1", memory=engine)
+    memory = HeadroomMemory.from_defaults(user_id="hal", session_id="r1", memory=engine, recall=False)
+    agent = ReActAgent(tools=[], llm=wrapped)
+
+    async def run() -> Any:
+        return await agent.run(user_msg="What is my cat called? I prefer Go by the way.", memory=memory)
+
+    result = asyncio.run(run())
+    assert str(result.response.content) == "Your cat is Miso. Go suits you."
+    assert "Has a cat called Miso" in llm.prompts[0]
+    assert all("<memory>" not in (m.content or "") for m in memory.get_all())
+    assert FACT in _memories(engine, "hal")
