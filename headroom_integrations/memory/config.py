@@ -73,6 +73,8 @@ class MemoryConfig:
             or ``"auto"`` (onnx when available, else torch).
         text_postings_budget: keyword search uses the rarest query terms matching at most this
             many rows in all (it bounds the cost of BM25 on large stores).
+        text_max_share: query terms found in more than this share of the stored memories are left
+            out of keyword search (they rank nothing, like a user's own name in every memory).
 
     Example:
         >>> cfg = MemoryConfig(db_path=":memory:", embedder_backend="ollama")
@@ -107,6 +109,7 @@ class MemoryConfig:
     dedup_threshold: float = 0.97
     local_runtime: str = "auto"
     text_postings_budget: int = 1000
+    text_max_share: float = 0.5
 
     def __post_init__(self) -> None:
         try:

@@ -139,11 +139,13 @@ def _keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, keys: list[BucketKey], config: MemoryConfig
 ) -> list[int]:
     budget, seq = config.text_postings_budget, index.watermark
+    # A term in most memories (the user's own name, say) ranks nothing: leave it out.
+    max_df = max(1, int(config.text_max_share * len(index))) if len(index) >= 4 else None
     share = 0.0 if r.history else index.visible_share(keys)
     if share >= 0.5:
-        ranked = store.text_search(r.terms, None, math.ceil(r.depth / share) + r.depth, budget, seq)
+        ranked = store.text_search(r.terms, None, math.ceil(r.depth / share) + r.depth, budget, seq, max_df)
         return index.keep_visible(ranked, keys, r.categories)[: r.depth]
-    return store.text_search(r.terms, r.condition(), r.depth, budget, seq)
+    return store.text_search(r.terms, r.condition(), r.depth, budget, seq, max_df)
 
 
 def hybrid_search(

@@ -483,9 +483,12 @@ class MemoryStore:
             "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
         }
 
-    def _rare_terms(self, conn: Connection, terms: list[str], postings_budget: int, seq: int) -> list[str]:
-        """The query terms worth a BM25 pass (see :func:`select_terms`); frequencies are cached
-        and re-read after 256 changes (a stale count only shifts the cost bound a little)."""
+    def _rare_terms(
+        self, conn: Connection, terms: list[str], postings_budget: int, seq: int, max_df: int | None = None
+    ) -> list[str]:
+        """The query terms worth a BM25 pass (see :func:`select_terms`), leaving out terms found in
+        more than ``max_df`` memories; frequencies are cached and re-read after 256 changes (a
+        stale count only shifts the bounds a little)."""
         missing = [t for t in terms if t not in self._df_cache or seq - self._df_cache[t][1] > 256]
         if missing:
             found = document_frequencies(conn, missing)
@@ -493,7 +496,10 @@ class MemoryStore:
                 self._df_cache.clear()
             for term in missing:
                 self._df_cache[term] = (found.get(term, 0), seq)
-        return select_terms(terms, {t: self._df_cache[t][0] for t in terms}, postings_budget)
+        frequencies = {t: self._df_cache[t][0] for t in terms}
+        if max_df is not None:
+            frequencies = {t: f for t, f in frequencies.items() if f <= max_df}
+        return select_terms(terms, frequencies, postings_budget)
 
     def text_search(
         self,
@@ -502,6 +508,7 @@ class MemoryStore:
         limit: int,
         postings_budget: int,
         seq: int,
+        max_df: int | None = None,
     ) -> list[int]:
         """Primary keys of memories matching the keyword terms (and ``condition``), best BM25 first.
 
@@ -513,7 +520,7 @@ class MemoryStore:
         if not terms:
             return []
         with self.connect() as conn:
-            chosen = self._rare_terms(conn, terms, postings_budget, seq)
+            chosen = self._rare_terms(conn, terms, postings_budget, seq, max_df)
             if condition is None:
                 return fts_rank(conn, chosen, limit)
             return fts_search(conn, chosen, condition, limit)
