@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,33 @@ def _delta(piece: str | None, content: str | None, seen: str) -> str:
         return piece
     content = content or ""
     return content[len(seen) :] if content.startswith(seen) else ""
+
+
+class _Cleaner:
+    """One stream's filtering state, shared by the four streaming methods (sync/async, chat/completion):
+    each chunk's text goes through a :class:`StreamFilter`; held text is released as a last chunk."""
+
+    def __init__(self, text_of: Callable[[Any], str | None], rebuild: Callable[[Any, str, str], Any]) -> None:
+        self.stream = StreamFilter()
+        self.visible = ""
+        self.last: Any = None
+        self._text_of = text_of
+        self._rebuild = rebuild
+
+    def step(self, chunk: Any) -> Any:
+        """The chunk with its delta and accumulated text cleaned."""
+        shown = self.stream.feed(_delta(chunk.delta, self._text_of(chunk), self.stream.text))
+        self.visible += shown
+        self.last = chunk
+        return self._rebuild(chunk, self.visible, shown)
+
+    def tail(self) -> list[Any]:
+        """A final chunk with text that was held back and turned out not to be a block (or none)."""
+        tail = self.stream.finish()
+        if not tail or self.last is None:
+            return []
+        self.visible += tail
+        return [self._rebuild(self.last, self.visible, tail)]
 
 
 class HeadroomLLM(LLM):
@@ -198,16 +225,11 @@ class HeadroomLLM(LLM):
         inner = self.llm.stream_chat(prepared, **kwargs)
 
         def gen() -> ChatResponseGen:
-            stream, visible, last = StreamFilter(), "", None
+            cleaner = _Cleaner(lambda c: c.message.content, self._chat_chunk)
             for chunk in inner:
-                shown = stream.feed(_delta(chunk.delta, chunk.message.content, stream.text))
-                visible += shown
-                last = chunk
-                yield self._chat_chunk(chunk, visible, shown)
-            tail = stream.finish()
-            if tail and last is not None:
-                yield self._chat_chunk(last, visible + tail, tail)
-            self._remember_stream(stream, handles)
+                yield cleaner.step(chunk)
+            yield from cleaner.tail()
+            self._remember_stream(cleaner.stream, handles)
 
         return gen()
 
@@ -217,16 +239,12 @@ class HeadroomLLM(LLM):
         inner = await self.llm.astream_chat(prepared, **kwargs)
 
         async def gen() -> ChatResponseAsyncGen:
-            stream, visible, last = StreamFilter(), "", None
+            cleaner = _Cleaner(lambda c: c.message.content, self._chat_chunk)
             async for chunk in inner:
-                shown = stream.feed(_delta(chunk.delta, chunk.message.content, stream.text))
-                visible += shown
-                last = chunk
-                yield self._chat_chunk(chunk, visible, shown)
-            tail = stream.finish()
-            if tail and last is not None:
-                yield self._chat_chunk(last, visible + tail, tail)
-            await asyncio.to_thread(self._remember_stream, stream, handles)
+                yield cleaner.step(chunk)
+            for tail in cleaner.tail():
+                yield tail
+            await asyncio.to_thread(self._remember_stream, cleaner.stream, handles)
 
         return gen()
 
@@ -249,16 +267,11 @@ class HeadroomLLM(LLM):
         inner = self.llm.stream_complete(prepared, formatted=formatted, **kwargs)
 
         def gen() -> CompletionResponseGen:
-            stream, visible, last = StreamFilter(), "", None
+            cleaner = _Cleaner(lambda c: c.text, self._completion_chunk)
             for chunk in inner:
-                shown = stream.feed(_delta(chunk.delta, chunk.text, stream.text))
-                visible += shown
-                last = chunk
-                yield self._completion_chunk(chunk, visible, shown)
-            tail = stream.finish()
-            if tail and last is not None:
-                yield self._completion_chunk(last, visible + tail, tail)
-            self._remember_stream(stream, handles)
+                yield cleaner.step(chunk)
+            yield from cleaner.tail()
+            self._remember_stream(cleaner.stream, handles)
 
         return gen()
 
@@ -270,16 +283,12 @@ class HeadroomLLM(LLM):
         inner = await self.llm.astream_complete(prepared, formatted=formatted, **kwargs)
 
         async def gen() -> CompletionResponseAsyncGen:
-            stream, visible, last = StreamFilter(), "", None
+            cleaner = _Cleaner(lambda c: c.text, self._completion_chunk)
             async for chunk in inner:
-                shown = stream.feed(_delta(chunk.delta, chunk.text, stream.text))
-                visible += shown
-                last = chunk
-                yield self._completion_chunk(chunk, visible, shown)
-            tail = stream.finish()
-            if tail and last is not None:
-                yield self._completion_chunk(last, visible + tail, tail)
-            await asyncio.to_thread(self._remember_stream, stream, handles)
+                yield cleaner.step(chunk)
+            for tail in cleaner.tail():
+                yield tail
+            await asyncio.to_thread(self._remember_stream, cleaner.stream, handles)
 
         return gen()
 
