@@ -46,6 +46,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import _report  # noqa: E402  (benchmarks/ was put on sys.path above)
 from bench_engine import NEEDLE, NEEDLE_QUERY, Corpus  # noqa: E402
 
 MARK_START = "<!-- peers:start -->"
@@ -252,19 +253,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the marked section of a markdown file (appending it, or creating the file, if needed)."""
-    block = f"{MARK_START}\n{section}{MARK_END}\n"
-    if path.exists():
-        text = path.read_text()
-        start, end = text.find(MARK_START), text.find(MARK_END)
-        if start != -1 and end > start:
-            text = text[:start] + block + text[end + len(MARK_END):].lstrip("\n")
-        else:
-            text = text.rstrip("\n") + "\n\n" + block
-    else:
-        text = "# Benchmarks\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
+    _report.write_section(path, section, MARK_START, MARK_END)
 
 
 # -- command line ------------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))  # bench_engine (synthetic corpus, machine info, formatting)
 sys.path.insert(0, str(ROOT / "tests"))  # openai_stub (loopback OpenAI-compatible server)
 
+import _report  # noqa: E402  (benchmarks/ was put on sys.path above)
 import psutil  # noqa: E402
 from bench_engine import Corpus, fmt, machine_info, remove_store, summary_ms  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
@@ -575,28 +576,8 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Put ``section`` between this benchmark's markers in ``path``, leaving the rest of the file as it is.
-
-    An existing marked section is replaced; without markers the section is appended at the end
-    (a missing file is created). Markers out of order are an error (the file is not touched).
-    """
-    block = f"{MARK_START}\n{section}{MARK_END}"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(block + "\n")
-        return
-    text = path.read_text()
-    start, end = text.find(MARK_START), text.find(MARK_END)
-    if start != -1 and end > start:
-        text = text[:start] + block + text[end + len(MARK_END):]
-    elif start == -1 and end == -1:
-        if text and not text.endswith("\n"):
-            text += "\n"
-        text += f"\n{block}\n" if text else f"{block}\n"
-    else:
-        raise SystemExit(f"{path}: the {MARK_START} / {MARK_END} markers are incomplete or out of order; "
-                         "fix them by hand")
-    path.write_text(text)
+    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
+    _report.write_section(path, section, MARK_START, MARK_END)
 
 
 def finite(value: Any) -> bool:

@@ -56,6 +56,9 @@ from headroom_integrations.memory.schema import memories  # noqa: E402
 from headroom_integrations.memory.text_query import query_terms  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for _report when imported from elsewhere
+import _report  # noqa: E402
+
 MARK_START = "<!-- locomo:start -->"
 MARK_END = "<!-- locomo:end -->"
 KS = (1, 5, 10, 25)
@@ -291,20 +294,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    """Replace the text between the markers of ``path`` (append the marked section if missing)."""
-    block = f"{MARK_START}\n{section.rstrip()}\n{MARK_END}"
-    if path.exists():
-        text = path.read_text()
-        start = text.find(MARK_START)
-        end = text.find(MARK_END, start + len(MARK_START)) if start != -1 else -1
-        if start != -1 and end != -1:
-            text = text[:start] + block + text[end + len(MARK_END):]
-        else:
-            text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
-    else:
-        text = block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
+    _report.write_section(path, section, MARK_START, MARK_END)
 
 
 # -- command line -------------------------------------------------------------------------------------
