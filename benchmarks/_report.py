@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
-__all__ = ["write_section"]
+__all__ = ["publish", "write_section"]
 
 
 def write_section(path: Path, section: str, start_marker: str, end_marker: str) -> None:
@@ -30,3 +32,17 @@ def write_section(path: Path, section: str, start_marker: str, end_marker: str) 
         raise SystemExit(f"{path}: the {start_marker} / {end_marker} markers are incomplete or out of order; "
                          "fix them by hand")
     path.write_text(text)
+
+
+def publish(
+    report: str, results: object, out: Path | None, json_path: Path | None, start_marker: str, end_marker: str
+) -> None:
+    """Print a benchmark's markdown report, then write its raw results and its page section if asked."""
+    print(report)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {json_path}", file=sys.stderr)
+    if out is not None:
+        write_section(out, report, start_marker, end_marker)
+        print(f"wrote {out}", file=sys.stderr)

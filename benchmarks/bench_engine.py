@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import json
 import math
 import os
 import platform
@@ -729,10 +728,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
-    _report.write_section(path, section, MARK_START, MARK_END)
-
 
 # -- command line ------------------------------------------------------------------------------------
 
@@ -822,14 +817,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir.mkdir(parents=True, exist_ok=True)
         results = run(settings_from(args, workdir))
     report = markdown(results)
-    print(report)
-    if args.out:
-        write_section(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    _report.publish(report, results, args.out, args.json, MARK_START, MARK_END)
     return 0
 
 

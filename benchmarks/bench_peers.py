@@ -252,10 +252,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
-    _report.write_section(path, section, MARK_START, MARK_END)
-
 
 # -- command line ------------------------------------------------------------------------------------
 
@@ -329,12 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results["systems"][name] = run_system(name, workload_path, workdir, args.timeout)
             shutil.rmtree(workdir, ignore_errors=True)
     section = markdown(results)
-    print(section)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    if args.out:
-        write_section(args.out, section)
+    _report.publish(section, results, args.out, args.json, MARK_START, MARK_END)
     return 0 if results["systems"].get("ours", {"ok": True}).get("ok") else 1
 
 

@@ -575,10 +575,6 @@ def markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(path: Path, section: str) -> None:
-    """Put this benchmark's section into a markdown page (see :func:`_report.write_section`)."""
-    _report.write_section(path, section, MARK_START, MARK_END)
-
 
 def finite(value: Any) -> bool:
     """Whether every number inside ``value`` is finite (JSON has no NaN or infinity)."""
@@ -645,14 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not finite(results):
         raise SystemExit("a measurement came out as NaN or infinity")
     report = markdown(results)
-    print(report)
-    if args.out:
-        write_section(args.out, report)
-        print(f"wrote {args.out}", file=sys.stderr)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+    _report.publish(report, results, args.out, args.json, MARK_START, MARK_END)
     return 0
 
 

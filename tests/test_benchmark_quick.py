@@ -141,8 +141,12 @@ def test_rerun_replaces_the_section(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     spec.loader.exec_module(bench_engine)
     doc = tmp_path / "doc.md"
     doc.write_text("# Perf\n\nintro\n")
-    bench_engine.write_section(doc, "first\n")
-    bench_engine.write_section(doc, "second\n")
+
+    def write(path: Path, section: str) -> None:
+        bench_engine._report.write_section(path, section, bench_engine.MARK_START, bench_engine.MARK_END)
+
+    write(doc, "first\n")
+    write(doc, "second\n")
     text = doc.read_text()
     assert text.startswith("# Perf\n\nintro\n")
     assert text.count("<!-- engine-bench:start -->") == 1 and "second" in text and "first" not in text

@@ -164,19 +164,23 @@ def _load_script(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 
 def test_write_section_replaces_or_appends_and_keeps_the_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bench_with_memory = _load_script(monkeypatch)
+    script = _load_script(monkeypatch)
+
+    def write(path: Path, section: str) -> None:
+        script._report.write_section(path, section, script.MARK_START, script.MARK_END)
+
     doc = tmp_path / "doc.md"
     before, after = "# Perf\n\nintro\n\n<!-- engine-bench:start -->\nx\n<!-- engine-bench:end -->", "\n\ntail\n"
     doc.write_text(before + after)
-    bench_with_memory.write_section(doc, "first\n")
+    write(doc, "first\n")
     assert doc.read_text() == before + after + f"\n{START}\nfirst\n{END}\n"  # appended at the end
-    bench_with_memory.write_section(doc, "second\n")
+    write(doc, "second\n")
     assert doc.read_text() == before + after + f"\n{START}\nsecond\n{END}\n"  # replaced in place
     doc.write_text(f"head\n{START}\nold\n{END}\nbetween\n")
-    bench_with_memory.write_section(doc, "new\n")
+    write(doc, "new\n")
     assert doc.read_text() == f"head\n{START}\nnew\n{END}\nbetween\n"
     broken = f"head\n{END}\n{START}\n"
     doc.write_text(broken)
     with pytest.raises(SystemExit):
-        bench_with_memory.write_section(doc, "new\n")
+        write(doc, "new\n")
     assert doc.read_text() == broken
