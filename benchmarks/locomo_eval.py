@@ -1,20 +1,28 @@
 """Evidence-retrieval evaluation on LoCoMo through the engine's own search.
 
 For each LoCoMo conversation a fresh :class:`~headroom_integrations.MemoryEngine` (temporary SQLite
-file, default local MiniLM embedder) stores every dialogue turn as one memory of that conversation's
-user (``user_id`` = the conversation id), as ``"[<session date>] <speaker>: <text>"`` plus the shared
-image's caption when there is one, with ``metadata={"dia_id": ...}``, in one ``add_batch`` call.
+file) stores every dialogue turn as one memory of that conversation's user (``user_id`` = the
+conversation id), as ``"[<session date>] <speaker>: <text>"`` plus the shared image's caption when
+there is one, with ``metadata={"dia_id": ...}``, in one ``add_batch`` call.
 
 Every question of categories 1-4 (category 5, adversarial, has no answer in the conversation) is
-then asked three ways over the same stored turns:
+then asked over the same stored turns by:
 
 * **engine hybrid**: ``engine.search(question, user_id=conv, top_k=25)``, the engine as shipped
-  (vector + BM25 candidates, reciprocal-rank fusion, near-duplicate removal);
+  (vector + BM25 candidates, score fusion, neighbouring-turn context, near-duplicate removal);
 * **BM25-only**: the engine's SQLite FTS5 ``bm25`` ranking over the same full-text index, with the
   engine's query normalisation (:func:`headroom_integrations.memory.text_query.query_terms`) and
-  every query term kept (no postings budget);
-* **dense-only**: exact cosine between the question (``engine.embedder.embed``) and the vectors the
-  engine stored for the turns (the same embedder's output).
+  every query term kept (no postings budget, no common-term filter);
+* **dense-only**: exact cosine between the question and the vectors the engine stored;
+* **embedder variants**: engine hybrid and dense-only again with the local MiniLM on
+  sentence-transformers/torch and on an int8 (dynamically quantised) ONNX export; the default is
+  the fp32 ONNX export run by onnxruntime. The int8 variant is measured here only, not offered;
+* **fusion ablation**: engine hybrid with parts of the fusion switched off (equal weights, no
+  neighbouring-turn context, no common-term filter), each through a config option;
+* **held-out validation** of the two fusion settings (``vector_weight``, with ``text_weight = 1 -
+  vector_weight``, and ``context_weight``): for each conversation the grid point that does best on
+  the *other four* (any@5 + any@10) is scored on that conversation; the pooled figures show what
+  the defaults are worth on data they were not chosen on.
 
 Hits are mapped back to ``dia_id`` and scored against the question's evidence ids:
 ``recall_any@k`` (at least one evidence turn in the top k) and ``recall_all@k`` (every evidence turn
@@ -22,20 +30,21 @@ in the top k), k = 1, 5, 10, 25, overall and per category. Evidence lists are no
 D9:17"`` is split, ``"D:11:26"`` read as ``D11:26``); ids that name no turn are dropped and a
 question left without evidence is skipped (both counted in the output).
 
-Only the figures are reported; the engine is not tuned here. The data (CC BY-NC 4.0) is read from
-its path and never copied.
+The data (CC BY-NC 4.0) is read from its path and never copied.
 
 Usage::
 
-    HF_HUB_OFFLINE=1 python benchmarks/locomo_eval.py                       # all conversations
-    HF_HUB_OFFLINE=1 python benchmarks/locomo_eval.py --quick               # conv 1, 3 sessions, 30 questions
+    HF_HUB_OFFLINE=1 python benchmarks/locomo_eval.py                       # everything above
+    HF_HUB_OFFLINE=1 python benchmarks/locomo_eval.py --quick               # 2 convs, 3 sessions, 30 questions each
     HF_HUB_OFFLINE=1 python benchmarks/locomo_eval.py --json results.json --out docs/benchmarks.md
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import platform
 import re
 import sys
@@ -47,11 +56,16 @@ from typing import Any
 
 import numpy as np
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tqdm import tqdm  # noqa: E402
+
 from headroom_integrations import MemoryConfig, MemoryEngine  # noqa: E402
+from headroom_integrations.memory.embedders import Embedder, bundled_model_path  # noqa: E402
 from headroom_integrations.memory.schema import memories  # noqa: E402
 from headroom_integrations.memory.text_query import query_terms  # noqa: E402
 
@@ -66,12 +80,29 @@ TOP_K = max(KS)
 CATEGORIES = (1, 2, 3, 4)
 # The category numbers as the LoCoMo release uses them (names as commonly read from the data).
 CATEGORY_NAMES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
-SYSTEMS = ("hybrid", "bm25", "dense")
-SYSTEM_LABELS = {"hybrid": "engine hybrid", "bm25": "BM25-only", "dense": "dense-only"}
 TARGETS = {"any@5": 0.65, "any@10": 0.75}
 REFERENCE = "MiniLM, measured elsewhere on this data: plain BM25 any@5 0.502, dense 0.470, plain RRF 0.549"
+QUICK_CONVERSATIONS = 2
 QUICK_SESSIONS = 3
 QUICK_QUESTIONS = 30
+EMBEDDERS = ("onnx", "torch", "int8")  # the first one is the default
+EMBEDDER_LABELS = {"onnx": "ONNX fp32 (default)", "torch": "sentence-transformers (torch)",
+                   "int8": "ONNX int8 (not offered)"}
+# Fusion ablation: (label, config overrides) over the default embedder; the last one is the default.
+ABLATION = (
+    ("equal weights (0.5 / 0.5), no context", {"vector_weight": 0.5, "text_weight": 0.5, "context_weight": 0.0}),
+    ("weights 0.6 / 0.4, no context", {"context_weight": 0.0}),
+    ("defaults without the common-term filter", {"text_max_share": 1.0}),
+    ("defaults (0.6 / 0.4, context 0.5)", {}),
+)
+GRID_VECTOR_WEIGHTS = (0.4, 0.5, 0.6, 0.7)
+GRID_CONTEXT_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+# Earlier engine versions, measured with this script on the same data (git history of this file's
+# results); kept so the table shows what each change bought.
+HISTORY = (
+    ("reciprocal-rank fusion (k=60, equal weights), normalised + stemmed BM25", 0.624, 0.705),
+    ("+ query terms found in more than half of the memories left out of BM25", 0.636, 0.722),
+)
 
 _EVIDENCE = re.compile(r"D:?(\d+):(\d+)")
 
@@ -113,7 +144,7 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
     """Conversations as ``{"id", "turns": [(dia_id, content)], "questions": [...], "dropped": {...}}``."""
     data = json.loads(path.read_text())
     if quick:
-        data = data[:1]
+        data = data[:QUICK_CONVERSATIONS]
     out = []
     for sample in data:
         conv = sample["conversation"]
@@ -142,6 +173,44 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
     return out
 
 
+# -- embedders ----------------------------------------------------------------------------------------
+
+
+def int8_embedder() -> Embedder:
+    """The default ONNX export of MiniLM, dynamically quantised to int8 (a measurement, not offered)."""
+    import onnxruntime
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, exported_model_path
+
+    model_dir = Path(bundled_model_path("all-MiniLM-L6-v2") or "")
+    embedder = OnnxEmbedder(model_dir, name="local/all-MiniLM-L6-v2-int8")  # exports fp32 if needed
+    fp32 = exported_model_path(model_dir)
+    int8 = fp32.with_name("model.int8.onnx")
+    if not int8.exists():
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    embedder._session = onnxruntime.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    return embedder
+
+
+def embedder_config(name: str, db: Path, **overrides: Any) -> MemoryConfig:
+    """The engine config of one embedder variant (``overrides`` are fusion settings)."""
+    if name == "int8":
+        return MemoryConfig(db_path=str(db), embedder=_int8(), **overrides)
+    return MemoryConfig(db_path=str(db), local_runtime=name, **overrides)
+
+
+_INT8: list[Embedder] = []
+
+
+def _int8() -> Embedder:
+    if not _INT8:
+        _INT8.append(int8_embedder())
+    return _INT8[0]
+
+
 # -- evaluation ---------------------------------------------------------------------------------------
 
 
@@ -156,17 +225,31 @@ def ranks(ranked: Sequence[str], evidence: Sequence[str]) -> tuple[int | None, i
     return first, last
 
 
-def evaluate_conversation(conv: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    """Store one conversation in a fresh engine and rank every question with the three systems."""
+def grid_key(vector_weight: float, context_weight: float) -> str:
+    """The name of one validation grid point."""
+    return f"vw={vector_weight:g},cw={context_weight:g}"
+
+
+def hybrid_rankings(config: MemoryConfig, conv: dict[str, Any], progress: bool, desc: str) -> list[list[str]]:
+    """``engine.search`` over a stored conversation with this config: ranked dia ids per question."""
+    out = []
+    with MemoryEngine(config) as engine:
+        for q in tqdm(conv["questions"], desc=desc, unit="q", leave=False, disable=not progress, file=sys.stderr):
+            hits = engine.search(q["question"], user_id=conv["id"], top_k=TOP_K)
+            out.append([str(h.memory.metadata.get("dia_id")) for h in hits])
+    return out
+
+
+def store_conversation(config: MemoryConfig, conv: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """Store every turn; return the time it took and the baselines' rankings (BM25, dense)."""
     user = conv["id"]
-    db = workdir / f"{user}.db"
     started = time.perf_counter()
-    with MemoryEngine(MemoryConfig(db_path=str(db))) as engine:
+    with MemoryEngine(config) as engine:
         engine.add_batch(
             [{"content": content, "metadata": {"dia_id": dia}} for dia, content in conv["turns"]], user_id=user
         )
         engine.flush()
-        added = time.perf_counter()
+        add_s = time.perf_counter() - started
         store = engine._store
         with store.engine.connect() as connection:
             pk_to_dia = {
@@ -177,40 +260,57 @@ def evaluate_conversation(conv: dict[str, Any], workdir: Path) -> dict[str, Any]
                 ).all()
             }
         pks, matrix = store.vectors_where(memories.c.user_id == user)
-        dense_ids = [pk_to_dia[pk] for pk in pks]
         questions = [q["question"] for q in conv["questions"]]
         query_vectors = engine.embedder.embed(questions) if questions else np.zeros((0, matrix.shape[1]))
-        rows = []
-        timings = {s: 0.0 for s in SYSTEMS}
-        for q, qvec in zip(conv["questions"], query_vectors):
-            t0 = time.perf_counter()
-            hits = engine.search(q["question"], user_id=user, top_k=TOP_K)
-            t1 = time.perf_counter()
-            bm25 = store.text_search(query_terms(q["question"]), None, TOP_K, 10**9, 0)
-            t2 = time.perf_counter()
-            scores = matrix @ np.asarray(qvec, dtype=np.float32)
-            order = np.argsort(-scores, kind="stable")[:TOP_K]
-            t3 = time.perf_counter()
-            timings["hybrid"] += t1 - t0
-            timings["bm25"] += t2 - t1
-            timings["dense"] += t3 - t2
-            ranked = {
-                "hybrid": [str(h.memory.metadata.get("dia_id")) for h in hits],
-                "bm25": [pk_to_dia[pk] for pk in bm25 if pk in pk_to_dia],
-                "dense": [dense_ids[i] for i in order],
-            }
-            row = {"conversation": user, "qa_index": q["index"], "category": q["category"],
-                   "evidence": q["evidence"]}
-            for system in SYSTEMS:
-                first, last = ranks(ranked[system], q["evidence"])
-                row[system] = {"first_rank": first, "all_rank": last, "hits": len(ranked[system])}
-            rows.append(row)
-        embedder = str(getattr(engine.embedder, "name", type(engine.embedder).__name__))
+        dense = [[pk_to_dia[pks[i]] for i in np.argsort(-(matrix @ np.asarray(v)), kind="stable")[:TOP_K]]
+                 for v in query_vectors]
+        bm25 = [[pk_to_dia[pk] for pk, _ in store.text_search(query_terms(q), None, TOP_K, 10**9, 0) if pk in pk_to_dia]
+                for q in questions]
+        name = str(getattr(engine.embedder, "name", type(engine.embedder).__name__))
+    return add_s, {"dense": dense, "bm25": bm25, "embedder": name}
+
+
+def evaluate_conversation(
+    conv: dict[str, Any], workdir: Path, embedders: Sequence[str], full: bool, progress: bool
+) -> dict[str, Any]:
+    """Every system of the module doc over one conversation: per-question ranks and grid counts."""
+    rankings: dict[str, list[list[str]]] = {}
+    timings: dict[str, float] = {}
+    grid: dict[str, dict[str, int]] = {}
+    embedder_names = {}
+    for variant in embedders:
+        db = workdir / f"{conv['id']}-{variant}.db"
+        add_s, base = store_conversation(embedder_config(variant, db), conv)
+        timings[f"add@{variant}"] = round(add_s, 3)
+        embedder_names[variant] = base["embedder"]
+        suffix = "" if variant == embedders[0] else f"@{variant}"
+        rankings["dense" + suffix] = base["dense"]
+        if not suffix:
+            rankings["bm25"] = base["bm25"]
+        t0 = time.perf_counter()
+        desc = f"{conv['id']} {variant}"
+        rankings["hybrid" + suffix] = hybrid_rankings(embedder_config(variant, db), conv, progress, desc)
+        timings[f"search@{variant}"] = round(time.perf_counter() - t0, 3)
+        if suffix or not full:
+            continue
+        for label, overrides in ABLATION[:-1]:
+            config = embedder_config(variant, db, **overrides)
+            rankings[f"ablation:{label}"] = hybrid_rankings(config, conv, progress, label)
+        for vw, cw in itertools.product(GRID_VECTOR_WEIGHTS, GRID_CONTEXT_WEIGHTS):
+            config = embedder_config(variant, db, vector_weight=vw, text_weight=round(1 - vw, 6), context_weight=cw)
+            ranked = hybrid_rankings(config, conv, progress, grid_key(vw, cw))
+            firsts = [ranks(r, q["evidence"])[0] for r, q in zip(ranked, conv["questions"])]
+            grid[grid_key(vw, cw)] = {f"any@{k}": sum(1 for f in firsts if f is not None and f <= k) for k in (5, 10)}
+    rows = []
+    for i, q in enumerate(conv["questions"]):
+        row = {"conversation": conv["id"], "qa_index": q["index"], "category": q["category"], "evidence": q["evidence"]}
+        for system, ranked in rankings.items():
+            first, last = ranks(ranked[i], q["evidence"])
+            row[system] = {"first_rank": first, "all_rank": last, "hits": len(ranked[i])}
+        rows.append(row)
     return {
-        "conversation": user, "embedder": embedder, "turns": len(conv["turns"]), "questions": len(rows),
-        "dropped": conv["dropped"],
-        "add_s": round(added - started, 3), "search_s": {s: round(v, 3) for s, v in timings.items()},
-        "rows": rows,
+        "conversation": conv["id"], "embedders": embedder_names, "turns": len(conv["turns"]), "questions": len(rows),
+        "dropped": conv["dropped"], "timings_s": timings, "grid": grid, "rows": rows,
     }
 
 
@@ -226,15 +326,51 @@ def recall(rows: Sequence[dict[str, Any]], system: str) -> dict[str, float | int
     return out
 
 
+def _order(system: str) -> tuple[int, int, int]:
+    """Table order: the three main systems, then the embedder variants, then the ablation rows."""
+    if system.startswith("ablation:"):
+        labels = [label for label, _ in ABLATION]
+        return 2, labels.index(system.split(":", 1)[1]), 0
+    base, _, variant = system.partition("@")
+    main = ("hybrid", "bm25", "dense")
+    return (1 if variant else 0), (EMBEDDERS.index(variant) if variant else 0), main.index(base)
+
+
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Overall and per-category recall of every system."""
-    summary: dict[str, Any] = {}
-    for system in SYSTEMS:
-        summary[system] = {
+    systems = sorted((key for key in rows[0] if isinstance(rows[0][key], dict)), key=_order) if rows else []
+    return {
+        system: {
             "overall": recall(rows, system),
             "per_category": {str(c): recall([r for r in rows if r["category"] == c], system) for c in CATEGORIES},
         }
-    return summary
+        for system in systems
+    }
+
+
+def held_out(per_conv: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Leave-one-conversation-out choice of the fusion settings (see the module doc)."""
+    if len(per_conv) < 2 or not all(c["grid"] for c in per_conv):
+        return None
+    folds, totals = [], {"any@5": 0, "any@10": 0, "n": 0}
+    for held in per_conv:
+        train = [c for c in per_conv if c is not held]
+
+        def score(key: str, train: list[dict[str, Any]] = train) -> int:
+            return sum(c["grid"][key]["any@5"] + c["grid"][key]["any@10"] for c in train)
+
+        best = max(held["grid"], key=score)
+        got = held["grid"][best]
+        folds.append({"held_out": held["conversation"], "chosen": best, "questions": held["questions"],
+                      "any@5": got["any@5"] / held["questions"], "any@10": got["any@10"] / held["questions"]})
+        totals["any@5"] += got["any@5"]
+        totals["any@10"] += got["any@10"]
+        totals["n"] += held["questions"]
+    n = totals["n"]
+    grid_all = {key: {m: sum(c["grid"][key][m] for c in per_conv) / n for m in ("any@5", "any@10")}
+                for key in per_conv[0]["grid"]}
+    return {"folds": folds, "pooled": {"any@5": totals["any@5"] / n, "any@10": totals["any@10"] / n, "n": n},
+            "grid": grid_all}
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -244,31 +380,72 @@ def _fmt(value: float) -> str:
     return f"{value:.3f}"
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """The markdown section (without the markers)."""
-    s = results["settings"]
+def system_label(system: str) -> str:
+    """How a system key reads in the tables."""
+    base, _, variant = system.partition("@")
+    label = {"hybrid": "engine hybrid", "bm25": "BM25-only", "dense": "dense-only"}.get(base, base)
+    return f"{label} ({variant})" if variant else label
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """A bar chart of recall_any@k per system (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in results["summary"] if not s.startswith("ablation:")]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(systems)
+    for i, system in enumerate(systems):
+        values = [results["summary"][system]["overall"][f"any@{k}"] for k in KS]
+        ax.bar([x + i * width for x in range(len(KS))], values, width, label=system_label(system))
+    for key, goal in TARGETS.items():
+        x = KS.index(int(key.split("@")[1]))
+        ax.hlines(goal, x - 0.1, x + 0.9, colors="black", linestyles="dashed", linewidth=1)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(KS))], [f"any@{k}" for k in KS])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("recall (share of questions)")
+    ax.set_title(f"LoCoMo evidence retrieval, {results['settings']['questions']} questions (dashed: targets)")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _recall_table(results: dict[str, Any], systems: Sequence[str]) -> list[str]:
     summary = results["summary"]
     counts = {str(c): summary["hybrid"]["per_category"][str(c)]["n"] for c in CATEGORIES}
     cat_heads = [f"cat {c} any@5 (n={counts[str(c)]})" for c in CATEGORIES]
     heads = ["system", "any@1", "any@5", "any@10", "any@25", "all@5", "all@10", *cat_heads]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join(["---"] + ["---:"] * (len(heads) - 1)) + "|"]
+    for system in systems:
+        o = summary[system]["overall"]
+        cells = [system_label(system), *(_fmt(o[f"any@{k}"]) for k in KS), _fmt(o["all@5"]), _fmt(o["all@10"])]
+        cells += [_fmt(summary[system]["per_category"][str(c)]["any@5"]) for c in CATEGORIES]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
+    """The markdown section (without the markers)."""
+    s = results["settings"]
+    summary = results["summary"]
+    main = [k for k in summary if k in ("hybrid", "bm25", "dense")]
+    variants = [k for k in summary if "@" in k]
     lines = [
         "## LoCoMo evidence retrieval" + (" (quick run)" if s["quick"] else ""),
         "",
         f"{s['conversations']} conversation(s) ({', '.join(s['conversation_ids'])}), {s['turns']} turns stored, "
         f"{s['questions']} questions of categories 1-4 (category 5 left out; "
         f"{s['questions_without_evidence']} without evidence among the stored turns skipped). Each turn is one memory "
-        f"`\"[<session date>] <speaker>: <text>\"` (+ image caption) of the conversation's user; embedder "
-        f"`{s['embedder']}`. A question counts for *any@k* when at least one of its evidence turns is in the "
-        "top k, for *all@k* when every one is.",
+        f"`\"[<session date>] <speaker>: <text>\"` (+ image caption) of the conversation's user; default embedder "
+        f"`{s['embedder']}` on onnxruntime. A question counts for *any@k* when at least one of its evidence turns "
+        "is in the top k, for *all@k* when every one is.",
         "",
-        "| " + " | ".join(heads) + " |",
-        "|" + "|".join(["---"] + ["---:"] * (len(heads) - 1)) + "|",
+        *_recall_table(results, main + variants),
     ]
-    for system in SYSTEMS:
-        o = summary[system]["overall"]
-        cells = [SYSTEM_LABELS[system], *(_fmt(o[f"any@{k}"]) for k in KS), _fmt(o["all@5"]), _fmt(o["all@10"])]
-        cells += [_fmt(summary[system]["per_category"][str(c)]["any@5"]) for c in CATEGORIES]
-        lines.append("| " + " | ".join(cells) + " |")
     hybrid = summary["hybrid"]["overall"]
     verdicts = ", ".join(
         f"{key} ≥ {goal:.2f}: {_fmt(hybrid[key])} ({'met' if hybrid[key] >= goal else 'not met'})"
@@ -284,14 +461,53 @@ def markdown(results: dict[str, Any]) -> str:
         "- *BM25-only*: SQLite FTS5 `bm25` over the engine's full-text index, the engine's query "
         "normalisation, every query term.",
         "- *dense-only*: exact cosine over the engine's stored turn vectors.",
+    ]
+    if variants:
+        lines.append("- *(torch)*, *(int8)*: the same with the local MiniLM on sentence-transformers/torch, and on "
+                     "an int8 dynamically quantised ONNX export (measured here, not offered).")
+    if chart_link:
+        lines += ["", f"![LoCoMo recall per system]({chart_link})"]
+    ablation = [k for k in summary if k.startswith("ablation:")]
+    if ablation:
+        lines += [
+            "", "### What each retrieval change bought (engine hybrid)", "",
+            "| engine | any@5 | any@10 |", "|---|---:|---:|",
+            *(f"| {label} (earlier version) | {a5:.3f} | {a10:.3f} |" for label, a5, a10 in HISTORY),
+        ]
+        for key in ablation:
+            o = summary[key]["overall"]
+            lines.append(f"| score fusion: {key.split(':', 1)[1]} | {_fmt(o['any@5'])} | {_fmt(o['any@10'])} |")
+        lines.append(f"| score fusion: {ABLATION[-1][0]} | {_fmt(hybrid['any@5'])} | {_fmt(hybrid['any@10'])} |")
+    validation = results.get("held_out")
+    if validation:
+        pooled = validation["pooled"]
+        lines += [
+            "", "### Held-out check of the fusion settings", "",
+            f"Grid: `vector_weight` in {list(GRID_VECTOR_WEIGHTS)} (`text_weight = 1 - vector_weight`) by "
+            f"`context_weight` in {list(GRID_CONTEXT_WEIGHTS)}. For each conversation, the grid point with the best "
+            "any@5 + any@10 on the other four is scored on it:", "",
+            "| held-out conversation | chosen on the other four | any@5 | any@10 |", "|---|---|---:|---:|",
+            *(f"| {f['held_out']} | `{f['chosen']}` | {_fmt(f['any@5'])} | {_fmt(f['any@10'])} |"
+              for f in validation["folds"]),
+            f"| **pooled ({pooled['n']} questions)** | | **{_fmt(pooled['any@5'])}** | **{_fmt(pooled['any@10'])}** |",
+            "",
+            "Whole grid (all five conversations), any@5 / any@10:", "",
+            "| vector_weight \\ context_weight | " + " | ".join(f"{c:g}" for c in GRID_CONTEXT_WEIGHTS) + " |",
+            "|---|" + "---:|" * len(GRID_CONTEXT_WEIGHTS),
+        ]
+        for vw in GRID_VECTOR_WEIGHTS:
+            cells = [f"{validation['grid'][grid_key(vw, cw)]['any@5']:.3f} / "
+                     f"{validation['grid'][grid_key(vw, cw)]['any@10']:.3f}" for cw in GRID_CONTEXT_WEIGHTS]
+            lines.append(f"| {vw:g} | " + " | ".join(cells) + " |")
+    t = results["timings_s"]
+    lines += [
         "",
-        f"Time: {results['time_s']:.1f} s in all (storing the turns {results['add_s']:.1f} s; searching: hybrid "
-        f"{results['search_s']['hybrid']:.1f} s, BM25 {results['search_s']['bm25']:.1f} s, dense "
-        f"{results['search_s']['dense']:.2f} s) on {s['machine']}, Python {s['python']}.",
+        f"Time: {results['time_s']:.1f} s in all (storing the turns with the default embedder "
+        f"{t.get('add@onnx', 0.0):.1f} s, its {s['questions']} hybrid searches {t.get('search@onnx', 0.0):.1f} s) "
+        f"on {s['machine']}, Python {s['python']}.",
         "",
     ]
     return "\n".join(lines)
-
 
 
 # -- command line -------------------------------------------------------------------------------------
@@ -302,10 +518,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help=f"LoCoMo json (default {DEFAULT_DATA})")
     parser.add_argument("--quick", action="store_true",
-                        help=f"first conversation only: its first {QUICK_SESSIONS} sessions and the first "
-                        f"{QUICK_QUESTIONS} questions whose evidence lies in them")
+                        help=f"first {QUICK_CONVERSATIONS} conversations only: their first {QUICK_SESSIONS} sessions "
+                        f"and the first {QUICK_QUESTIONS} questions whose evidence lies in them; default embedder")
+    parser.add_argument("--embedders", default=None,
+                        help=f"comma-separated embedder variants among {', '.join(EMBEDDERS)} "
+                        "(default: all; --quick: onnx); the first one is the main one")
+    parser.add_argument("--no-ablation", action="store_true", help="skip the fusion ablation and held-out grid")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--out", type=Path, help="write/replace the marked markdown section of this file")
+    parser.add_argument("--chart", type=Path, help="the PNG chart (default: img/locomo_recall.png beside --out)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 
 
@@ -315,39 +537,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.is_file():
         print(f"LoCoMo data not found: {path}", file=sys.stderr)
         return 2
+    embedders = tuple((args.embedders or ("onnx" if args.quick else ",".join(EMBEDDERS))).split(","))
+    unknown = [e for e in embedders if e not in EMBEDDERS]
+    if unknown:
+        print(f"unknown embedder variant(s) {unknown}; expected some of {EMBEDDERS}", file=sys.stderr)
+        return 2
+    full = not args.no_ablation
     started = time.perf_counter()
     conversations = load(path, args.quick)
     per_conv = []
     with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
         for conv in conversations:
-            result = evaluate_conversation(conv, Path(tmp))
+            result = evaluate_conversation(conv, Path(tmp), embedders, full, not args.no_progress)
             per_conv.append(result)
             print(f"{result['conversation']}: {result['turns']} turns, {result['questions']} questions, "
-                  f"add {result['add_s']:.1f} s, hybrid search {result['search_s']['hybrid']:.1f} s", file=sys.stderr)
+                  f"timings {result['timings_s']}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     rows = [row for c in per_conv for row in c["rows"]]
+    timings: dict[str, float] = {}
+    for c in per_conv:
+        for key, value in c["timings_s"].items():
+            timings[key] = round(timings.get(key, 0.0) + value, 3)
     results = {
         "settings": {
-            "data": str(path), "quick": args.quick, "top_k": TOP_K, "ks": list(KS),
+            "data": str(path), "quick": args.quick, "top_k": TOP_K, "ks": list(KS), "embedders": list(embedders),
             "conversations": len(per_conv), "conversation_ids": [c["conversation"] for c in per_conv],
             "turns": sum(c["turns"] for c in per_conv), "questions": len(rows),
             "questions_without_evidence": sum(c["dropped"]["questions_without_evidence"] for c in per_conv),
             "evidence_ids_dropped": sum(c["dropped"]["evidence_ids"] for c in per_conv),
-            "embedder": ", ".join(sorted({c["embedder"] for c in per_conv})),
-            "machine": f"{platform.machine()} {platform.system()}",
+            "embedder": per_conv[0]["embedders"][embedders[0]] if per_conv else "",
+            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU",
             "python": platform.python_version(),
         },
         "targets": TARGETS,
         "reference": REFERENCE,
         "summary": summarise(rows),
+        "held_out": held_out(per_conv),
         "time_s": round(elapsed, 2),
-        "add_s": round(sum(c["add_s"] for c in per_conv), 2),
-        "search_s": {s: round(sum(c["search_s"][s] for c in per_conv), 3) for s in SYSTEMS},
+        "timings_s": timings,
         "conversations": [{k: v for k, v in c.items() if k != "rows"} for c in per_conv],
         "rows": rows,
     }
-    section = markdown(results)
-    _report.publish(section, results, args.out, args.json, MARK_START, MARK_END)
+    chart_path = args.chart or (args.out.parent / "img" / "locomo_recall.png" if args.out else None)
+    link = None
+    if chart_path is not None:
+        chart(results, chart_path)
+        print(f"wrote {chart_path}", file=sys.stderr)
+        if args.out is not None:
+            link = os.path.relpath(chart_path, args.out.parent)
+    _report.publish(markdown(results, link), results, args.out, args.json, MARK_START, MARK_END)
     return 0
 
 

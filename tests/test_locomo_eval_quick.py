@@ -1,7 +1,8 @@
 """``benchmarks/locomo_eval.py --quick`` runs end to end on the LoCoMo data when it is present.
 
-Only the shape of the output is checked (every figure exists and lies in [0, 1], the three rows and
-the marked markdown section are written, the rest of the markdown file is kept), never the values.
+Only the shape of the output is checked (every figure exists and lies in [0, 1]; the main rows, the
+embedder variants, the ablation, the held-out check, the chart and the marked markdown section are
+written; the rest of the markdown file is kept), never the values.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "locomo_eval.py"
 DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
-SYSTEMS = ("hybrid", "bm25", "dense")
-ROW_LABELS = ("engine hybrid", "BM25-only", "dense-only")
+SYSTEMS = ("hybrid", "bm25", "dense", "hybrid@torch", "dense@torch", "hybrid@int8", "dense@int8")
+ROW_LABELS = ("engine hybrid", "BM25-only", "dense-only", "engine hybrid (torch)", "dense-only (int8)")
 KS = (1, 5, 10, 25)
 CATEGORIES = ("1", "2", "3", "4")
 
@@ -45,7 +46,8 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     out_md.write_text("# Title\n\nkept before\n\n<!-- locomo:start -->\nstale\n<!-- locomo:end -->\n\nkept after\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(DATA), "--quick", "--json", str(out_json), "--out", str(out_md)],
+        [sys.executable, str(SCRIPT), str(DATA), "--quick", "--embedders", "onnx,torch,int8", "--no-progress",
+         "--json", str(out_json), "--out", str(out_md)],
         capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -53,8 +55,8 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     results = json.loads(out_json.read_text())
     settings = results["settings"]
     assert settings["quick"] is True
-    assert settings["conversations"] == 1
-    assert 0 < settings["questions"] <= 30
+    assert settings["conversations"] == 2
+    assert 0 < settings["questions"] <= 60
     assert settings["turns"] > 0
     for system in SYSTEMS:
         _check_recall(results["summary"][system]["overall"], f"{system}.overall")
@@ -63,6 +65,20 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     assert sum(results["summary"]["hybrid"]["per_category"][c]["n"] for c in CATEGORIES) == settings["questions"]
     assert len(results["rows"]) == settings["questions"]
     assert results["time_s"] > 0
+    ablation = [key for key in results["summary"] if key.startswith("ablation:")]
+    assert len(ablation) == 3
+    for key in ablation:
+        _check_recall(results["summary"][key]["overall"], key)
+    held_out = results["held_out"]
+    assert [fold["held_out"] for fold in held_out["folds"]] == settings["conversation_ids"]
+    assert len(held_out["grid"]) == 16
+    for fold in held_out["folds"]:
+        assert fold["chosen"] in held_out["grid"]
+        _fraction(fold["any@5"], "fold any@5")
+    _fraction(held_out["pooled"]["any@5"], "pooled any@5")
+    _fraction(held_out["pooled"]["any@10"], "pooled any@10")
+    chart = tmp_path / "img" / "locomo_recall.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     text = out_md.read_text()
     assert text.startswith("# Title\n\nkept before\n\n<!-- locomo:start -->\n")
@@ -82,3 +98,7 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
         for cell in cells:
             _fraction(float(cell), f"{label}: {cell}")
     assert "any@5 ≥ 0.65" in section and "any@10 ≥ 0.75" in section
+    assert "![LoCoMo recall per system](img/locomo_recall.png)" in section
+    assert "### What each retrieval change bought" in section
+    assert "### Held-out check of the fusion settings" in section
+    assert "**pooled (" in section

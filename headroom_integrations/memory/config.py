@@ -64,9 +64,10 @@ class MemoryConfig:
         recency_weight: weight (0..1) of a memory's age in the final ranking.
         recency_half_life_days: age at which the recency bonus halves.
         brute_force_max: below this many visible vectors, search is exact instead of HNSW.
-        vector_weight: weight of the vector ranking in reciprocal-rank fusion.
-        text_weight: weight of the keyword (BM25) ranking in reciprocal-rank fusion.
-        rrf_k: the constant of reciprocal-rank fusion (larger flattens the ranks).
+        vector_weight: weight of the cosine similarity in a candidate's relevance.
+        text_weight: weight of the normalised keyword (BM25) score in a candidate's relevance.
+        context_weight: share of the best neighbouring memory's relevance (the one stored just
+            before or after by the same owner) added to a candidate's own; 0 turns context off.
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
         local_runtime: how the LOCAL model runs: ``"onnx"`` (onnxruntime, exported once from the local
             model directory; same vectors, several times faster), ``"torch"`` (sentence-transformers)
@@ -103,9 +104,9 @@ class MemoryConfig:
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     brute_force_max: int = 8192
-    vector_weight: float = 1.0
-    text_weight: float = 1.0
-    rrf_k: int = 60
+    vector_weight: float = 0.6
+    text_weight: float = 0.4
+    context_weight: float = 0.5
     dedup_threshold: float = 0.97
     local_runtime: str = "auto"
     text_postings_budget: int = 1000
@@ -128,6 +129,11 @@ class MemoryConfig:
         for name in ("importance_weight", "recency_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InvalidInputError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
+        for name in ("vector_weight", "text_weight", "context_weight"):
+            if not 0.0 <= float(getattr(self, name)) < float("inf"):
+                raise InvalidInputError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if self.vector_weight + self.text_weight <= 0:
+            raise InvalidInputError("vector_weight and text_weight must not both be 0")
         if self.local_runtime not in ("auto", "onnx", "torch"):
             raise InvalidInputError(f"local_runtime must be 'auto', 'onnx' or 'torch', got {self.local_runtime!r}")
         if self.importance_weight + self.recency_weight > 1.0:

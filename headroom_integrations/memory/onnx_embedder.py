@@ -22,7 +22,7 @@ import numpy as np
 from headroom_integrations.errors import EmbedderError, MissingDependencyError
 from headroom_integrations.memory.embedders import Embedder
 
-__all__ = ["OnnxEmbedder", "export_onnx"]
+__all__ = ["OnnxEmbedder", "export_onnx", "exported_model_path"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,11 @@ def _fingerprint(model_dir: Path) -> str:
             stat = path.stat()
             digest.update(f"{name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
     return digest.hexdigest()[:16]
+
+
+def exported_model_path(model_dir: Path) -> Path:
+    """Where the ONNX export of a model directory is cached (one folder per version of its files)."""
+    return cache_dir() / "onnx" / f"{model_dir.name}-{_fingerprint(model_dir)}" / "model.onnx"
 
 
 def export_onnx(model_dir: Path, target: Path) -> Path:
@@ -107,7 +112,7 @@ class OnnxEmbedder(Embedder):
         model_dir = Path(model_dir)
         if not (model_dir / "tokenizer.json").exists():
             raise EmbedderError(f"{model_dir} has no tokenizer.json; cannot run it with onnxruntime")
-        target = cache_dir() / "onnx" / f"{model_dir.name}-{_fingerprint(model_dir)}" / "model.onnx"
+        target = exported_model_path(model_dir)
         if not target.exists():
             logger.info("exporting %s to ONNX at %s (once)", model_dir, target)
             export_onnx(model_dir, target)

@@ -1,9 +1,18 @@
-"""Hybrid search: vector and keyword (BM25) candidates fused by weighted reciprocal rank.
+"""Hybrid search: vector and keyword (BM25) candidates fused by their scores, with context.
 
-Both candidate lists are already restricted to what the caller may see (scope visibility,
-validity, categories), so one database holding many users keeps its recall. Fused candidates are
-then checked once more against the database rows, scored by cosine similarity, optionally
-re-weighted by importance and recency, and near-duplicates are collapsed.
+1. Candidates: the nearest memories by cosine similarity and the best BM25 matches, both lists
+   already restricted to what the caller may see (scope visibility, validity, categories), so one
+   database holding many users keeps its recall.
+2. Relevance of each candidate: ``vector_weight * cosine + text_weight * BM25`` (divided by the sum
+   of the weights), where BM25 is normalised by the query's summed IDF (about 1 when a memory holds
+   every query term, near 0 when it only shares a common word). Every candidate gets its exact
+   cosine, also the ones only the keyword side found.
+3. Context: a memory stored right before or after a relevant one by the same owner (the next turn
+   of a conversation, the other facts of the same reply) is often the one that answers. Each
+   candidate's neighbours join the candidates, and every candidate adds ``context_weight`` times its
+   best neighbour's relevance to its own (then divided by ``1 + context_weight``).
+4. The ordered candidates are checked once more against the database rows, optionally re-weighted
+   by importance and recency, and near-duplicates are collapsed.
 """
 
 from __future__ import annotations
@@ -84,17 +93,17 @@ class KeywordCache:
 
     Example:
         >>> cache = KeywordCache(max_size=2)
-        >>> cache.put(("q",), version=3, hits=[7, 9])
+        >>> cache.put(("q",), version=3, hits=[(7, 0.9), (9, 0.4)])
         >>> cache.get(("q",), version=3), cache.get(("q",), version=4)
-        ([7, 9], None)
+        ([(7, 0.9), (9, 0.4)], None)
     """
 
     def __init__(self, max_size: int = 1000) -> None:
         self.max_size = max_size
-        self._items: OrderedDict[Hashable, tuple[int, list[int]]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[int, list[tuple[int, float]]]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: int) -> list[int] | None:
+    def get(self, key: Hashable, version: int) -> list[tuple[int, float]] | None:
         """The cached hits for ``key`` if computed at this ``version``, else None."""
         with self._lock:
             found = self._items.get(key)
@@ -103,7 +112,7 @@ class KeywordCache:
             self._items.move_to_end(key)
             return found[1]
 
-    def put(self, key: Hashable, version: int, hits: list[int]) -> None:
+    def put(self, key: Hashable, version: int, hits: list[tuple[int, float]]) -> None:
         """Remember the hits computed at ``version``."""
         with self._lock:
             self._items[key] = (version, hits)
@@ -114,8 +123,8 @@ class KeywordCache:
 
 def keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
-) -> list[int]:
-    """Primary keys of the best BM25 matches the search may see, best first.
+) -> list[tuple[int, float]]:
+    """(primary key, normalised BM25) of the best keyword matches the search may see, best first.
 
     When the visible memories are most of the store and only current versions count, the ranking
     runs inside the full-text index alone and is filtered with the vector index's bookkeeping
@@ -137,14 +146,15 @@ def keyword_candidates(
 
 def _keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, keys: list[BucketKey], config: MemoryConfig
-) -> list[int]:
+) -> list[tuple[int, float]]:
     budget, seq = config.text_postings_budget, index.watermark
     # A term in most memories (the user's own name, say) ranks nothing: leave it out.
     max_df = max(1, int(config.text_max_share * len(index))) if len(index) >= 4 else None
     share = 0.0 if r.history else index.visible_share(keys)
     if share >= 0.5:
         ranked = store.text_search(r.terms, None, math.ceil(r.depth / share) + r.depth, budget, seq, max_df)
-        return index.keep_visible(ranked, keys, r.categories)[: r.depth]
+        score = dict(ranked)
+        return [(pk, score[pk]) for pk in index.keep_visible(score, keys, r.categories)[: r.depth]]
     return store.text_search(r.terms, r.condition(), r.depth, budget, seq, max_df)
 
 
@@ -153,7 +163,7 @@ def hybrid_search(
     index: VectorIndex,
     r: SearchRequest,
     vector: np.ndarray,
-    text_hits: list[int],
+    text_hits: list[tuple[int, float]],
     config: MemoryConfig,
 ) -> list[SearchResult]:
     """Fuse vector hits with the given keyword hits and return the final results (see module doc)."""
@@ -163,7 +173,7 @@ def hybrid_search(
     vector_hits = index.search(vector, keys, r.depth, r.categories)
     if r.history:  # older versions are not in the graph: score them exactly from the database
         vector_hits = _merge_history(store, vector, r.condition(), vector_hits, r.depth)
-    fused, vector_rank, text_rank = _fuse(vector_hits, text_hits, config)
+    fused, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text_hits, config)
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
@@ -182,18 +192,42 @@ def hybrid_search(
 
 
 def _fuse(
-    vector_hits: list[tuple[int, float]], text_hits: list[int], config: MemoryConfig
+    store: MemoryStore,
+    index: VectorIndex,
+    r: SearchRequest,
+    vector: np.ndarray,
+    vector_hits: list[tuple[int, float]],
+    text_hits: list[tuple[int, float]],
+    config: MemoryConfig,
 ) -> tuple[dict[int, float], dict[int, int], dict[int, int]]:
-    """Weighted reciprocal-rank fusion, normalised so rank 1 in both lists scores 1.0."""
-    fused: dict[int, float] = {}
+    """Fused score of every candidate (steps 2 and 3 of the module doc) and the candidates' ranks."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
-    text_rank = {pk: rank for rank, pk in enumerate(text_hits, start=1)}
-    for pk, rank in vector_rank.items():
-        fused[pk] = fused.get(pk, 0.0) + config.vector_weight / (config.rrf_k + rank)
-    for pk, rank in text_rank.items():
-        fused[pk] = fused.get(pk, 0.0) + config.text_weight / (config.rrf_k + rank)
-    best_possible = (config.vector_weight + config.text_weight) / (config.rrf_k + 1)
-    return {pk: score / best_possible for pk, score in fused.items()}, vector_rank, text_rank
+    text_rank = {pk: rank for rank, (pk, _) in enumerate(text_hits, start=1)}
+    cosine = dict(vector_hits)
+    keyword = dict(text_hits)
+    pool = set(cosine) | set(keyword)
+    context = config.context_weight
+    neighbours = index.neighbours(pool, r.keys(), r.categories) if context else {}
+    pool.update(pk for found in neighbours.values() for pk in found)
+    missing = [pk for pk in pool if pk not in cosine]
+    cosine.update(index.similarities(vector, missing))
+    missing = [pk for pk in missing if pk not in cosine]
+    if missing:  # older versions (history searches) or rows the index has not pulled yet
+        pks, vectors = store.vectors_where(memories.c.pk.in_(missing))
+        cosine.update(zip(pks, (vectors @ vector).tolist() if pks else []))
+    total = config.vector_weight + config.text_weight
+    relevance = {
+        pk: (config.vector_weight * cosine[pk] + config.text_weight * keyword.get(pk, 0.0)) / total
+        for pk in pool
+        if pk in cosine
+    }
+    if not context:
+        return relevance, vector_rank, text_rank
+    fused = {}
+    for pk, own in relevance.items():
+        near = max((relevance[n] for n in neighbours.get(pk, ()) if n in relevance), default=0.0)
+        fused[pk] = (own + context * max(near, 0.0)) / (1 + context)
+    return fused, vector_rank, text_rank
 
 
 def _score(

@@ -22,6 +22,7 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
+    func,
     literal_column,
     select,
     text,
@@ -39,6 +40,7 @@ __all__ = [
     "fts_rank",
     "fts_search",
     "install_fts",
+    "row_count",
 ]
 
 WRITE = {"headroom_begin": "BEGIN IMMEDIATE"}
@@ -119,8 +121,9 @@ def install_fts(connection: Connection) -> None:
 # Statements on the search path are built once: building a SQLAlchemy construct costs more than
 # running it on SQLite.
 _DOC_FREQ = select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(bindparam("terms", expanding=True)))
+_COUNT = select(func.count()).select_from(memories)
 _RANKED = (
-    select(_fts.c.rowid)
+    select(_fts.c.rowid, literal_column("-rank"))
     .where(text("memories_fts MATCH :match"))
     .order_by(literal_column("rank"))
     .limit(bindparam("limit"))
@@ -140,8 +143,8 @@ def document_frequencies(connection: Connection, terms: list[str]) -> dict[str, 
 
 def fts_search(
     connection: Connection, terms: list[str], condition: ColumnElement[bool], limit: int
-) -> list[int]:
-    """Primary keys of memories matching any of ``terms`` (and ``condition``), best BM25 first.
+) -> list[tuple[int, float]]:
+    """(primary key, BM25 score) of memories matching any of ``terms`` (and ``condition``), best first.
 
     Each term is quoted as an FTS5 string, so operators and punctuation typed by a user are
     plain text here and can never make the query fail.
@@ -149,27 +152,33 @@ def fts_search(
     if not terms:
         return []
     match = _match(terms)
-    rank = literal_column("bm25(memories_fts)")
+    rank = literal_column("bm25(memories_fts)")  # FTS5 reports BM25 negated: lower is better
     statement = (
-        select(memories.c.pk)
+        select(memories.c.pk, -rank)
         .select_from(_fts.join(memories, memories.c.pk == _fts.c.rowid))
         .where(text("memories_fts MATCH :match").bindparams(match=match))
         .where(condition)
         .order_by(rank)
         .limit(limit)
     )
-    return [row[0] for row in connection.execute(statement)]
+    return [(row[0], float(row[1])) for row in connection.execute(statement)]
 
 
-def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[int]:
-    """Row ids matching any of ``terms``, best BM25 first, with no other condition.
+def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[tuple[int, float]]:
+    """(row id, BM25 score) of rows matching any of ``terms``, best first, with no other condition.
 
     The cheapest keyword query FTS5 can run (it ranks inside the index, no join); callers filter
     the ids themselves.
     """
     if not terms:
         return []
-    return [row[0] for row in connection.execute(_RANKED, {"match": _match(terms), "limit": limit}).all()]
+    rows = connection.execute(_RANKED, {"match": _match(terms), "limit": limit}).all()
+    return [(row[0], float(row[1])) for row in rows]
+
+
+def row_count(connection: Connection) -> int:
+    """How many rows the full-text index covers (every stored version), the N of BM25's IDF."""
+    return int(connection.execute(_COUNT).scalar_one())
 
 
 class ChangeProbe:

@@ -40,8 +40,9 @@ from headroom_integrations.memory.sqlite import (
     fts_rank,
     fts_search,
     install_fts,
+    row_count,
 )
-from headroom_integrations.memory.text_query import fingerprint, index_text, select_terms
+from headroom_integrations.memory.text_query import fingerprint, idf, index_text, select_terms
 
 __all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
 
@@ -148,6 +149,7 @@ class MemoryStore:
         self.engine = create_sqlite_engine(path, busy_timeout_ms)
         self._probe = ChangeProbe(path)
         self._df_cache: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
+        self._row_count = (0, -(10**9))  # (rows in the full-text index, seq read at)
         self._rows: OrderedDict[int, tuple[int, tuple[Memory, np.ndarray | None]]] = OrderedDict()
         self._rows_lock = threading.Lock()
         with self.write() as conn:
@@ -483,12 +485,9 @@ class MemoryStore:
             "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
         }
 
-    def _rare_terms(
-        self, conn: Connection, terms: list[str], postings_budget: int, seq: int, max_df: int | None = None
-    ) -> list[str]:
-        """The query terms worth a BM25 pass (see :func:`select_terms`), leaving out terms found in
-        more than ``max_df`` memories; frequencies are cached and re-read after 256 changes (a
-        stale count only shifts the bounds a little)."""
+    def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int]:
+        """Document frequency of each term and the number of indexed rows. Both are cached and
+        re-read after 256 changes: a stale count only shifts the term bounds and IDFs a little."""
         missing = [t for t in terms if t not in self._df_cache or seq - self._df_cache[t][1] > 256]
         if missing:
             found = document_frequencies(conn, missing)
@@ -496,10 +495,9 @@ class MemoryStore:
                 self._df_cache.clear()
             for term in missing:
                 self._df_cache[term] = (found.get(term, 0), seq)
-        frequencies = {t: self._df_cache[t][0] for t in terms}
-        if max_df is not None:
-            frequencies = {t: f for t, f in frequencies.items() if f <= max_df}
-        return select_terms(terms, frequencies, postings_budget)
+        if seq - self._row_count[1] > 256:
+            self._row_count = (row_count(conn), seq)
+        return {t: self._df_cache[t][0] for t in terms}, self._row_count[0]
 
     def text_search(
         self,
@@ -509,21 +507,31 @@ class MemoryStore:
         postings_budget: int,
         seq: int,
         max_df: int | None = None,
-    ) -> list[int]:
-        """Primary keys of memories matching the keyword terms (and ``condition``), best BM25 first.
+    ) -> list[tuple[int, float]]:
+        """(primary key, normalised BM25) of memories matching the keyword terms (and ``condition``),
+        best first.
 
-        Only the rarest terms are used, up to ``postings_budget`` matching rows in all: BM25 is
-        computed for every matching row, and very common terms add cost but almost no ranking
-        signal (their inverse document frequency is near zero). Without a condition the ranking
-        runs inside the full-text index alone, the cheapest form; the caller filters.
+        Terms found in more than ``max_df`` memories are left out, and of the rest only the rarest,
+        up to ``postings_budget`` matching rows in all, are searched: BM25 is computed for every
+        matching row, and very common terms add cost but almost no ranking signal (their inverse
+        document frequency is near zero). Scores are divided by the summed IDF of the query's
+        usable terms, so a memory holding each of them once scores about 1 and one that only
+        shares a common word with the query scores near 0, whatever the query's length. Without a
+        condition the ranking runs inside the full-text index alone, the cheapest form; the caller
+        filters.
         """
         if not terms:
             return []
         with self.connect() as conn:
-            chosen = self._rare_terms(conn, terms, postings_budget, seq, max_df)
-            if condition is None:
-                return fts_rank(conn, chosen, limit)
-            return fts_search(conn, chosen, condition, limit)
+            frequencies, rows = self._frequencies(conn, terms, seq)
+            if max_df is not None:
+                frequencies = {t: f for t, f in frequencies.items() if f <= max_df}
+            chosen = select_terms(terms, frequencies, postings_budget)
+            if not chosen:
+                return []
+            scale = sum(idf(f, rows) for f in frequencies.values() if f)
+            hits = fts_rank(conn, chosen, limit) if condition is None else fts_search(conn, chosen, condition, limit)
+        return [(pk, score / scale) for pk, score in hits]
 
     def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""

@@ -9,13 +9,14 @@ so no query string can make the full-text backend raise.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import unicodedata
 from functools import lru_cache
 
 import snowballstemmer
 
-__all__ = ["STOPWORDS", "fingerprint", "index_text", "query_terms", "select_terms", "terms"]
+__all__ = ["STOPWORDS", "fingerprint", "idf", "index_text", "query_terms", "select_terms", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -98,3 +99,15 @@ def select_terms(candidates: list[str], document_frequency: dict[str, int], post
             break
         chosen.append(term)
     return chosen
+
+
+def idf(document_frequency: int, rows: int) -> float:
+    """BM25's inverse document frequency of a term, as SQLite FTS5 computes it (never below 1e-6).
+
+    Example:
+        >>> round(idf(1, 100), 2), idf(90, 100)
+        (4.19, 1e-06)
+    """
+    rows = max(rows, document_frequency)  # the row count may be a little stale
+    value = math.log((rows - document_frequency + 0.5) / (document_frequency + 0.5))
+    return value if value > 0 else 1e-6

@@ -420,6 +420,54 @@ class VectorIndex:
                     out.append(pk)
             return out
 
+    def similarities(self, query: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
+        """Cosine similarity of the query to each given memory the index holds (others left out)."""
+        with self._lock:
+            exact: list[tuple[int, np.ndarray]] = []
+            in_graph: list[int] = []
+            for pk in pks:
+                spot = self._where.get(pk)
+                if spot is None:
+                    continue
+                bucket = self._buckets[spot[0]]
+                if bucket.vectors is not None:
+                    exact.append((pk, bucket.vectors[bucket.row_of[pk]]))
+                elif pk in self._in_graph:
+                    in_graph.append(pk)
+            out = {pk: float(vector @ query) for pk, vector in exact}
+            if in_graph:
+                out.update(zip(in_graph, (self._hnsw.get_items(in_graph) @ query).tolist()))
+            return out
+
+    def neighbours(
+        self,
+        pks: Iterable[int],
+        keys: list[BucketKey],
+        categories: Iterable[MemoryCategory] | None = None,
+        reach: int = 8,
+    ) -> dict[int, list[int]]:
+        """For each given memory, the visible memories of its own bucket stored just before and just
+        after it (the nearest primary key on each side, looking at most ``reach`` keys away)."""
+        codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
+        with self._lock:
+            where = self._where
+            bids = {self._bucket_ids[key] for key in keys if key in self._bucket_ids}
+            out: dict[int, list[int]] = {}
+            for pk in pks:
+                spot = where.get(pk)
+                if spot is None or spot[0] not in bids:
+                    continue
+                found = []
+                for step in (-1, 1):
+                    for distance in range(1, reach + 1):
+                        other = where.get(pk + step * distance)
+                        if other is not None and other[0] == spot[0]:
+                            if codes is None or other[1] in codes:
+                                found.append(pk + step * distance)
+                            break
+                out[pk] = found
+            return out
+
     def _exact(self, query: np.ndarray, bids: list[int], k: int, codes: set[int] | None) -> list[tuple[int, float]]:
         pks: list[int] = []
         scores: list[np.ndarray] = []

@@ -1,0 +1,109 @@
+"""How hybrid search ranks: normalised keyword scores, score fusion and neighbouring-memory context."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations.memory.text_query import idf, query_terms
+
+FILLER = [
+    "Caroline went hiking in the mountains last weekend",
+    "Melanie painted a sunset over the lake",
+    "Caroline joined a support group on Tuesday",
+    "Melanie's kids love the beach in summer",
+    "Caroline is reading a book about adoption",
+    "Melanie signed up for a pottery class",
+    "Caroline gave a talk at the school about her journey",
+    "Melanie camped with her family in the forest",
+]
+QUESTION_TURN = "Caroline: Did you end up picking a name for the puppy?"
+ANSWER_TURN = "Melanie: Yes! We called her Biscuit, after the cookies."
+
+
+def test_idf_matches_sqlite_fts5() -> None:
+    assert idf(1, 100) == pytest.approx(np.log(99.5 / 1.5))
+    assert idf(60, 100) == 1e-6  # FTS5 clamps a negative IDF
+    assert idf(5, 3) == 1e-6  # a stale row count never makes the logarithm fail
+
+
+def test_keyword_scores_are_normalised_by_the_query(engine: MemoryEngine) -> None:
+    engine.add_batch(["Bob adopted a greyhound named Pixel", "Bob went to the bakery", "Alice likes tea",
+                      "Carol plays chess", "Dan swims at dawn"], user_id="u")
+    seq = engine._index.watermark
+    hits = dict(engine._store.text_search(query_terms("greyhound named Pixel?"), None, 10, 1000, seq))
+    assert len(hits) == 1
+    assert 0.5 < max(hits.values()) < 2.0  # every query term matched once: about 1
+    partial = dict(engine._store.text_search(query_terms("Bob's greyhound"), None, 10, 1000, seq))
+    # The memory sharing only the more common word scores well below the one sharing both.
+    assert len(partial) == 2
+    assert min(partial.values()) < 0.6 * max(partial.values())
+
+
+def test_a_weak_keyword_match_does_not_beat_a_clear_meaning_match(engine: MemoryEngine) -> None:
+    bob = ["Bob went to the bakery on Monday", "Bob fixed his bike", "Bob's favourite drink is green tea"]
+    others = ["Alice moved to Lisbon", "Alice writes Go at work", "Carol plays chess on Sundays",
+              "Dan swims at dawn", "Erin collects vinyl records"]
+    engine.add_batch(bob + others, user_id="u")
+    hits = engine.search("Which beverage does Bob enjoy?", user_id="u", top_k=3)
+    assert hits[0].memory.content == "Bob's favourite drink is green tea"
+
+
+def _search_answer(make_engine: Callable[..., MemoryEngine], context_weight: float, tmp: str) -> list[str]:
+    engine = make_engine(db_path=tmp, context_weight=context_weight)
+    if not engine.stats("u")["total"]:
+        engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN], user_id="u")
+    hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=3)
+    return [h.memory.content for h in hits]
+
+
+def test_context_brings_up_the_reply_next_to_a_matching_turn(
+    make_engine: Callable[..., MemoryEngine], tmp_path: Path
+) -> None:
+    db = str(tmp_path / "context.db")
+    without = _search_answer(make_engine, 0.0, db)
+    with_context = _search_answer(make_engine, 0.5, db)
+    assert QUESTION_TURN in without and QUESTION_TURN in with_context
+    assert ANSWER_TURN not in without
+    assert ANSWER_TURN in with_context
+    assert MemoryConfig().context_weight > 0  # on by default
+
+
+def test_context_only_links_memories_of_the_same_owner(engine: MemoryEngine) -> None:
+    engine.add(QUESTION_TURN, user_id="a")
+    engine.add(ANSWER_TURN, user_id="b")  # stored right after, but by someone else
+    engine.add(FILLER[0], user_id="a")
+    first, middle, last = sorted(engine._index._where)
+    neighbours = engine._index.neighbours([first, middle], _keys("a"))
+    assert neighbours[first] == [last]  # skips b's memory in between
+    assert middle not in neighbours  # b's memory is not visible to a
+
+
+def _keys(user: str) -> list[tuple[str, ...]]:
+    from headroom_integrations.memory.visibility import visible_keys
+
+    return visible_keys(user, None, None, None)
+
+
+@pytest.mark.parametrize("field", ["vector_weight", "text_weight", "context_weight"])
+@pytest.mark.parametrize("value", [-0.1, float("inf"), float("nan")])
+def test_fusion_weights_are_validated(field: str, value: float) -> None:
+    with pytest.raises(InvalidInputError, match=field):
+        MemoryConfig(db_path=":memory:", **{field: value})
+
+
+def test_vector_and_text_weight_cannot_both_be_zero() -> None:
+    with pytest.raises(InvalidInputError, match="both be 0"):
+        MemoryConfig(db_path=":memory:", vector_weight=0, text_weight=0)
+
+
+def test_keyword_only_and_vector_only_weights_still_search(make_engine: Callable[..., MemoryEngine]) -> None:
+    for vector_weight, text_weight in ((0.0, 1.0), (1.0, 0.0)):
+        engine = make_engine(db_path=":memory:", vector_weight=vector_weight, text_weight=text_weight)
+        engine.add_batch(["Alice adopted a greyhound named Pixel", "Carol plays chess"], user_id="u")
+        hits = engine.search("greyhound Pixel", user_id="u", top_k=1)
+        assert hits[0].memory.content == "Alice adopted a greyhound named Pixel"
