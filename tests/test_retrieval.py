@@ -53,20 +53,23 @@ def test_a_weak_keyword_match_does_not_beat_a_clear_meaning_match(engine: Memory
     assert hits[0].memory.content == "Bob's favourite drink is green tea"
 
 
-def _search_answer(make_engine: Callable[..., MemoryEngine], context_weight: float, tmp: str) -> list[str]:
-    engine = make_engine(db_path=tmp, context_weight=context_weight)
+def _search_answer(
+    make_engine: Callable[..., MemoryEngine], context_weight: float, tmp: str, brute_force_max: int
+) -> list[str]:
+    engine = make_engine(db_path=tmp, context_weight=context_weight, brute_force_max=brute_force_max)
     if not engine.stats("u")["total"]:
         engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN], user_id="u")
     hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=3)
     return [h.memory.content for h in hits]
 
 
+@pytest.mark.parametrize("brute_force_max", [8192, 0], ids=["exact", "hnsw"])
 def test_context_brings_up_the_reply_next_to_a_matching_turn(
-    make_engine: Callable[..., MemoryEngine], tmp_path: Path
+    make_engine: Callable[..., MemoryEngine], tmp_path: Path, brute_force_max: int
 ) -> None:
     db = str(tmp_path / "context.db")
-    without = _search_answer(make_engine, 0.0, db)
-    with_context = _search_answer(make_engine, 0.5, db)
+    without = _search_answer(make_engine, 0.0, db, brute_force_max)
+    with_context = _search_answer(make_engine, 0.5, db, brute_force_max)
     assert QUESTION_TURN in without and QUESTION_TURN in with_context
     assert ANSWER_TURN not in without
     assert ANSWER_TURN in with_context
@@ -87,6 +90,19 @@ def _keys(user: str) -> list[tuple[str, ...]]:
     from headroom_integrations.memory.visibility import visible_keys
 
     return visible_keys(user, None, None, None)
+
+
+def test_similarities_of_large_buckets_are_close_to_exact(make_engine: Callable[..., MemoryEngine]) -> None:
+    small = make_engine(db_path=":memory:")
+    large = make_engine(db_path=":memory:", brute_force_max=0)  # every bucket past the limit: float16
+    texts = [*FILLER, QUESTION_TURN, ANSWER_TURN]
+    for engine in (small, large):
+        engine.add_batch(texts, user_id="u")
+    query = small.embedder.embed_one("a puppy called Biscuit")
+    exact = small._index.similarities(query, sorted(small._index._where))
+    halved = large._index.similarities(query, sorted(large._index._where))
+    assert list(exact.values()) == pytest.approx(list(halved.values()), abs=3e-3)
+    assert not large._index._buckets[0].exact and small._index._buckets[0].exact
 
 
 @pytest.mark.parametrize("field", ["vector_weight", "text_weight", "context_weight"])

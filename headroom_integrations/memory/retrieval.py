@@ -203,31 +203,46 @@ def _fuse(
     """Fused score of every candidate (steps 2 and 3 of the module doc) and the candidates' ranks."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
     text_rank = {pk: rank for rank, (pk, _) in enumerate(text_hits, start=1)}
-    cosine = dict(vector_hits)
     keyword = dict(text_hits)
-    pool = set(cosine) | set(keyword)
-    context = config.context_weight
-    neighbours = index.neighbours(pool, r.keys(), r.categories) if context else {}
-    pool.update(pk for found in neighbours.values() for pk in found)
-    missing = [pk for pk in pool if pk not in cosine]
-    cosine.update(index.similarities(vector, missing))
-    missing = [pk for pk in missing if pk not in cosine]
-    if missing:  # older versions (history searches) or rows the index has not pulled yet
-        pks, vectors = store.vectors_where(memories.c.pk.in_(missing))
-        cosine.update(zip(pks, (vectors @ vector).tolist() if pks else []))
+    cosine = dict(vector_hits)
+    cosine.update(_cosines(store, index, vector, [pk for pk in keyword if pk not in cosine]))
     total = config.vector_weight + config.text_weight
     relevance = {
-        pk: (config.vector_weight * cosine[pk] + config.text_weight * keyword.get(pk, 0.0)) / total
-        for pk in pool
-        if pk in cosine
+        pk: (config.vector_weight * cos + config.text_weight * keyword.get(pk, 0.0)) / total
+        for pk, cos in cosine.items()
     }
+    context = config.context_weight
     if not context:
         return relevance, vector_rank, text_rank
+    # Only the best candidates' neighbours can reach the top: a neighbour's bonus is a share of the
+    # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
+    best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
+    links: dict[int, list[int]] = {}
+    for pk, found in index.neighbours(best, r.keys(), r.categories).items():
+        for other in found:
+            links.setdefault(pk, []).append(other)
+            links.setdefault(other, []).append(pk)
+    new = [pk for pk in links if pk not in relevance]
+    for pk, cos in _cosines(store, index, vector, new).items():
+        relevance[pk] = config.vector_weight * cos / total
     fused = {}
     for pk, own in relevance.items():
-        near = max((relevance[n] for n in neighbours.get(pk, ()) if n in relevance), default=0.0)
+        near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=0.0)
         fused[pk] = (own + context * max(near, 0.0)) / (1 + context)
     return fused, vector_rank, text_rank
+
+
+def _cosines(store: MemoryStore, index: VectorIndex, vector: np.ndarray, pks: list[int]) -> dict[int, float]:
+    """Cosine similarity of the query to these memories: from the index's matrices when it keeps
+    them, else from the vectors in the database (large buckets, older versions)."""
+    if not pks:
+        return {}
+    out = index.similarities(vector, pks)
+    missing = [pk for pk in pks if pk not in out]
+    if missing:
+        found, vectors = store.vectors_of(missing)
+        out.update(zip(found, (vectors @ vector).tolist() if found else []))
+    return out
 
 
 def _score(

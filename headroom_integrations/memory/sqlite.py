@@ -41,6 +41,7 @@ __all__ = [
     "fts_search",
     "install_fts",
     "row_count",
+    "vectors_by_pk",
 ]
 
 WRITE = {"headroom_begin": "BEGIN IMMEDIATE"}
@@ -174,6 +175,18 @@ def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[tuple
         return []
     rows = connection.execute(_RANKED, {"match": _match(terms), "limit": limit}).all()
     return [(row[0], float(row[1])) for row in rows]
+
+
+def vectors_by_pk(connection: Connection, pks: list[int]) -> list[tuple[int, bytes]]:
+    """(primary key, embedding bytes) of the given memories that have a vector.
+
+    Plain driver SQL: on the search path SQLAlchemy's expanding ``IN`` costs more than the query.
+    """
+    if not pks:
+        return []
+    marks = ",".join("?" * len(pks))
+    sql = f"SELECT pk, embedding FROM memories WHERE pk IN ({marks}) AND embedding IS NOT NULL"
+    return list(connection.exec_driver_sql(sql, tuple(pks)).all())
 
 
 def row_count(connection: Connection) -> int:

@@ -41,6 +41,7 @@ from headroom_integrations.memory.sqlite import (
     fts_search,
     install_fts,
     row_count,
+    vectors_by_pk,
 )
 from headroom_integrations.memory.text_query import fingerprint, idf, index_text, select_terms
 
@@ -532,6 +533,17 @@ class MemoryStore:
             scale = sum(idf(f, rows) for f in frequencies.values() if f)
             hits = fts_rank(conn, chosen, limit) if condition is None else fts_search(conn, chosen, condition, limit)
         return [(pk, score / scale) for pk, score in hits]
+
+    def vectors_of(self, pks: Sequence[int]) -> tuple[list[int], np.ndarray]:
+        """Primary keys and vectors of the given memories that have one (any version)."""
+        if not pks:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        with self.engine.connect() as conn:
+            rows = vectors_by_pk(conn, list(pks))
+        if not rows:
+            return [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        return [r[0] for r in rows], matrix
 
     def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""

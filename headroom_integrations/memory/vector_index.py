@@ -37,24 +37,26 @@ _CATEGORY_CODE = {c.value: i for i, c in enumerate(MemoryCategory)}
 
 
 class _Bucket:
-    """Memories of one visibility bucket: their keys and, while the bucket is small, a dense
-    matrix of their vectors for exact search (swap-remove keeps it dense).
+    """Memories of one visibility bucket: their keys and a dense matrix of their vectors (swap-remove
+    keeps it dense).
 
-    A bucket that grows past ``limit`` drops its matrix for good: searches over it always use the
-    HNSW graph, so keeping a second copy of its vectors would only cost memory.
+    While the bucket is small the matrix is float32 and serves exact search. A bucket that grows
+    past ``limit`` is searched through the HNSW graph from then on, and its matrix is halved to
+    float16: it then only serves the cosine of a few extra candidates per search (keyword-only hits,
+    neighbouring memories), for which reading vectors back from the graph or the database is slower.
     """
 
     def __init__(self, dim: int, limit: int) -> None:
         self.limit = limit
         self.pks: list[int] = []
         self.row_of: dict[int, int] = {}
-        self.vectors: np.ndarray | None = np.zeros((8, dim), dtype=np.float32)
-        self.categories: np.ndarray | None = np.zeros(8, dtype=np.int8)
+        self.vectors: np.ndarray = np.zeros((8, dim), dtype=np.float32)
+        self.categories: np.ndarray = np.zeros(8, dtype=np.int8)
 
     @property
     def exact(self) -> bool:
-        """True while the bucket keeps its own matrix."""
-        return self.vectors is not None
+        """True while the bucket is searched exactly (its matrix is float32)."""
+        return self.vectors.dtype == np.float32
 
     def put_many(self, pks: list[int], vectors: np.ndarray, categories: np.ndarray) -> None:
         """Add or replace memories (vectors as an (n, dim) array)."""
@@ -65,14 +67,11 @@ class _Bucket:
                 row = self.row_of[pk] = len(self.pks)
                 self.pks.append(pk)
             rows.append(row)
-        if self.vectors is None or self.categories is None:
-            return
-        if len(self.pks) > self.limit:
-            self.vectors = self.categories = None
-            return
+        if self.exact and len(self.pks) > self.limit:
+            self.vectors = self.vectors.astype(np.float16)
         if len(self.pks) > len(self.vectors):
             grow = max(len(self.pks), 2 * len(self.vectors)) - len(self.vectors)
-            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.vectors.shape[1]), np.float32)])
+            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.vectors.shape[1]), self.vectors.dtype)])
             self.categories = np.concatenate([self.categories, np.zeros(grow, np.int8)])
         self.vectors[rows] = vectors
         self.categories[rows] = categories
@@ -84,9 +83,8 @@ class _Bucket:
             moved = self.pks[last]
             self.pks[row] = moved
             self.row_of[moved] = row
-            if self.vectors is not None and self.categories is not None:
-                self.vectors[row] = self.vectors[last]
-                self.categories[row] = self.categories[last]
+            self.vectors[row] = self.vectors[last]
+            self.categories[row] = self.categories[last]
         self.pks.pop()
 
 
@@ -421,23 +419,24 @@ class VectorIndex:
             return out
 
     def similarities(self, query: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
-        """Cosine similarity of the query to each given memory the index holds (others left out)."""
+        """Cosine similarity of the query to each given memory the index holds (others left out).
+
+        Served from the buckets' matrices (float16 in buckets past ``brute_force_max``: about 1e-3
+        off, plenty to rank a few extra candidates); reading vectors back from the HNSW graph
+        would cost ~14 µs each.
+        """
+        by_bucket: dict[int, list[int]] = {}
+        out: dict[int, float] = {}
         with self._lock:
-            exact: list[tuple[int, np.ndarray]] = []
-            in_graph: list[int] = []
             for pk in pks:
                 spot = self._where.get(pk)
-                if spot is None:
-                    continue
-                bucket = self._buckets[spot[0]]
-                if bucket.vectors is not None:
-                    exact.append((pk, bucket.vectors[bucket.row_of[pk]]))
-                elif pk in self._in_graph:
-                    in_graph.append(pk)
-            out = {pk: float(vector @ query) for pk, vector in exact}
-            if in_graph:
-                out.update(zip(in_graph, (self._hnsw.get_items(in_graph) @ query).tolist()))
-            return out
+                if spot is not None:
+                    by_bucket.setdefault(spot[0], []).append(pk)
+            for bid, found in by_bucket.items():
+                bucket = self._buckets[bid]
+                rows = bucket.vectors[[bucket.row_of[pk] for pk in found]]
+                out.update(zip(found, (rows.astype(np.float32, copy=False) @ query).tolist()))
+        return out
 
     def neighbours(
         self,
@@ -474,7 +473,7 @@ class VectorIndex:
         for bid in bids:
             bucket = self._buckets[bid]
             n = len(bucket.pks)
-            if n == 0 or bucket.vectors is None or bucket.categories is None:
+            if n == 0:
                 continue
             sims = bucket.vectors[:n] @ query
             if codes is not None:
