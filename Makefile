@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench clean
 
 $(VENV)/.stamp-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,17 @@ test: $(VENV)/.stamp-dev
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check headroom_integrations tests benchmarks
 
+# Every figure of docs/benchmarks.md (about an hour on 2 cores): engine, with_memory, LoCoMo
+# retrieval quality (data path: LOCOMO) and the side-by-side run against the peers (their own
+# virtual environments are created once under benchmarks/.cache/venvs).
+LOCOMO ?= ../shared/data/locomo/locomo_dev.json
+RESULTS := benchmarks/results
 bench: $(VENV)/.stamp-dev
-	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md --json benchmarks/results/engine.json
-	$(PY) benchmarks/bench_with_memory.py --out docs/benchmarks.md --json benchmarks/results/with_memory.json
+	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md --json $(RESULTS)/engine.json
+	$(PY) benchmarks/bench_with_memory.py --out docs/benchmarks.md --json $(RESULTS)/with_memory.json
+	$(PY) benchmarks/locomo_eval.py $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/retrieval_quality.json
+	$(PY) benchmarks/bench_peers.py --setup-peers
+	$(PY) benchmarks/bench_peers.py --out docs/benchmarks.md --json $(RESULTS)/peers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -4,12 +4,24 @@
 ``huggingface`` provider (sentence-transformers) pointed at the bundled MiniLM; the vector store is
 mem0's default (local Qdrant), its files kept under the run's directory. A batch is one ``add`` call
 with one message per memory (mem0 then embeds and stores them one by one).
+
+Prefill (see ``_harness``): for each text, the payload ``add(text, user_id=..., infer=False)``
+writes (``Memory._create_memory``: ``user_id``, ``role``, ``data``, ``hash``, ``created_at``,
+``updated_at``, ``text_lemmatized`` from mem0's own ``lemmatize_for_bm25``) with a fresh UUID,
+written per chunk the way mem0's own batch pipeline (``infer=True``) writes: one
+``memory.vector_store.insert(vectors=..., ids=..., payloads=...)`` (which also computes the BM25
+sparse vectors when fastembed is installed) and one ``memory.db.batch_add_history``. ``search``
+reads nothing else (the vector store for the dense and BM25 hits, the entity store, which
+``infer=False`` never fills), so prefilled memories are found exactly like added ones.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
+import uuid
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,8 +33,10 @@ os.environ.setdefault("OPENAI_API_KEY", "unused-infer-is-false")  # the default 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _harness
+import numpy as np
 
 ON_DISK = os.environ.get("BENCH_PEERS_MEM0_ON_DISK", "") == "1"  # mem0's default is False
+PREFILL_CHUNK = 1000
 
 
 class Mem0:
@@ -49,6 +63,29 @@ class Mem0:
 
     def add_batch(self, texts: list[str]) -> None:
         self.memory.add([{"role": "user", "content": t} for t in texts], user_id=_harness.USER, infer=False)
+
+    def prefill(self, texts: list[str], vectors: np.ndarray, progress: _harness.Progress) -> None:
+        """Store ``texts`` with their precomputed ``vectors`` as ``add(infer=False)`` would (see the module)."""
+        for i in range(0, len(texts), PREFILL_CHUNK):
+            chunk = texts[i : i + PREFILL_CHUNK]
+            ids = [str(uuid.uuid4()) for _ in chunk]
+            payloads = [self._payload(text) for text in chunk]
+            self.memory.vector_store.insert(vectors=vectors[i : i + PREFILL_CHUNK].tolist(), ids=ids,
+                                            payloads=payloads)
+            self.memory.db.batch_add_history([
+                {"memory_id": memory_id, "old_memory": None, "new_memory": p["data"], "event": "ADD",
+                 "created_at": p["created_at"], "updated_at": p["updated_at"], "role": p["role"]}
+                for memory_id, p in zip(ids, payloads)])
+            progress(len(chunk))
+
+    @staticmethod
+    def _payload(text: str) -> dict[str, Any]:
+        """The payload mem0's ``_create_memory`` writes for one message added with ``infer=False``."""
+        from mem0.utils.lemmatization import lemmatize_for_bm25
+
+        now = datetime.now(timezone.utc).isoformat()
+        return {"user_id": _harness.USER, "role": "user", "data": text, "hash": hashlib.md5(text.encode()).hexdigest(),
+                "created_at": now, "updated_at": now, "text_lemmatized": lemmatize_for_bm25(text)}
 
     def search(self, query: str) -> list[str]:
         found = self.memory.search(query, filters={"user_id": _harness.USER}, top_k=_harness.TOP_K)
