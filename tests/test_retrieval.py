@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 
 from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.text_query import idf, query_terms
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from bench_engine import Corpus
 
 FILLER = [
     "Caroline went hiking in the mountains last weekend",
@@ -76,6 +80,20 @@ def test_context_brings_up_the_reply_next_to_a_matching_turn(
     assert MemoryConfig().context_weight > 0  # on by default
 
 
+def test_a_memory_searched_by_its_own_words_comes_first_despite_context(engine: MemoryEngine) -> None:
+    # The benchmark's synthetic memories: templated, so neighbours are often near-twins.
+    corpus = Corpus(seed=11).memories(600)
+    engine.add_batch(corpus, user_id="u")
+    for item in corpus[::6]:
+        assert engine.search(item["content"], user_id="u", top_k=5)[0].memory.content == item["content"]
+
+
+def test_context_never_ranks_a_memory_above_the_neighbour_that_lifts_it(engine: MemoryEngine) -> None:
+    engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN], user_id="u")
+    hits = [h.memory.content for h in engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=5)]
+    assert hits.index(QUESTION_TURN) < hits.index(ANSWER_TURN)
+
+
 def test_context_only_links_memories_of_the_same_owner(engine: MemoryEngine) -> None:
     engine.add(QUESTION_TURN, user_id="a")
     engine.add(ANSWER_TURN, user_id="b")  # stored right after, but by someone else
@@ -110,6 +128,12 @@ def test_similarities_of_large_buckets_are_close_to_exact(make_engine: Callable[
 def test_fusion_weights_are_validated(field: str, value: float) -> None:
     with pytest.raises(InvalidInputError, match=field):
         MemoryConfig(db_path=":memory:", **{field: value})
+
+
+def test_context_weight_is_a_share() -> None:
+    with pytest.raises(InvalidInputError, match=r"context_weight must be within 0\.\.1"):
+        MemoryConfig(db_path=":memory:", context_weight=1.5)
+    assert MemoryConfig(db_path=":memory:", context_weight=1.0).context_weight == 1.0
 
 
 def test_vector_and_text_weight_cannot_both_be_zero() -> None:

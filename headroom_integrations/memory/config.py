@@ -66,8 +66,8 @@ class MemoryConfig:
         brute_force_max: below this many visible vectors, search is exact instead of HNSW.
         vector_weight: weight of the cosine similarity in a candidate's relevance.
         text_weight: weight of the normalised keyword (BM25) score in a candidate's relevance.
-        context_weight: share of the best neighbouring memory's relevance (the one stored just
-            before or after by the same owner) added to a candidate's own; 0 turns context off.
+        context_weight: how far (0..1) a memory moves up toward a more relevant neighbour (the
+            memory stored just before or after it by the same owner); 0 turns context off.
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
         local_runtime: how the LOCAL model runs: ``"onnx"`` (onnxruntime, exported once from the local
             model directory; same vectors, several times faster), ``"torch"`` (sentence-transformers)
@@ -129,9 +129,11 @@ class MemoryConfig:
         for name in ("importance_weight", "recency_weight"):
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise InvalidInputError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
-        for name in ("vector_weight", "text_weight", "context_weight"):
+        for name in ("vector_weight", "text_weight"):
             if not 0.0 <= float(getattr(self, name)) < float("inf"):
                 raise InvalidInputError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.context_weight) <= 1.0:
+            raise InvalidInputError(f"context_weight must be within 0..1, got {self.context_weight!r}")
         if self.vector_weight + self.text_weight <= 0:
             raise InvalidInputError("vector_weight and text_weight must not both be 0")
         if self.local_runtime not in ("auto", "onnx", "torch"):

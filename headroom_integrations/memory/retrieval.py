@@ -8,9 +8,11 @@
    every query term, near 0 when it only shares a common word). Every candidate gets its exact
    cosine, also the ones only the keyword side found.
 3. Context: a memory stored right before or after a relevant one by the same owner (the next turn
-   of a conversation, the other facts of the same reply) is often the one that answers. Each
-   candidate's neighbours join the candidates, and every candidate adds ``context_weight`` times its
-   best neighbour's relevance to its own (then divided by ``1 + context_weight``).
+   of a conversation, the other facts of the same reply) is often the one that answers. The best
+   candidates' neighbours join the candidates, and a memory whose neighbour is more relevant than
+   itself moves ``context_weight`` of the way up to it: ``own + context_weight * (neighbour -
+   own)``. Nothing is pulled down, and no memory passes the neighbour that lifts it, so a memory
+   searched for by its own words still comes first.
 4. The ordered candidates are checked once more against the database rows, optionally re-weighted
    by importance and recency, and near-duplicates are collapsed.
 """
@@ -227,8 +229,8 @@ def _fuse(
         relevance[pk] = config.vector_weight * cos / total
     fused = {}
     for pk, own in relevance.items():
-        near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=0.0)
-        fused[pk] = (own + context * max(near, 0.0)) / (1 + context)
+        near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)
+        fused[pk] = own + context * max(0.0, near - own)
     return fused, vector_rank, text_rank
 
 
