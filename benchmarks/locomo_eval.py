@@ -90,10 +90,10 @@ EMBEDDER_LABELS = {"onnx": "ONNX fp32 (default)", "torch": "sentence-transformer
                    "int8": "ONNX int8 (not offered)"}
 # Fusion ablation: (label, config overrides) over the default embedder; the last one is the default.
 ABLATION = (
-    ("equal weights (0.5 / 0.5), no context", {"vector_weight": 0.5, "text_weight": 0.5, "context_weight": 0.0}),
-    ("weights 0.6 / 0.4, no context", {"context_weight": 0.0}),
-    ("defaults without the common-term filter", {"text_max_share": 1.0}),
-    ("defaults (0.6 / 0.4, context 0.5)", {}),
+    ("no neighbouring-memory context", {"context_weight": 0.0}),
+    ("vector 0.6 / text 0.4", {"vector_weight": 0.6, "text_weight": 0.4}),
+    ("without the common-term filter", {"text_max_share": 1.0}),
+    ("defaults (vector 0.5 / text 0.5, context 0.5)", {}),
 )
 GRID_VECTOR_WEIGHTS = (0.4, 0.5, 0.6, 0.7)
 GRID_CONTEXT_WEIGHTS = (0.0, 0.25, 0.5, 0.75)

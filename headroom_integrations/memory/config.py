@@ -104,8 +104,8 @@ class MemoryConfig:
     recency_weight: float = 0.0
     recency_half_life_days: float = 30.0
     brute_force_max: int = 8192
-    vector_weight: float = 0.6
-    text_weight: float = 0.4
+    vector_weight: float = 0.5
+    text_weight: float = 0.5
     context_weight: float = 0.5
     dedup_threshold: float = 0.97
     local_runtime: str = "auto"
