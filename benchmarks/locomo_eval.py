@@ -15,8 +15,8 @@ then asked over the same stored turns by:
   every query term kept (no postings budget, no common-term filter);
 * **dense-only**: exact cosine between the question and the vectors the engine stored;
 * **embedder variants**: engine hybrid and dense-only again with the local MiniLM on
-  sentence-transformers/torch and on an int8 (dynamically quantised) ONNX export; the default is
-  the fp32 ONNX export run by onnxruntime. The int8 variant is measured here only, not offered;
+  sentence-transformers/torch and on the int8 (dynamically quantised) copy of the ONNX export
+  (``local_runtime="onnx-int8"``, opt-in); the default is the fp32 ONNX export run by onnxruntime;
 * **fusion ablation**: engine hybrid with parts of the fusion switched off (equal weights, no
   neighbouring-turn context, no common-term filter), each through a config option;
 * **held-out validation** of the two fusion settings (``vector_weight``, with ``text_weight = 1 -
@@ -65,7 +65,6 @@ if str(ROOT) not in sys.path:
 from tqdm import tqdm  # noqa: E402
 
 from headroom_integrations import MemoryConfig, MemoryEngine  # noqa: E402
-from headroom_integrations.memory.embedders import Embedder, bundled_model_path  # noqa: E402
 from headroom_integrations.memory.schema import memories  # noqa: E402
 from headroom_integrations.memory.text_query import query_terms  # noqa: E402
 
@@ -87,7 +86,8 @@ QUICK_SESSIONS = 3
 QUICK_QUESTIONS = 30
 EMBEDDERS = ("onnx", "torch", "int8")  # the first one is the default
 EMBEDDER_LABELS = {"onnx": "ONNX fp32 (default)", "torch": "sentence-transformers (torch)",
-                   "int8": "ONNX int8 (not offered)"}
+                   "int8": "ONNX int8 (opt-in)"}
+RUNTIMES = {"onnx": "onnx", "torch": "torch", "int8": "onnx-int8"}  # variant -> MemoryConfig.local_runtime
 # Fusion ablation: (label, config overrides) over the default embedder; the last one is the default.
 ABLATION = (
     ("no neighbouring-memory context", {"context_weight": 0.0}),
@@ -176,39 +176,9 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
 # -- embedders ----------------------------------------------------------------------------------------
 
 
-def int8_embedder() -> Embedder:
-    """The default ONNX export of MiniLM, dynamically quantised to int8 (a measurement, not offered)."""
-    import onnxruntime
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, exported_model_path
-
-    model_dir = Path(bundled_model_path("all-MiniLM-L6-v2") or "")
-    embedder = OnnxEmbedder(model_dir, name="local/all-MiniLM-L6-v2-int8")  # exports fp32 if needed
-    fp32 = exported_model_path(model_dir)
-    int8 = fp32.with_name("model.int8.onnx")
-    if not int8.exists():
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    embedder._session = onnxruntime.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-    return embedder
-
-
 def embedder_config(name: str, db: Path, **overrides: Any) -> MemoryConfig:
     """The engine config of one embedder variant (``overrides`` are fusion settings)."""
-    if name == "int8":
-        return MemoryConfig(db_path=str(db), embedder=_int8(), **overrides)
-    return MemoryConfig(db_path=str(db), local_runtime=name, **overrides)
-
-
-_INT8: list[Embedder] = []
-
-
-def _int8() -> Embedder:
-    if not _INT8:
-        _INT8.append(int8_embedder())
-    return _INT8[0]
+    return MemoryConfig(db_path=str(db), local_runtime=RUNTIMES[name], **overrides)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -464,7 +434,7 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
     ]
     if variants:
         lines.append("- *(torch)*, *(int8)*: the same with the local MiniLM on sentence-transformers/torch, and on "
-                     "an int8 dynamically quantised ONNX export (measured here, not offered).")
+                     "its int8 dynamically quantised ONNX copy (`local_runtime=\"onnx-int8\"`, opt-in).")
     if chart_link:
         lines += ["", f"![LoCoMo recall per system]({chart_link})"]
     ablation = [k for k in summary if k.startswith("ablation:")]

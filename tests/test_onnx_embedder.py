@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations import EmbedderMismatchError, InvalidInputError, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.embedders import LocalEmbedder, build_embedder, bundled_model_path
-from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, cache_dir
+from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, cache_dir, quantized_model_path
 
 TEXTS = [
     "where does alice work",
@@ -52,8 +52,32 @@ def test_stores_are_interchangeable_between_runtimes(make_engine: Callable[..., 
     assert reopened.search("beekeeping hobby", user_id="u", top_k=1)[0].content == "Keeps bees on the roof"
 
 
+def test_int8_runtime_is_a_close_copy_with_a_store_of_its_own(
+    make_engine: Callable[..., MemoryEngine], db_path: Path
+) -> None:
+    int8 = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="onnx-int8"))
+    fp32 = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="onnx"))
+    assert isinstance(int8, OnnxEmbedder) and int8.name == "local/all-MiniLM-L6-v2-int8" and int8.dimension == 384
+    assert quantized_model_path(Path(bundled_model_path("all-MiniLM-L6-v2") or "")).exists()
+    a, b = int8.embed(TEXTS), fp32.embed(TEXTS)
+    cosines = np.sum(a * b, axis=1)
+    assert np.all(cosines > 0.9) and np.any(cosines < 0.9999)  # close to fp32, not the same vectors
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+    engine = make_engine(local_runtime="onnx-int8")
+    engine.add("Keeps bees on the roof", user_id="u")
+    engine.add("Allergic to shellfish", user_id="u")
+    assert engine.search("beekeeping hobby", user_id="u", top_k=1)[0].content == "Keeps bees on the roof"
+    engine.close()
+    with pytest.raises(EmbedderMismatchError, match="int8"):
+        make_engine(local_runtime="onnx")  # vectors of another model: refused, not silently mixed
+    assert make_engine(local_runtime="onnx-int8").search("shellfish", user_id="u")[0].content == "Allergic to shellfish"
+
+
 def test_bad_runtime_values() -> None:
     with pytest.raises(InvalidInputError, match="local_runtime"):
         MemoryConfig(local_runtime="tensorflow")
     with pytest.raises(Exception, match="local model directory"):
         build_embedder(MemoryConfig(db_path=":memory:", embedder_model="not-a-local-model", local_runtime="onnx"))
+    with pytest.raises(Exception, match="local model directory"):
+        build_embedder(MemoryConfig(db_path=":memory:", embedder_model="not-a-local-model", local_runtime="onnx-int8"))

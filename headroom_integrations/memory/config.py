@@ -13,7 +13,7 @@ from headroom_integrations.errors import InvalidInputError
 if TYPE_CHECKING:
     from headroom_integrations.memory.embedders import Embedder
 
-__all__ = ["DEFAULT_MODELS", "EmbedderBackend", "MemoryConfig"]
+__all__ = ["DEFAULT_MODELS", "LOCAL_RUNTIMES", "EmbedderBackend", "MemoryConfig"]
 
 
 class EmbedderBackend(str, enum.Enum):
@@ -34,6 +34,9 @@ DEFAULT_MODELS: dict[EmbedderBackend, str] = {
     EmbedderBackend.OPENAI: "text-embedding-3-small",
     EmbedderBackend.OLLAMA: "nomic-embed-text",
 }
+
+#: How the LOCAL model may run (``MemoryConfig.local_runtime``).
+LOCAL_RUNTIMES: tuple[str, ...] = ("auto", "onnx", "onnx-int8", "torch")
 
 
 @dataclass
@@ -70,8 +73,9 @@ class MemoryConfig:
             memory stored just before or after it by the same owner); 0 turns context off.
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
         local_runtime: how the LOCAL model runs: ``"onnx"`` (onnxruntime, exported once from the local
-            model directory; same vectors, several times faster), ``"torch"`` (sentence-transformers)
-            or ``"auto"`` (onnx when available, else torch).
+            model directory; same vectors, several times faster), ``"onnx-int8"`` (its int8 copy:
+            about twice as fast again, close but not equal vectors, so a store of its own),
+            ``"torch"`` (sentence-transformers) or ``"auto"`` (onnx when available, else torch).
         text_postings_budget: keyword search uses the rarest query terms matching at most this
             many rows in all (it bounds the cost of BM25 on large stores).
         text_max_share: query terms found in more than this share of the stored memories are left
@@ -136,8 +140,10 @@ class MemoryConfig:
             raise InvalidInputError(f"context_weight must be within 0..1, got {self.context_weight!r}")
         if self.vector_weight + self.text_weight <= 0:
             raise InvalidInputError("vector_weight and text_weight must not both be 0")
-        if self.local_runtime not in ("auto", "onnx", "torch"):
-            raise InvalidInputError(f"local_runtime must be 'auto', 'onnx' or 'torch', got {self.local_runtime!r}")
+        if self.local_runtime not in LOCAL_RUNTIMES:
+            raise InvalidInputError(
+                f"local_runtime must be one of {', '.join(map(repr, LOCAL_RUNTIMES))}, got {self.local_runtime!r}"
+            )
         if self.importance_weight + self.recency_weight > 1.0:
             raise InvalidInputError("importance_weight + recency_weight must not exceed 1")
 

@@ -337,19 +337,22 @@ _SHARED_LOCK = threading.Lock()
 
 
 def _local_embedder(model: str, runtime: str) -> Embedder:
-    """The local model on onnxruntime when possible ("auto"/"onnx"), else sentence-transformers."""
+    """The local model on onnxruntime when possible ("auto"/"onnx"/"onnx-int8"), else sentence-transformers."""
     model_dir = bundled_model_path(model) or (model if os.path.isdir(model) else None)
-    if runtime in ("auto", "onnx") and model_dir is not None:
+    if runtime != "torch" and model_dir is not None:
         try:
             from headroom_integrations.memory.onnx_embedder import OnnxEmbedder
 
-            return OnnxEmbedder(model_dir, name=f"local/{os.path.basename(model.rstrip('/'))}")
-        except Exception as exc:  # missing runtime, failed export: fall back unless asked for onnx
-            if runtime == "onnx":
+            name = f"local/{os.path.basename(model.rstrip('/'))}"
+            if runtime == "onnx-int8":
+                return OnnxEmbedder(model_dir, name=f"{name}-int8", quantized=True)
+            return OnnxEmbedder(model_dir, name=name)
+        except Exception as exc:  # missing runtime, failed export: fall back unless onnx was asked for
+            if runtime != "auto":
                 raise
             logger.info("onnxruntime unavailable for %s (%s); using sentence-transformers", model, exc)
-    elif runtime == "onnx":
-        raise EmbedderError(f"runtime 'onnx' needs a local model directory; {model!r} is not one")
+    elif runtime in ("onnx", "onnx-int8"):
+        raise EmbedderError(f"runtime {runtime!r} needs a local model directory; {model!r} is not one")
     return LocalEmbedder(model)
 
 
