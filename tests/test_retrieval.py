@@ -38,14 +38,24 @@ def test_idf_matches_sqlite_fts5() -> None:
 def test_keyword_scores_are_normalised_by_the_query(engine: MemoryEngine) -> None:
     engine.add_batch(["Bob adopted a greyhound named Pixel", "Bob went to the bakery", "Alice likes tea",
                       "Carol plays chess", "Dan swims at dawn"], user_id="u")
-    seq = engine._index.watermark
-    hits = dict(engine._store.text_search(query_terms("greyhound named Pixel?"), None, 10, 1000, seq))
+    store, seq = engine._store, engine._index.watermark
+
+    def ranked(query: str) -> dict[int, float]:
+        keyword_query = store.keyword_query(query_terms(query), 1000, seq)
+        assert keyword_query is not None
+        hits = dict(store.text_search(keyword_query, None, 10))
+        # Scoring given memories (candidates the ranking did not reach) gives the same scores.
+        assert store.text_scores(keyword_query, [*hits, 10**6]) == pytest.approx(hits)
+        return hits
+
+    hits = ranked("greyhound named Pixel?")
     assert len(hits) == 1
     assert 0.5 < max(hits.values()) < 2.0  # every query term matched once: about 1
-    partial = dict(engine._store.text_search(query_terms("Bob's greyhound"), None, 10, 1000, seq))
+    partial = ranked("Bob's greyhound")
     # The memory sharing only the more common word scores well below the one sharing both.
     assert len(partial) == 2
     assert min(partial.values()) < 0.6 * max(partial.values())
+    assert store.keyword_query(query_terms("the and of"), 1000, seq) is None  # no usable term
 
 
 def test_a_weak_keyword_match_does_not_beat_a_clear_meaning_match(engine: MemoryEngine) -> None:
@@ -147,3 +157,34 @@ def test_keyword_only_and_vector_only_weights_still_search(make_engine: Callable
         engine.add_batch(["Alice adopted a greyhound named Pixel", "Carol plays chess"], user_id="u")
         hits = engine.search("greyhound Pixel", user_id="u", top_k=1)
         assert hits[0].memory.content == "Alice adopted a greyhound named Pixel"
+
+
+def test_a_memory_the_keyword_ranking_cut_off_keeps_its_keyword_score(engine: MemoryEngine) -> None:
+    """Many memories tie on the keyword side and the ranking stops before the searched one: the
+    vector side finds it, and it must still get its keyword score (it matches every used term)."""
+    names = ["Chloe", "Greta", "Maya", "Omar", "Priya", "Rosa", "Sanjay", "Tomas", "Wen", "Zofia", "Ava", "Ben",
+             "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jae", "Kai", "Lea", "Milo", "Nia", "Oto", "Pia",
+             "Rex", "Sol", "Tao", "Uma"]
+    engine.add_batch([f"{name} works at Cyberdyne as a designer." for name in names], user_id="u")
+    # "Quinn" is in most memories, so keyword search leaves it out: every designer ties on BM25.
+    engine.add_batch([f"Quinn went hiking on day {day}." for day in range(40)], user_id="u")
+    target = engine.add("Quinn works at Cyberdyne as a designer.", user_id="u")  # the last of the ties
+    hits = engine.search("Quinn works at Cyberdyne as a designer.", user_id="u", top_k=5)
+    assert hits[0].memory.id == target.id
+    assert hits[0].text_rank is None  # found by the vector side alone, yet ranked first
+
+
+def test_keyword_scores_of_given_memories_equal_sqlite_bm25(engine: MemoryEngine) -> None:
+    """text_scores (BM25 computed from the indexed text) gives exactly the scores FTS5 ranks with."""
+    engine.add_batch([
+        "Bob adopted a greyhound named Pixel; Pixel the greyhound loves Pixel treats",
+        "Naïve café owner in Zürich serves crème brûlée", "東京 で ラーメン を 食べた greyhound",
+        "greyhound", "A very long note " + "about many unrelated things " * 30 + "and one greyhound",
+        "Carol plays chess", "Pixel art is Bob's hobby",
+    ], user_id="u")
+    store, seq = engine._store, engine._index.watermark
+    for question in ("greyhound Pixel", "café Zürich brûlée", "東京 greyhound", "Bob chess Pixel art"):
+        query = store.keyword_query(query_terms(question), 1000, seq)
+        assert query is not None
+        ranked = dict(store.text_search(query, None, 100))
+        assert ranked and store.text_scores(query, list(ranked)) == pytest.approx(ranked, rel=1e-9)

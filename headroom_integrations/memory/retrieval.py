@@ -5,8 +5,9 @@
    database holding many users keeps its recall.
 2. Relevance of each candidate: ``vector_weight * cosine + text_weight * BM25`` (divided by the sum
    of the weights), where BM25 is normalised by the query's summed IDF (about 1 when a memory holds
-   every query term, near 0 when it only shares a common word). Every candidate gets its exact
-   cosine, also the ones only the keyword side found.
+   every query term, near 0 when it only shares a common word). Every candidate gets both exact
+   scores: its cosine when only the keyword side found it, its BM25 when only the vector side did
+   (a memory the keyword ranking cut off among many equal matches still gets its keyword score).
 3. Context: a memory stored right before or after a relevant one by the same owner (the next turn
    of a conversation, the other facts of the same reply) is often the one that answers. The best
    candidates' neighbours join the candidates, and a memory whose neighbour is more relevant than
@@ -32,11 +33,11 @@ from sqlalchemy import ColumnElement, and_
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
 from headroom_integrations.memory.schema import memories
-from headroom_integrations.memory.store import MemoryStore, validity_condition
+from headroom_integrations.memory.store import KeywordQuery, MemoryStore, validity_condition
 from headroom_integrations.memory.vector_index import VectorIndex
 from headroom_integrations.memory.visibility import BucketKey, bucket_key, sql_visible, visible_keys
 
-__all__ = ["KeywordCache", "SearchRequest", "hybrid_search", "keyword_candidates"]
+__all__ = ["KeywordCache", "KeywordHits", "SearchRequest", "hybrid_search", "keyword_candidates"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,19 @@ class SearchRequest:
         return and_(*parts)
 
 
+@dataclass(frozen=True)
+class KeywordHits:
+    """The keyword side of a search: the query it ran (None: no usable term) and its ranked hits.
+
+    Example:
+        >>> KeywordHits(None, []).hits
+        []
+    """
+
+    query: KeywordQuery | None
+    hits: list[tuple[int, float]]
+
+
 class KeywordCache:
     """Keyword candidates of recent searches, valid while the store has not changed.
 
@@ -95,17 +109,17 @@ class KeywordCache:
 
     Example:
         >>> cache = KeywordCache(max_size=2)
-        >>> cache.put(("q",), version=3, hits=[(7, 0.9), (9, 0.4)])
-        >>> cache.get(("q",), version=3), cache.get(("q",), version=4)
-        ([(7, 0.9), (9, 0.4)], None)
+        >>> cache.put(("q",), version=3, hits=KeywordHits(None, [(7, 0.9)]))
+        >>> cache.get(("q",), version=3).hits, cache.get(("q",), version=4)
+        ([(7, 0.9)], None)
     """
 
     def __init__(self, max_size: int = 1000) -> None:
         self.max_size = max_size
-        self._items: OrderedDict[Hashable, tuple[int, list[tuple[int, float]]]] = OrderedDict()
+        self._items: OrderedDict[Hashable, tuple[int, KeywordHits]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, version: int) -> list[tuple[int, float]] | None:
+    def get(self, key: Hashable, version: int) -> KeywordHits | None:
         """The cached hits for ``key`` if computed at this ``version``, else None."""
         with self._lock:
             found = self._items.get(key)
@@ -114,7 +128,7 @@ class KeywordCache:
             self._items.move_to_end(key)
             return found[1]
 
-    def put(self, key: Hashable, version: int, hits: list[tuple[int, float]]) -> None:
+    def put(self, key: Hashable, version: int, hits: KeywordHits) -> None:
         """Remember the hits computed at ``version``."""
         with self._lock:
             self._items[key] = (version, hits)
@@ -125,8 +139,9 @@ class KeywordCache:
 
 def keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
-) -> list[tuple[int, float]]:
-    """(primary key, normalised BM25) of the best keyword matches the search may see, best first.
+) -> KeywordHits:
+    """(primary key, normalised BM25) of the best keyword matches the search may see, best first,
+    and the keyword query that found them.
 
     When the visible memories are most of the store and only current versions count, the ranking
     runs inside the full-text index alone and is filtered with the vector index's bookkeeping
@@ -134,7 +149,7 @@ def keyword_candidates(
     """
     keys = r.keys()
     if not r.terms or not keys:
-        return []
+        return KeywordHits(None, [])
     if cache is None:
         return _keyword_candidates(store, index, r, keys, config)
     cache_key = (tuple(r.terms), tuple(keys), r.categories, r.include_superseded, r.valid_at, r.top_k)
@@ -148,16 +163,17 @@ def keyword_candidates(
 
 def _keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, keys: list[BucketKey], config: MemoryConfig
-) -> list[tuple[int, float]]:
-    budget, seq = config.text_postings_budget, index.watermark
+) -> KeywordHits:
     # A term in most memories (the user's own name, say) ranks nothing: leave it out.
     max_df = max(1, int(config.text_max_share * len(index))) if len(index) >= 4 else None
+    query = store.keyword_query(r.terms, config.text_postings_budget, index.watermark, max_df)
+    if query is None:
+        return KeywordHits(None, [])
     share = 0.0 if r.history else index.visible_share(keys)
     if share >= 0.5:
-        ranked = store.text_search(r.terms, None, math.ceil(r.depth / share) + r.depth, budget, seq, max_df)
-        score = dict(ranked)
-        return [(pk, score[pk]) for pk in index.keep_visible(score, keys, r.categories)[: r.depth]]
-    return store.text_search(r.terms, r.condition(), r.depth, budget, seq, max_df)
+        score = dict(store.text_search(query, None, math.ceil(r.depth / share) + r.depth))
+        return KeywordHits(query, [(pk, score[pk]) for pk in index.keep_visible(score, keys, r.categories)[: r.depth]])
+    return KeywordHits(query, store.text_search(query, r.condition(), r.depth))
 
 
 def hybrid_search(
@@ -165,7 +181,7 @@ def hybrid_search(
     index: VectorIndex,
     r: SearchRequest,
     vector: np.ndarray,
-    text_hits: list[tuple[int, float]],
+    text: KeywordHits,
     config: MemoryConfig,
 ) -> list[SearchResult]:
     """Fuse vector hits with the given keyword hits and return the final results (see module doc)."""
@@ -175,7 +191,7 @@ def hybrid_search(
     vector_hits = index.search(vector, keys, r.depth, r.categories)
     if r.history:  # older versions are not in the graph: score them exactly from the database
         vector_hits = _merge_history(store, vector, r.condition(), vector_hits, r.depth)
-    fused, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text_hits, config)
+    fused, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text, config)
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
@@ -199,15 +215,17 @@ def _fuse(
     r: SearchRequest,
     vector: np.ndarray,
     vector_hits: list[tuple[int, float]],
-    text_hits: list[tuple[int, float]],
+    text: KeywordHits,
     config: MemoryConfig,
 ) -> tuple[dict[int, float], dict[int, int], dict[int, int]]:
     """Fused score of every candidate (steps 2 and 3 of the module doc) and the candidates' ranks."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
-    text_rank = {pk: rank for rank, (pk, _) in enumerate(text_hits, start=1)}
-    keyword = dict(text_hits)
+    text_rank = {pk: rank for rank, (pk, _) in enumerate(text.hits, start=1)}
+    keyword = dict(text.hits)
     cosine = dict(vector_hits)
     cosine.update(_cosines(store, index, vector, [pk for pk in keyword if pk not in cosine]))
+    if text.query is not None:
+        keyword.update(store.text_scores(text.query, [pk for pk in cosine if pk not in keyword]))
     total = config.vector_weight + config.text_weight
     relevance = {
         pk: (config.vector_weight * cos + config.text_weight * keyword.get(pk, 0.0)) / total
@@ -225,8 +243,9 @@ def _fuse(
             links.setdefault(pk, []).append(other)
             links.setdefault(other, []).append(pk)
     new = [pk for pk in links if pk not in relevance]
+    new_keyword = store.text_scores(text.query, new) if text.query is not None else {}
     for pk, cos in _cosines(store, index, vector, new).items():
-        relevance[pk] = config.vector_weight * cos / total
+        relevance[pk] = (config.vector_weight * cos + config.text_weight * new_keyword.get(pk, 0.0)) / total
     fused = {}
     for pk, own in relevance.items():
         near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)

@@ -22,7 +22,6 @@ from sqlalchemy import (
     bindparam,
     create_engine,
     event,
-    func,
     literal_column,
     select,
     text,
@@ -39,8 +38,9 @@ __all__ = [
     "document_frequencies",
     "fts_rank",
     "fts_search",
+    "fts_totals",
     "install_fts",
-    "row_count",
+    "search_texts",
     "vectors_by_pk",
 ]
 
@@ -122,7 +122,6 @@ def install_fts(connection: Connection) -> None:
 # Statements on the search path are built once: building a SQLAlchemy construct costs more than
 # running it on SQLite.
 _DOC_FREQ = select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(bindparam("terms", expanding=True)))
-_COUNT = select(func.count()).select_from(memories)
 # Sorting on the selected score (not FTS5's ``ORDER BY rank``) computes BM25 once per row; measured
 # 1.5-2.5x faster on a 10k store.
 _RANKED = (
@@ -179,6 +178,40 @@ def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[tuple
     return [(row[0], float(row[1])) for row in rows]
 
 
+def search_texts(connection: Connection, pks: list[int]) -> list[tuple[int, str]]:
+    """(primary key, indexed text) of the given memories. Plain driver SQL, like :func:`vectors_by_pk`."""
+    if not pks:
+        return []
+    marks = ",".join("?" * len(pks))
+    return list(connection.exec_driver_sql(f"SELECT pk, search_text FROM memories WHERE pk IN ({marks})", tuple(pks)))
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """SQLite's variable-length integer at ``at``: (value, position after it)."""
+    value = 0
+    for _ in range(8):
+        byte = data[at]
+        at += 1
+        value = (value << 7) | (byte & 0x7F)
+        if not byte & 0x80:
+            return value, at
+    return (value << 8) | data[at], at + 1
+
+
+def fts_totals(connection: Connection) -> tuple[int, int]:
+    """(rows, tokens) in the full-text index: BM25's N and, over N, its average document length.
+
+    FTS5 keeps both in its "averages" record (row 1 of ``memories_fts_data``: two varints for a
+    one-column table); reading it costs one primary-key lookup, where counting would scan.
+    """
+    found = connection.exec_driver_sql("SELECT block FROM memories_fts_data WHERE id = 1").first()
+    if found is None or not found[0]:
+        return 0, 0
+    rows, at = _varint(found[0], 0)
+    tokens, _ = _varint(found[0], at)
+    return rows, tokens
+
+
 def vectors_by_pk(connection: Connection, pks: list[int]) -> list[tuple[int, bytes]]:
     """(primary key, embedding bytes) of the given memories that have a vector.
 
@@ -189,11 +222,6 @@ def vectors_by_pk(connection: Connection, pks: list[int]) -> list[tuple[int, byt
     marks = ",".join("?" * len(pks))
     sql = f"SELECT pk, embedding FROM memories WHERE pk IN ({marks}) AND embedding IS NOT NULL"
     return list(connection.exec_driver_sql(sql, tuple(pks)).all())
-
-
-def row_count(connection: Connection) -> int:
-    """How many rows the full-text index covers (every stored version), the N of BM25's IDF."""
-    return int(connection.execute(_COUNT).scalar_one())
 
 
 class ChangeProbe:

@@ -39,13 +39,14 @@ from headroom_integrations.memory.sqlite import (
     document_frequencies,
     fts_rank,
     fts_search,
+    fts_totals,
     install_fts,
-    row_count,
+    search_texts,
     vectors_by_pk,
 )
-from headroom_integrations.memory.text_query import fingerprint, idf, index_text, select_terms
+from headroom_integrations.memory.text_query import bm25, fingerprint, idf, index_text, select_terms
 
-__all__ = ["Changes", "IndexRow", "MemoryStore", "now_utc"]
+__all__ = ["Changes", "IndexRow", "KeywordQuery", "MemoryStore", "now_utc"]
 
 SCHEMA_VERSION = "1"
 _NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text", "fingerprint")]
@@ -111,6 +112,26 @@ class IndexRow:
 
 
 @dataclass(frozen=True)
+class KeywordQuery:
+    """The full-text terms a search uses with their IDFs, the divisor that normalises their BM25
+    scores and the index's average document length.
+
+    Example:
+        >>> KeywordQuery((("alic", 3.1), ("googl", 4.4)), scale=7.5, average_length=6.0).terms
+        ['alic', 'googl']
+    """
+
+    weights: tuple[tuple[str, float], ...]
+    scale: float
+    average_length: float
+
+    @property
+    def terms(self) -> list[str]:
+        """The terms searched."""
+        return [term for term, _ in self.weights]
+
+
+@dataclass(frozen=True)
 class Changes:
     """Writes committed after a watermark: rows to (re)index or drop, and deleted primary keys."""
 
@@ -150,7 +171,7 @@ class MemoryStore:
         self.engine = create_sqlite_engine(path, busy_timeout_ms)
         self._probe = ChangeProbe(path)
         self._df_cache: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
-        self._row_count = (0, -(10**9))  # (rows in the full-text index, seq read at)
+        self._totals = (0, 0, -(10**9))  # (rows, tokens in the full-text index, seq read at)
         self._rows: OrderedDict[int, tuple[int, tuple[Memory, np.ndarray | None]]] = OrderedDict()
         self._rows_lock = threading.Lock()
         with self.write() as conn:
@@ -486,9 +507,10 @@ class MemoryStore:
             "scopes": {s.value: int(by_scope.get(s.value, 0)) for s in MemoryScope},
         }
 
-    def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int]:
-        """Document frequency of each term and the number of indexed rows. Both are cached and
-        re-read after 256 changes: a stale count only shifts the term bounds and IDFs a little."""
+    def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int, float]:
+        """Document frequency of each term, the number of indexed rows and their average length.
+        All are cached and re-read after 256 changes: stale counts only shift the term bounds and
+        the BM25 statistics a little."""
         missing = [t for t in terms if t not in self._df_cache or seq - self._df_cache[t][1] > 256]
         if missing:
             found = document_frequencies(conn, missing)
@@ -496,43 +518,62 @@ class MemoryStore:
                 self._df_cache.clear()
             for term in missing:
                 self._df_cache[term] = (found.get(term, 0), seq)
-        if seq - self._row_count[1] > 256:
-            self._row_count = (row_count(conn), seq)
-        return {t: self._df_cache[t][0] for t in terms}, self._row_count[0]
+        if seq - self._totals[2] > 256:
+            self._totals = (*fts_totals(conn), seq)
+        rows, tokens, _ = self._totals
+        return {t: self._df_cache[t][0] for t in terms}, rows, tokens / rows if rows else 0.0
 
-    def text_search(
-        self,
-        terms: list[str],
-        condition: ColumnElement[bool] | None,
-        limit: int,
-        postings_budget: int,
-        seq: int,
-        max_df: int | None = None,
-    ) -> list[tuple[int, float]]:
-        """(primary key, normalised BM25) of memories matching the keyword terms (and ``condition``),
-        best first.
+    def keyword_query(
+        self, terms: list[str], postings_budget: int, seq: int, max_df: int | None = None
+    ) -> KeywordQuery | None:
+        """The terms keyword search uses for a query, and the scale of its scores (None: no usable term).
 
         Terms found in more than ``max_df`` memories are left out, and of the rest only the rarest,
         up to ``postings_budget`` matching rows in all, are searched: BM25 is computed for every
         matching row, and very common terms add cost but almost no ranking signal (their inverse
         document frequency is near zero). Scores are divided by the summed IDF of the query's
         usable terms, so a memory holding each of them once scores about 1 and one that only
-        shares a common word with the query scores near 0, whatever the query's length. Without a
-        condition the ranking runs inside the full-text index alone, the cheapest form; the caller
-        filters.
+        shares a common word with the query scores near 0, whatever the query's length.
         """
         if not terms:
-            return []
+            return None
         with self.connect() as conn:
-            frequencies, rows = self._frequencies(conn, terms, seq)
-            if max_df is not None:
-                frequencies = {t: f for t, f in frequencies.items() if f <= max_df}
-            chosen = select_terms(terms, frequencies, postings_budget)
-            if not chosen:
-                return []
-            scale = sum(idf(f, rows) for f in frequencies.values() if f)
-            hits = fts_rank(conn, chosen, limit) if condition is None else fts_search(conn, chosen, condition, limit)
-        return [(pk, score / scale) for pk, score in hits]
+            frequencies, rows, average_length = self._frequencies(conn, terms, seq)
+        if max_df is not None:
+            frequencies = {t: f for t, f in frequencies.items() if f <= max_df}
+        chosen = select_terms(terms, frequencies, postings_budget)
+        if not chosen:
+            return None
+        weights = tuple((term, idf(frequencies[term], rows)) for term in chosen)
+        return KeywordQuery(weights, sum(idf(f, rows) for f in frequencies.values() if f), average_length)
+
+    def text_search(
+        self, query: KeywordQuery, condition: ColumnElement[bool] | None, limit: int
+    ) -> list[tuple[int, float]]:
+        """(primary key, normalised BM25) of memories matching the query (and ``condition``), best first.
+
+        Without a condition the ranking runs inside the full-text index alone, the cheapest form;
+        the caller filters.
+        """
+        terms = query.terms
+        with self.connect() as conn:
+            hits = fts_rank(conn, terms, limit) if condition is None else fts_search(conn, terms, condition, limit)
+        return [(pk, score / query.scale) for pk, score in hits]
+
+    def text_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
+        """Normalised BM25 of the given memories for the query, computed from their indexed text
+        (the score :meth:`text_search` gives them, up to the cached statistics); memories that
+        match no term are left out.
+
+        Asking FTS5 for the score of given rows would recount every term's matches (its IDF) per
+        statement: milliseconds on a large store, where this costs one primary-key lookup per row.
+        """
+        if not pks:
+            return {}
+        with self.connect() as conn:
+            texts = search_texts(conn, list(pks))
+        scores = {pk: bm25(text.split(), query.weights, query.average_length) for pk, text in texts}
+        return {pk: score / query.scale for pk, score in scores.items() if score > 0}
 
     def vectors_of(self, pks: Sequence[int]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of the given memories that have one (any version)."""

@@ -12,11 +12,12 @@ import hashlib
 import math
 import re
 import unicodedata
+from collections.abc import Iterable
 from functools import lru_cache
 
 import snowballstemmer
 
-__all__ = ["STOPWORDS", "fingerprint", "idf", "index_text", "query_terms", "select_terms", "terms"]
+__all__ = ["STOPWORDS", "bm25", "fingerprint", "idf", "index_text", "query_terms", "select_terms", "terms"]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -111,3 +112,22 @@ def idf(document_frequency: int, rows: int) -> float:
     rows = max(rows, document_frequency)  # the row count may be a little stale
     value = math.log((rows - document_frequency + 0.5) / (document_frequency + 0.5))
     return value if value > 0 else 1e-6
+
+
+def bm25(document: list[str], weights: Iterable[tuple[str, float]], average_length: float) -> float:
+    """BM25 of a document (its indexed terms) for query terms with their IDFs, as SQLite FTS5's
+    ``bm25()`` computes it (k1 = 1.2, b = 0.75, one column).
+
+    Example:
+        >>> round(bm25(["alic", "work", "googl"], [("googl", 2.0)], average_length=3.0), 3)
+        2.0
+    """
+    if not document:
+        return 0.0
+    norm = 1.2 * (0.25 + 0.75 * len(document) / average_length) if average_length > 0 else 1.2
+    score = 0.0
+    for term, weight in weights:
+        count = document.count(term)
+        if count:
+            score += weight * count * 2.2 / (count + norm)
+    return score
