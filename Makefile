@@ -28,7 +28,7 @@ test: $(VENV)/.stamp-dev
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check headroom_integrations tests benchmarks
 
-# Every figure of docs/benchmarks.md (about 80 minutes on 2 cores): engine (default and int8 runtime), with_memory, LoCoMo
+# Every figure of docs/benchmarks.md (about 75 minutes on 2 cores): engine (default and int8 runtime), with_memory, LoCoMo
 # retrieval quality (data path: LOCOMO) and the side-by-side run against the peers (their own
 # virtual environments are created once under benchmarks/.cache/venvs).
 LOCOMO ?= ../shared/data/locomo/locomo_dev.json
