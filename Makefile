@@ -28,14 +28,14 @@ test: $(VENV)/.stamp-dev
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check headroom_integrations tests benchmarks
 
-# Every figure of docs/benchmarks.md (about 75 minutes on 2 cores): engine (default and int8 runtime), with_memory, LoCoMo
+# Every figure of docs/benchmarks.md (about 75 minutes on 2 cores): engine (default int8 and fp32 runtime), with_memory, LoCoMo
 # retrieval quality (data path: LOCOMO) and the side-by-side run against the peers (their own
 # virtual environments are created once under benchmarks/.cache/venvs).
 LOCOMO ?= ../shared/data/locomo/locomo_dev.json
 RESULTS := benchmarks/results
 bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/bench_engine.py --out docs/benchmarks.md --json $(RESULTS)/engine.json
-	$(PY) benchmarks/bench_engine.py --local-runtime onnx-int8 --out docs/benchmarks.md --json $(RESULTS)/engine_int8.json
+	$(PY) benchmarks/bench_engine.py --local-runtime onnx --out docs/benchmarks.md --json $(RESULTS)/engine_fp32.json
 	$(PY) benchmarks/bench_with_memory.py --out docs/benchmarks.md --json $(RESULTS)/with_memory.json
 	$(PY) benchmarks/locomo_eval.py $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/retrieval_quality.json
 	$(PY) benchmarks/bench_peers.py --setup-peers --out docs/benchmarks.md --json $(RESULTS)/peers.json

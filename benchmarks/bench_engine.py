@@ -16,13 +16,14 @@ One store is filled incrementally (for example 1k -> 10k -> 100k memories of one
 Optionally a second store holds 100 users and searches are restricted to one of them.
 
 ``--local-runtime`` picks how the local MiniLM runs (``MemoryConfig.local_runtime``; default
-``auto``, i.e. fp32 ONNX); a run with another runtime writes its own section of the page.
+``auto``, i.e. the int8 ONNX copy for a new store); a run with another runtime (``onnx`` for full
+precision) writes its own section of the page.
 
 Usage::
 
     HF_HUB_OFFLINE=1 python benchmarks/bench_engine.py                       # 1k, 10k, 100k
     HF_HUB_OFFLINE=1 python benchmarks/bench_engine.py --quick               # tiny sizes, < 60 s
-    HF_HUB_OFFLINE=1 python benchmarks/bench_engine.py --local-runtime onnx-int8 --sizes 100000
+    HF_HUB_OFFLINE=1 python benchmarks/bench_engine.py --local-runtime onnx --sizes 100000
     HF_HUB_OFFLINE=1 python benchmarks/bench_engine.py --out docs/benchmarks.md \
         --json benchmarks/results/engine.json
 
@@ -776,8 +777,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--multi-users", type=int, default=100, help="users in the many-users store (default 100)")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic content")
     parser.add_argument("--local-runtime", default=DEFAULT_RUNTIME, choices=LOCAL_RUNTIMES,
-                        help="how the local MiniLM runs (default auto: fp32 ONNX); other runtimes get their own "
-                             "section of the page")
+                        help="how the local MiniLM runs (default auto: int8 ONNX for a new store); other runtimes "
+                             "get their own section of the page")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser.parse_args(argv)
 

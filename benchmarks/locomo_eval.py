@@ -15,8 +15,9 @@ then asked over the same stored turns by:
   every query term kept (no postings budget, no common-term filter);
 * **dense-only**: exact cosine between the question and the vectors the engine stored;
 * **embedder variants**: engine hybrid and dense-only again with the local MiniLM on
-  sentence-transformers/torch and on the int8 (dynamically quantised) copy of the ONNX export
-  (``local_runtime="onnx-int8"``, opt-in); the default is the fp32 ONNX export run by onnxruntime;
+  the full-precision (fp32) ONNX export (``local_runtime="onnx"``) and on sentence-transformers/torch;
+  the default is the int8 (dynamically quantised, per-channel) copy of the ONNX export, which a new
+  store gets (``local_runtime="auto"``);
 * **fusion ablation**: engine hybrid with parts of the fusion switched off (equal weights, no
   neighbouring-turn context, no common-term filter), each through a config option;
 * **held-out validation** of the two fusion settings (``vector_weight``, with ``text_weight = 1 -
@@ -85,10 +86,9 @@ REFERENCE = "MiniLM, measured elsewhere on this data: plain BM25 any@5 0.502, de
 QUICK_CONVERSATIONS = 2
 QUICK_SESSIONS = 3
 QUICK_QUESTIONS = 30
-EMBEDDERS = ("onnx", "torch", "int8")  # the first one is the default
-EMBEDDER_LABELS = {"onnx": "ONNX fp32 (default)", "torch": "sentence-transformers (torch)",
-                   "int8": "ONNX int8 (opt-in)"}
-RUNTIMES = {"onnx": "onnx", "torch": "torch", "int8": "onnx-int8"}  # variant -> MemoryConfig.local_runtime
+EMBEDDERS = ("int8", "fp32", "torch")  # the first one is the default
+EMBEDDER_LABELS = {"int8": "ONNX int8 (default)", "fp32": "ONNX fp32", "torch": "sentence-transformers (torch)"}
+RUNTIMES = {"int8": "onnx-int8", "fp32": "onnx", "torch": "torch"}  # variant -> MemoryConfig.local_runtime
 # Fusion ablation: (label, config overrides) over the default embedder; the last one is the default.
 ABLATION = (
     ("no neighbouring-memory context", {"context_weight": 0.0}),
@@ -416,9 +416,9 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
         f"{s['conversations']} conversation(s) ({', '.join(s['conversation_ids'])}), {s['turns']} turns stored, "
         f"{s['questions']} questions of categories 1-4 (category 5 left out; "
         f"{s['questions_without_evidence']} without evidence among the stored turns skipped). Each turn is one memory "
-        f"`\"[<session date>] <speaker>: <text>\"` (+ image caption) of the conversation's user; default embedder "
-        f"`{s['embedder']}` on onnxruntime. A question counts for *any@k* when at least one of its evidence turns "
-        "is in the top k, for *all@k* when every one is.",
+        f"`\"[<session date>] <speaker>: <text>\"` (+ image caption) of the conversation's user; main embedder "
+        f"`{s['embedder']}` ({EMBEDDER_LABELS[s['embedders'][0]]}). A question counts for *any@k* when at least "
+        "one of its evidence turns is in the top k, for *all@k* when every one is.",
         "",
         *_recall_table(results, main + variants),
     ]
@@ -439,8 +439,9 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
         "- *dense-only*: exact cosine over the engine's stored turn vectors.",
     ]
     if variants:
-        lines.append("- *(torch)*, *(int8)*: the same with the local MiniLM on sentence-transformers/torch, and on "
-                     "its int8 dynamically quantised ONNX copy (`local_runtime=\"onnx-int8\"`, opt-in).")
+        lines.append("- *(fp32)*, *(torch)*: the same with the local MiniLM in full precision: its ONNX export "
+                     "(`local_runtime=\"onnx\"`) and sentence-transformers/torch. The default is the int8 copy "
+                     "of the ONNX export (weights quantised per channel), which every new store gets.")
     if chart_link:
         lines += ["", f"![LoCoMo recall per system]({chart_link})"]
     ablation = [k for k in summary if k.startswith("ablation:")]
@@ -475,11 +476,12 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
             cells = [f"{validation['grid'][grid_key(vw, cw)]['any@5']:.3f} / "
                      f"{validation['grid'][grid_key(vw, cw)]['any@10']:.3f}" for cw in GRID_CONTEXT_WEIGHTS]
             lines.append(f"| {vw:g} | " + " | ".join(cells) + " |")
-    t = results["timings_s"]
+    t, main = results["timings_s"], s["embedders"][0]
     lines += [
         "",
-        f"Time: {results['time_s']:.1f} s in all (storing the turns with the default embedder "
-        f"{t.get('add@onnx', 0.0):.1f} s, its {s['questions']} hybrid searches {t.get('search@onnx', 0.0):.1f} s) "
+        f"Time: {results['time_s']:.1f} s in all (storing the turns with the main embedder "
+        f"{t.get(f'add@{main}', 0.0):.1f} s, its {s['questions']} hybrid searches "
+        f"{t.get(f'search@{main}', 0.0):.1f} s) "
         f"on {s['machine']}, Python {s['python']}.",
         "",
     ]
@@ -498,7 +500,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         f"and the first {QUICK_QUESTIONS} questions whose evidence lies in them; default embedder")
     parser.add_argument("--embedders", default=None,
                         help=f"comma-separated embedder variants among {', '.join(EMBEDDERS)} "
-                        "(default: all; --quick: onnx); the first one is the main one")
+                        f"(default: all; --quick: {EMBEDDERS[0]}); the first one is the main one")
     parser.add_argument("--no-ablation", action="store_true", help="skip the fusion ablation and held-out grid")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     parser.add_argument("--out", type=Path, help="write/replace the marked markdown section of this file")
@@ -513,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not path.is_file():
         print(f"LoCoMo data not found: {path}", file=sys.stderr)
         return 2
-    embedders = tuple((args.embedders or ("onnx" if args.quick else ",".join(EMBEDDERS))).split(","))
+    embedders = tuple((args.embedders or (EMBEDDERS[0] if args.quick else ",".join(EMBEDDERS))).split(","))
     unknown = [e for e in embedders if e not in EMBEDDERS]
     if unknown:
         print(f"unknown embedder variant(s) {unknown}; expected some of {EMBEDDERS}", file=sys.stderr)

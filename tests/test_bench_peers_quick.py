@@ -108,8 +108,8 @@ def test_bench_peers_quick(no_peers_run: dict[str, Any]) -> None:
     results, out_md = no_peers_run["results"], no_peers_run["out_md"]
     assert results["settings"]["sizes"] == QUICK_SIZES
     assert results["settings"]["prefilled_sizes"] == PREFILLED
-    assert list(results["systems"]) == ["ours-onnx", "ours-torch", "headroom", "mem0"]
-    for runtime in ("onnx", "torch"):
+    assert list(results["systems"]) == ["ours-onnx-int8", "ours-torch", "headroom", "mem0"]
+    for runtime in ("onnx-int8", "torch"):
         ours = results["systems"][f"ours-{runtime}"]
         _check_system(ours, f"ours-{runtime}", prefilled=[])  # ours fills every step through add_batch
         assert ours["system"]["runtime"] == runtime
@@ -125,7 +125,7 @@ def test_bench_peers_quick(no_peers_run: dict[str, Any]) -> None:
 
     section = _section(out_md)
     table = _table(section)
-    assert table["figure"][:2] == ["headroom-integrations (ours, onnx)", "headroom-integrations (ours, torch)"]
+    assert table["figure"][:2] == ["headroom-integrations (ours, onnx-int8)", "headroom-integrations (ours, torch)"]
     assert "reopen: needle found" in table and "600: recall of stored texts" in table
     assert "skipped: not installed" in section
     _check_chart(out_md, section)
@@ -138,11 +138,11 @@ def test_report_marks_prefilled_steps(no_peers_run: dict[str, Any]) -> None:
     """The report of a (made-up) prefilled peer: *prefilled* instead of a rate, no ratio there."""
     bench_peers = _bench_peers()
     results = copy.deepcopy(no_peers_run["results"])
-    peer = copy.deepcopy(results["systems"]["ours-onnx"])
+    peer = copy.deepcopy(results["systems"]["ours-onnx-int8"])
     peer["sizes"][-1].update(prefilled=True, batch_add_per_s=None)
     results["systems"]["mem0"] = peer
     table = _table(bench_peers.markdown(results))
-    assert table["figure"][-2:] == ["ours (onnx)/mem0", "ours (torch)/mem0"]
+    assert table["figure"][-2:] == ["ours (onnx-int8)/mem0", "ours (torch)/mem0"]
     assert table["600: batch add (memories/s) ↑"][2:] == ["prefilled", "", ""]
     assert all(re.fullmatch(r"\d+\.\d+x", cell) for cell in table["200: batch add (memories/s) ↑"][3:])
     assert all(re.fullmatch(r"\d+\.\d+x", cell) for cell in table["600: search p50 (ms)"][3:])
@@ -159,7 +159,7 @@ def test_bench_peers_quick_with_peers(tmp_path: Path) -> None:
     _run(ENV, "--systems", ",".join(["ours", *peers]), "--json", str(out_json), "--out", str(out_md))
     results = json.loads(out_json.read_text())
     assert results["settings"]["prefill_embedder"]
-    _check_system(results["systems"]["ours-onnx"], "ours-onnx", prefilled=[])
+    _check_system(results["systems"]["ours-onnx-int8"], "ours-onnx-int8", prefilled=[])
     for peer in peers:
         _check_system(results["systems"][peer], peer, prefilled=PREFILLED)
 
@@ -167,7 +167,7 @@ def test_bench_peers_quick_with_peers(tmp_path: Path) -> None:
     assert "*prefilled*" in section
     table = _table(section)
     n = 1 + len(peers)  # value columns, then one ratio column per peer
-    assert table["figure"][n:] == [f"ours (onnx)/{peer}" for peer in peers]
+    assert table["figure"][n:] == [f"ours (onnx-int8)/{peer}" for peer in peers]
     assert table["600: batch add (memories/s) ↑"][1:] == ["prefilled"] * len(peers) + [""] * len(peers)
     for figure in ("200: batch add (memories/s) ↑", "200: search p50 (ms)", "600: search p50 (ms)"):
         assert all(re.fullmatch(r"\d+\.\d+x", cell) for cell in table[figure][n:]), figure

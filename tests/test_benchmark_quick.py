@@ -108,6 +108,7 @@ def test_overall_machine_targets_and_multi_user(bench: tuple[dict[str, Any], str
     _positive(machine["ram_gib"], "machine.ram_gib")
     assert len(results["targets"]) == 5
     assert results["settings"]["local_runtime"] == "auto" and "onnxruntime" in results["embedder"]
+    assert "(int8)" in results["embedder"]  # a new store gets the int8 copy by default
     for target in results["targets"]:
         _positive(target["value"], f"target {target['name']}")
         assert isinstance(target["met"], bool)
@@ -147,32 +148,32 @@ def test_rerun_replaces_the_section(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         bench_engine._report.write_section(path, section, *bench_engine.markers(runtime))
 
     write(doc, "first\n")
-    write(doc, "int8 run\n", "onnx-int8")
+    write(doc, "fp32 run\n", "onnx")
     write(doc, "second\n")
     text = doc.read_text()
     assert text.startswith("# Perf\n\nintro\n")
     assert text.count("<!-- engine-bench:start -->") == 1 and "second" in text and "first" not in text
-    assert text.count("<!-- engine-bench-onnx-int8:start -->") == 1 and "int8 run" in text
+    assert text.count("<!-- engine-bench-onnx:start -->") == 1 and "fp32 run" in text
 
 
 def test_another_local_runtime_writes_its_own_section(
     bench: tuple[dict[str, Any], str, str], tmp_path: Path
 ) -> None:
-    """``--local-runtime onnx-int8`` measures the int8 model and leaves the default run's section alone."""
+    """``--local-runtime onnx`` measures the fp32 model and leaves the default (int8) run's section alone."""
     _, markdown, _ = bench
     out, raw = tmp_path / "bench.md", tmp_path / "bench.json"
     out.write_text(markdown)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--no-progress", "--local-runtime", "onnx-int8", "--sizes", "200",
+        [sys.executable, str(SCRIPT), "--quick", "--no-progress", "--local-runtime", "onnx", "--sizes", "200",
          "--multi-user-size", "100", "--workdir", str(tmp_path / "work"), "--out", str(out), "--json", str(raw)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, f"benchmark failed:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     results, text = json.loads(raw.read_text()), out.read_text()
-    assert results["settings"]["local_runtime"] == "onnx-int8"
-    assert results["embedder"].startswith("local/all-MiniLM-L6-v2-int8 on onnxruntime")
-    _latency(results["sizes"][0]["search_fresh_ms"], "int8 search_fresh_ms")
+    assert results["settings"]["local_runtime"] == "onnx"
+    assert results["embedder"].startswith("local/all-MiniLM-L6-v2 on onnxruntime") and "(fp32)" in results["embedder"]
+    _latency(results["sizes"][0]["search_fresh_ms"], "fp32 search_fresh_ms")
     assert markdown.split("<!-- engine-bench:end -->")[0] in text  # the default section is untouched
-    start, end = text.find("<!-- engine-bench-onnx-int8:start -->"), text.find("<!-- engine-bench-onnx-int8:end -->")
-    assert 0 <= start < end and '`local_runtime="onnx-int8"`' in text[start:end]
+    start, end = text.find("<!-- engine-bench-onnx:start -->"), text.find("<!-- engine-bench-onnx:end -->")
+    assert 0 <= start < end and '`local_runtime="onnx"`' in text[start:end]

@@ -20,8 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "locomo_eval.py"
 DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
-SYSTEMS = ("hybrid", "bm25", "dense", "hybrid@torch", "dense@torch", "hybrid@int8", "dense@int8")
-ROW_LABELS = ("engine hybrid", "BM25-only", "dense-only", "engine hybrid (torch)", "dense-only (int8)")
+SYSTEMS = ("hybrid", "bm25", "dense", "hybrid@fp32", "dense@fp32", "hybrid@torch", "dense@torch")
+ROW_LABELS = ("engine hybrid", "BM25-only", "dense-only", "engine hybrid (torch)", "dense-only (fp32)")
 KS = (1, 5, 10, 25)
 CATEGORIES = ("1", "2", "3", "4")
 
@@ -46,7 +46,7 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     out_md.write_text("# Title\n\nkept before\n\n<!-- locomo:start -->\nstale\n<!-- locomo:end -->\n\nkept after\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(DATA), "--quick", "--embedders", "onnx,torch,int8", "--no-progress",
+        [sys.executable, str(SCRIPT), str(DATA), "--quick", "--embedders", "int8,fp32,torch", "--no-progress",
          "--json", str(out_json), "--out", str(out_md)],
         capture_output=True, text=True, timeout=600, env=env, cwd=str(ROOT),
     )

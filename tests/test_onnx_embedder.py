@@ -35,7 +35,7 @@ def test_onnx_vectors_match_sentence_transformers() -> None:
 
 def test_auto_prefers_onnx_and_the_export_is_cached() -> None:
     embedder = build_embedder(MemoryConfig(db_path=":memory:"))
-    assert isinstance(embedder, OnnxEmbedder)
+    assert isinstance(embedder, OnnxEmbedder) and embedder.name == "local/all-MiniLM-L6-v2-int8"
     exported = list((cache_dir() / "onnx").glob("*/model.onnx"))
     assert exported
     before = exported[0].stat().st_mtime
@@ -61,7 +61,8 @@ def test_int8_runtime_is_a_close_copy_with_a_store_of_its_own(
     assert quantized_model_path(Path(bundled_model_path("all-MiniLM-L6-v2") or "")).exists()
     a, b = int8.embed(TEXTS), fp32.embed(TEXTS)
     cosines = np.sum(a * b, axis=1)
-    assert np.all(cosines > 0.85) and np.any(cosines < 0.9999)  # close to fp32, not the same vectors
+    # close to fp32 (per-channel weight scales: one scale per matrix gave 0.86 on the long text), not the same
+    assert np.all(cosines > 0.96) and np.any(cosines < 0.9999)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
 
     engine = make_engine(local_runtime="onnx-int8")
@@ -72,6 +73,32 @@ def test_int8_runtime_is_a_close_copy_with_a_store_of_its_own(
     with pytest.raises(EmbedderMismatchError, match="int8"):
         make_engine(local_runtime="onnx")  # vectors of another model: refused, not silently mixed
     assert make_engine(local_runtime="onnx-int8").search("shellfish", user_id="u")[0].content == "Allergic to shellfish"
+
+
+def test_default_runtime_keeps_a_full_precision_store_on_full_precision(
+    make_engine: Callable[..., MemoryEngine], db_path: Path, tmp_path: Path
+) -> None:
+    """``auto`` gives new stores the int8 copy; a store written before in fp32 keeps opening in fp32."""
+    with MemoryEngine(MemoryConfig(db_path=db_path, local_runtime="torch")) as engine:
+        engine.add("Keeps bees on the roof", user_id="u")
+    reopened = make_engine()
+    assert isinstance(reopened.embedder, OnnxEmbedder) and reopened.embedder.name == "local/all-MiniLM-L6-v2"
+    assert reopened.search("beekeeping hobby", user_id="u", top_k=1)[0].content == "Keeps bees on the roof"
+    second = make_engine()  # the same file, already open in this process
+    assert second.embedder is reopened.embedder
+    reopened.close()
+    second.close()
+
+    fresh = MemoryEngine(MemoryConfig(db_path=tmp_path / "new.db"))
+    assert fresh.embedder.name == "local/all-MiniLM-L6-v2-int8"
+    fresh.add("Allergic to shellfish", user_id="u")
+    fresh.close()
+    with MemoryEngine(MemoryConfig(db_path=tmp_path / "new.db")) as again:
+        assert again.embedder.name == "local/all-MiniLM-L6-v2-int8"
+        assert again.search("shellfish", user_id="u")[0].content == "Allergic to shellfish"
+    (tmp_path / "not-a-store.db").write_text("plain text, not SQLite")
+    with pytest.raises(Exception, match=r"(?i)database|file"):
+        MemoryEngine(MemoryConfig(db_path=tmp_path / "not-a-store.db"))  # reported by opening, as before
 
 
 def test_bad_runtime_values() -> None:

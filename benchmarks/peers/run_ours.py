@@ -1,6 +1,6 @@
 """Worker for this package (``headroom_integrations.MemoryEngine``); run with the project's Python.
 
-``BENCH_PEERS_OURS_RUNTIME`` (``onnx``, ``torch`` or ``auto``) is ``MemoryConfig.local_runtime``.
+``BENCH_PEERS_OURS_RUNTIME`` (``onnx-int8``, ``onnx``, ``torch`` or ``auto``) is ``MemoryConfig.local_runtime``.
 No ``prefill``: every step, the largest included, is filled through the public ``add_batch``.
 """
 

@@ -72,10 +72,12 @@ class MemoryConfig:
         context_weight: how far (0..1) a memory moves up toward a more relevant neighbour (the
             memory stored just before or after it by the same owner); 0 turns context off.
         dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates.
-        local_runtime: how the LOCAL model runs: ``"onnx"`` (onnxruntime, exported once from the local
-            model directory; same vectors, several times faster), ``"onnx-int8"`` (its int8 copy:
-            about twice as fast again, close but not equal vectors, so a store of its own),
-            ``"torch"`` (sentence-transformers) or ``"auto"`` (onnx when available, else torch).
+        local_runtime: how the LOCAL model runs: ``"onnx-int8"`` (the int8 copy of its ONNX export,
+            exported and quantised once from the local model directory: fastest, vectors close to
+            but not equal to the full-precision ones, so stores of their own), ``"onnx"`` (the
+            full-precision export: the same vectors as sentence-transformers, several times
+            faster), ``"torch"`` (sentence-transformers), or ``"auto"``: ``onnx-int8`` for a new
+            store, ``onnx`` for a store written in full precision, torch when onnxruntime is missing.
         text_postings_budget: keyword search uses the rarest query terms matching at most this
             many rows in all (it bounds the cost of BM25 on large stores).
         text_max_share: query terms found in more than this share of the stored memories are left

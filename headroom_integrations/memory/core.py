@@ -38,6 +38,7 @@ from headroom_integrations.memory.models import (
 )
 from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
 from headroom_integrations.memory.schema import memories
+from headroom_integrations.memory.sqlite import recorded_meta
 from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
 from headroom_integrations.memory.text_query import fingerprint, query_terms
 from headroom_integrations.memory.vector_index import VectorIndex
@@ -75,6 +76,16 @@ def _background() -> ThreadPoolExecutor:
         if _BACKGROUND is None:
             _BACKGROUND = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-memory")
         return _BACKGROUND
+
+
+def _recorded_embedder(config: MemoryConfig) -> str | None:
+    """The embedder name the configured database was written with (None for a new database)."""
+    path = config.resolved_db_path
+    if path is None:
+        return None
+    with _OPEN_LOCK:
+        shared = _OPEN.get(str(path))
+    return shared.embedder_name if shared is not None else recorded_meta(path, "embedder_name")
 
 
 def _acquire(config: MemoryConfig, embedder: Embedder) -> tuple[str, _SharedStore]:
@@ -215,7 +226,7 @@ class MemoryEngine:
 
     def __init__(self, config: MemoryConfig | None = None) -> None:
         self.config = config or MemoryConfig()
-        self.embedder = build_embedder(self.config)
+        self.embedder = build_embedder(self.config, _recorded_embedder(self.config))
         # HTTP embedders are built for this engine and closed with it; local models are shared.
         owned = None if self.config.embedder is not None or isinstance(self.embedder, LocalEmbedder) else self.embedder
         self._cache = QueryCache(self.config.cache_max_size) if self.config.cache_enabled else None
@@ -291,9 +302,10 @@ class MemoryEngine:
                 [_index_row(pk, seq, row, vector) for (pk, seq), row, vector in stored],
                 stored[0][0][1], stored[-1][0][1],
             )
-            if defer_embedding:
-                self._embed_later([place[0] for place, _, _ in stored])
-        return [place if isinstance(place, Memory) else row_to_memory(row) for place, row in zip(outcome, rows)]
+        result = [place if isinstance(place, Memory) else row_to_memory(row) for place, row in zip(outcome, rows)]
+        if stored and defer_embedding:  # last: the embedding thread competes with what is left to do here
+            self._embed_later([place[0] for place, _, _ in stored])
+        return result
 
     def _embed_now(self, pks: list[int]) -> None:
         """Embed rows stored without a vector, store the vectors and index them."""

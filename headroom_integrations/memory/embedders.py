@@ -336,36 +336,52 @@ _SHARED_LOCAL: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _local_runtime(model: str, runtime: str, recorded: str | None) -> str:
+    """The runtime ``"auto"`` stands for: the int8 copy for a new store, full precision for a store
+    already written with the full-precision vectors (so it keeps opening as it did)."""
+    if runtime != "auto":
+        return runtime
+    return "auto-fp32" if recorded == f"local/{os.path.basename(model.rstrip('/'))}" else "auto-int8"
+
+
 def _local_embedder(model: str, runtime: str) -> Embedder:
-    """The local model on onnxruntime when possible ("auto"/"onnx"/"onnx-int8"), else sentence-transformers."""
+    """The local model on onnxruntime when possible ("auto-*"/"onnx"/"onnx-int8"), else sentence-transformers."""
     model_dir = bundled_model_path(model) or (model if os.path.isdir(model) else None)
+    fallback = runtime.startswith("auto")
     if runtime != "torch" and model_dir is not None:
         try:
             from headroom_integrations.memory.onnx_embedder import OnnxEmbedder
 
             name = f"local/{os.path.basename(model.rstrip('/'))}"
-            if runtime == "onnx-int8":
+            if runtime in ("onnx-int8", "auto-int8"):
                 return OnnxEmbedder(model_dir, name=f"{name}-int8", quantized=True)
             return OnnxEmbedder(model_dir, name=name)
         except Exception as exc:  # missing runtime, failed export: fall back unless onnx was asked for
-            if runtime != "auto":
+            if not fallback:
                 raise
             logger.info("onnxruntime unavailable for %s (%s); using sentence-transformers", model, exc)
-    elif runtime in ("onnx", "onnx-int8"):
+    elif not fallback and runtime != "torch":
         raise EmbedderError(f"runtime {runtime!r} needs a local model directory; {model!r} is not one")
     return LocalEmbedder(model)
 
 
-def build_embedder(config: MemoryConfig) -> Embedder:
-    """Build the embedder a config asks for. Local models are loaded once per process and shared."""
+def build_embedder(config: MemoryConfig, recorded: str | None = None) -> Embedder:
+    """Build the embedder a config asks for. Local models are loaded once per process and shared.
+
+    Args:
+        config: the engine's configuration.
+        recorded: the embedder name the store was written with, if it exists (``local_runtime="auto"``
+            keeps a full-precision store on full precision).
+    """
     if config.embedder is not None:
         embedder = config.embedder
     elif config.embedder_backend is EmbedderBackend.LOCAL:
-        key = f"{config.model_name}|{config.local_runtime}"
+        runtime = _local_runtime(config.model_name, config.local_runtime, recorded)
+        key = f"{config.model_name}|{runtime}"
         with _SHARED_LOCK:
             embedder = _SHARED_LOCAL.get(key)
             if embedder is None:
-                embedder = _SHARED_LOCAL[key] = _local_embedder(config.model_name, config.local_runtime)
+                embedder = _SHARED_LOCAL[key] = _local_embedder(config.model_name, runtime)
     elif config.embedder_backend is EmbedderBackend.OPENAI:
         embedder = OpenAIEmbedder(
             config.model_name, api_key=config.openai_api_key, base_url=config.openai_base_url,

@@ -6,9 +6,10 @@ ONNX from the local model directory into a cache folder (``HEADROOM_CACHE_DIR``,
 The vectors match sentence-transformers' to about 1e-6 (cosine), so a store written with either
 runtime can be read with the other: both carry the same embedder name.
 
-An int8 copy (dynamic quantisation of the weights, made once beside the fp32 export) embeds about
-twice as fast; its vectors are close to, not equal to, the fp32 ones, so it carries its own name
-(``...-int8``) and a store written with one is not searched with the other.
+An int8 copy (dynamic quantisation of the weights, per output channel, made once beside the fp32
+export) embeds about 1.7 times as fast with the same retrieval quality; it is what a new store gets
+by default. Its vectors are close to, not equal to, the fp32 ones (cosine 0.99 on average), so it
+carries its own name (``...-int8``) and a store written with one is not searched with the other.
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def export_onnx(model_dir: Path, target: Path) -> Path:
 
 def quantized_model_path(model_dir: Path) -> Path:
     """Where the int8 copy of a model directory's ONNX export is cached (beside the fp32 export)."""
-    return exported_model_path(model_dir).with_name("model.int8.onnx")
+    return exported_model_path(model_dir).with_name("model.int8-per-channel.onnx")
 
 
 def quantize_onnx(source: Path, target: Path) -> Path:
     """Quantise an fp32 ONNX model's weights to int8 (dynamic quantisation) into ``target``.
 
-    Writes atomically (temporary file, then rename).
+    Weights get one scale per output channel: with a single scale per matrix the vectors of
+    MiniLM drift to cosine 0.95 of the fp32 ones on average (0.89 at worst); per channel they stay at
+    0.99 (0.97 at worst) for the same speed. Writes atomically (temporary file, then rename).
     """
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -115,7 +118,7 @@ def quantize_onnx(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.onnx")
     try:
-        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(source), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

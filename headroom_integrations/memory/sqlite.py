@@ -6,6 +6,7 @@ that knows about WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` and FTS5.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = [
     "fts_search",
     "fts_totals",
     "install_fts",
+    "recorded_meta",
     "search_texts",
     "vectors_by_pk",
 ]
@@ -111,6 +113,21 @@ _FTS_DDL = [
     "INSERT INTO memories_fts(memories_fts, rowid, search_text) VALUES ('delete', old.pk, old.search_text); "
     "INSERT INTO memories_fts(rowid, search_text) VALUES (new.pk, new.search_text); END",
 ]
+
+
+def recorded_meta(path: Path | None, key: str) -> str | None:
+    """A value of an existing database's ``meta`` table, read-only; None when there is none.
+
+    Used before a store is opened (to pick the embedder a database was written with).
+    """
+    if path is None or not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.Error:  # not a store yet (or not readable): opening it reports any real problem
+        return None
+    return None if row is None else str(row[0])
 
 
 def install_fts(connection: Connection) -> None:
