@@ -338,13 +338,15 @@ def _weighted(relevance: float, memory: Memory, config: MemoryConfig, now: datet
 def _collapse_duplicates(
     candidates: list[tuple[float, SearchResult, np.ndarray]], top_k: int, threshold: float
 ) -> list[SearchResult]:
-    kept: list[SearchResult] = []
-    kept_vectors: list[np.ndarray] = []
-    for _, hit, vector in candidates:
-        if kept_vectors and float(np.max(np.stack(kept_vectors) @ vector)) >= threshold:
+    if not candidates:
+        return []
+    vectors = np.stack([vector for _, _, vector in candidates])
+    similar = vectors @ vectors.T >= threshold  # every pair at once: candidates are a few dozen
+    kept: list[int] = []
+    for position in range(len(candidates)):
+        if kept and similar[position, kept].any():
             continue
-        kept.append(hit)
-        kept_vectors.append(vector)
+        kept.append(position)
         if len(kept) == top_k:
             break
-    return kept
+    return [candidates[position][1] for position in kept]

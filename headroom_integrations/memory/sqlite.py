@@ -195,12 +195,21 @@ def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[tuple
     return [(row[0], float(row[1])) for row in rows]
 
 
+def _driver_rows(connection: Connection, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Rows of plain SQL run on the sqlite3 connection itself, inside whatever transaction it is in.
+
+    For primary-key lookups on the search path: SQLAlchemy's execution machinery (even for
+    driver SQL) costs several times what SQLite spends on them.
+    """
+    return connection.connection.driver_connection.execute(sql, params).fetchall()  # type: ignore[union-attr]
+
+
 def search_texts(connection: Connection, pks: list[int]) -> list[tuple[int, str]]:
     """(primary key, indexed text) of the given memories. Plain driver SQL, like :func:`vectors_by_pk`."""
     if not pks:
         return []
     marks = ",".join("?" * len(pks))
-    return list(connection.exec_driver_sql(f"SELECT pk, search_text FROM memories WHERE pk IN ({marks})", tuple(pks)))
+    return _driver_rows(connection, f"SELECT pk, search_text FROM memories WHERE pk IN ({marks})", tuple(pks))
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:
@@ -221,7 +230,8 @@ def fts_totals(connection: Connection) -> tuple[int, int]:
     FTS5 keeps both in its "averages" record (row 1 of ``memories_fts_data``: two varints for a
     one-column table); reading it costs one primary-key lookup, where counting would scan.
     """
-    found = connection.exec_driver_sql("SELECT block FROM memories_fts_data WHERE id = 1").first()
+    rows = _driver_rows(connection, "SELECT block FROM memories_fts_data WHERE id = 1")
+    found = rows[0] if rows else None
     if found is None or not found[0]:
         return 0, 0
     rows, at = _varint(found[0], 0)
@@ -238,7 +248,7 @@ def vectors_by_pk(connection: Connection, pks: list[int]) -> list[tuple[int, byt
         return []
     marks = ",".join("?" * len(pks))
     sql = f"SELECT pk, embedding FROM memories WHERE pk IN ({marks}) AND embedding IS NOT NULL"
-    return list(connection.exec_driver_sql(sql, tuple(pks)).all())
+    return _driver_rows(connection, sql, tuple(pks))
 
 
 class ChangeProbe:

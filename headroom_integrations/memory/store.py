@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Row,
@@ -52,6 +53,17 @@ SCHEMA_VERSION = "1"
 _NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text", "fingerprint")]
 # Statements on the search path are built once (building one costs more than running it).
 _CURRENT_SEQ = select(counters.c.value).where(counters.c.name == "seq")
+# Statements of the write path are built once: building one costs SQLAlchemy more (a new object and
+# its cache key) than running it does SQLite, about 0.3 ms per statement on a small machine.
+_BUMP_SEQ = (
+    update(counters).where(counters.c.name == "seq")
+    .values(value=counters.c.value + bindparam("count", type_=BigInteger)).returning(counters.c.value)
+)
+_CURRENT_TWINS = select(*_NO_EMBEDDING).where(
+    memories.c.user_id == bindparam("user_id"), memories.c.fingerprint == bindparam("fingerprint"),
+    memories.c.valid_to.is_(None),
+)
+_INSERT = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
 _BY_PKS = select(*_NO_EMBEDDING).where(memories.c.pk.in_(bindparam("pks", expanding=True)))
 _BY_PKS_WITH_VECTOR = select(*_NO_EMBEDDING, memories.c.embedding).where(
     memories.c.pk.in_(bindparam("pks", expanding=True))
@@ -212,11 +224,7 @@ class MemoryStore:
     @staticmethod
     def _bump_seq(conn: Connection, count: int = 1) -> int:
         """Reserve ``count`` change numbers; return the last one."""
-        statement = (
-            update(counters).where(counters.c.name == "seq")
-            .values(value=counters.c.value + count).returning(counters.c.value)
-        )
-        return int(conn.execute(statement).scalar_one())
+        return int(conn.execute(_BUMP_SEQ, {"count": count}).scalar_one())
 
     def maybe_changed(self) -> bool:
         """Cheap test: False only if no connection committed since the previous call."""
@@ -284,8 +292,7 @@ class MemoryStore:
                 last = self._bump_seq(conn, len(fresh))
                 for offset, position in enumerate(fresh):
                     rows[position]["seq"] = last - len(fresh) + 1 + offset
-                statement = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
-                pks = [r[0] for r in conn.execute(statement, [rows[p] for p in fresh])]
+                pks = [r[0] for r in conn.execute(_INSERT, [rows[p] for p in fresh])]
                 for position, pk in zip(fresh, pks):
                     outcome[position] = (pk, rows[position]["seq"])
         return [item for item in outcome if item is not None]
@@ -297,12 +304,7 @@ class MemoryStore:
         for memory in seen:
             if memory.user_id == row["user_id"] and same_as(row, memory):
                 return memory
-        found = conn.execute(
-            select(*_NO_EMBEDDING).where(
-                memories.c.user_id == row["user_id"], memories.c.fingerprint == row["fingerprint"],
-                memories.c.valid_to.is_(None),
-            )
-        ).all()
+        found = conn.execute(_CURRENT_TWINS, {"user_id": row["user_id"], "fingerprint": row["fingerprint"]}).all()
         for candidate in found:
             memory = row_to_memory(candidate)
             if same_as(row, memory):
