@@ -79,9 +79,12 @@ def _background() -> ThreadPoolExecutor:
 
 
 def _recorded_embedder(config: MemoryConfig) -> str | None:
-    """The embedder name the configured database was written with (None for a new database)."""
+    """The embedder name the configured database was written with (None for a new database).
+
+    Only ``local_runtime="auto"`` looks at it (to keep a full-precision store on full precision).
+    """
     path = config.resolved_db_path
-    if path is None:
+    if path is None or config.embedder is not None or config.local_runtime != "auto":
         return None
     with _OPEN_LOCK:
         shared = _OPEN.get(str(path))
