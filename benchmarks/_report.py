@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
-__all__ = ["publish", "write_section"]
+import psutil
+
+__all__ = ["OtherLoad", "publish", "write_section"]
 
 
 def write_section(path: Path, section: str, start_marker: str, end_marker: str) -> None:
@@ -46,3 +49,32 @@ def publish(
     if out is not None:
         write_section(out, report, start_marker, end_marker)
         print(f"wrote {out}", file=sys.stderr)
+
+
+class OtherLoad:
+    """CPU time used by *other* processes since construction: all CPUs' busy time minus this process's."""
+
+    def __init__(self) -> None:
+        self._start = (self._busy(), self._own(), time.perf_counter())
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        total = sum(t)
+        # guest time is counted in user time already; idle and iowait are not work
+        for name in ("idle", "iowait", "guest", "guest_nice"):
+            total -= getattr(t, name, 0.0)
+        return total
+
+    @staticmethod
+    def _own() -> float:
+        t = psutil.Process().cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def cores(self) -> float:
+        """Average number of cores the other processes kept busy (0 on an otherwise idle machine)."""
+        busy, own, start = self._start
+        wall = time.perf_counter() - start
+        if wall <= 0:
+            return 0.0
+        return round(max(0.0, (self._busy() - busy) - (self._own() - own)) / wall, 2)

@@ -62,7 +62,6 @@ sys.path.insert(0, str(HERE))  # bench_engine (synthetic corpus, machine info, f
 sys.path.insert(0, str(ROOT / "tests"))  # openai_stub (loopback OpenAI-compatible server)
 
 import _report  # noqa: E402  (benchmarks/ was put on sys.path above)
-import psutil  # noqa: E402
 from bench_engine import Corpus, fmt, machine_info, remove_store, summary_ms  # noqa: E402
 from openai.types.chat import ChatCompletion  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -203,35 +202,6 @@ class Probe:
         """Start a new call; return the previous call's lap."""
         lap, self.lap = self.lap, Lap()
         return lap
-
-
-class OtherLoad:
-    """CPU time used by *other* processes since construction: all CPUs' busy time minus this process's."""
-
-    def __init__(self) -> None:
-        self._start = (self._busy(), self._own(), time.perf_counter())
-
-    @staticmethod
-    def _busy() -> float:
-        t = psutil.cpu_times()
-        total = sum(t)
-        # guest time is counted in user time already; idle and iowait are not work
-        for name in ("idle", "iowait", "guest", "guest_nice"):
-            total -= getattr(t, name, 0.0)
-        return total
-
-    @staticmethod
-    def _own() -> float:
-        t = psutil.Process().cpu_times()
-        return t.user + t.system + t.children_user + t.children_system
-
-    def cores(self) -> float:
-        """Average number of cores the other processes kept busy (0 on an otherwise idle machine)."""
-        busy, own, start = self._start
-        wall = time.perf_counter() - start
-        if wall <= 0:
-            return 0.0
-        return round(max(0.0, (self._busy() - busy) - (self._own() - own)) / wall, 2)
 
 
 # -- the benchmark ----------------------------------------------------------------------------------
@@ -411,9 +381,9 @@ def run(settings: Settings) -> dict[str, Any]:
         plan = [("fresh", settings.reps, True, 0.0), ("cached", settings.cached_reps, True, 0.0),
                 ("supersede", settings.reps, True, 0.0), ("no_flush", settings.reps, False, 0.0),
                 ("pause", settings.pause_reps, True, settings.pause_ms / 1000.0)]
-        others = OtherLoad()
+        others = _report.OtherLoad()
         for name, reps, flush, pause_s in plan:
-            mine = OtherLoad()
+            mine = _report.OtherLoad()
             entry = run_variant(name, session, probe, corpus, reps, flush, pause_s)
             entry["other_processes_cores"] = mine.cores()
             variants.append(entry)
