@@ -306,7 +306,7 @@ class MemoryEngine:
                 stored[0][0][1], stored[-1][0][1],
             )
         result = [place if isinstance(place, Memory) else row_to_memory(row) for place, row in zip(outcome, rows)]
-        if stored and defer_embedding:  # last: the embedding thread competes with what is left to do here
+        if stored and defer_embedding:  # the background embedding starts once this call's own work is done
             self._embed_later([place[0] for place, _, _ in stored])
         return result
 

@@ -134,7 +134,7 @@ class LocalEmbedder(Embedder):
             ) from exc
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         self.dimension = int(get_dim())
-        self.name = f"local/{model.split('/')[-1]}"
+        self.name = _local_name(model)
         self.batch_size = batch_size
         self._lock = threading.Lock()
         # The first calls of a fresh model are several times slower (kernel selection): pay that now.
@@ -336,12 +336,17 @@ _SHARED_LOCAL: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.Lock()
 
 
+def _local_name(model: str) -> str:
+    """The embedder name of a local model in full precision (a model name, hub id or directory)."""
+    return f"local/{os.path.basename(model.rstrip('/'))}"
+
+
 def _local_runtime(model: str, runtime: str, recorded: str | None) -> str:
     """The runtime ``"auto"`` stands for: the int8 copy for a new store, full precision for a store
     already written with the full-precision vectors (so it keeps opening as it did)."""
     if runtime != "auto":
         return runtime
-    return "auto-fp32" if recorded == f"local/{os.path.basename(model.rstrip('/'))}" else "auto-int8"
+    return "auto-fp32" if recorded == _local_name(model) else "auto-int8"
 
 
 def _local_embedder(model: str, runtime: str) -> Embedder:
@@ -352,7 +357,7 @@ def _local_embedder(model: str, runtime: str) -> Embedder:
         try:
             from headroom_integrations.memory.onnx_embedder import OnnxEmbedder
 
-            name = f"local/{os.path.basename(model.rstrip('/'))}"
+            name = _local_name(model)
             if runtime in ("onnx-int8", "auto-int8"):
                 return OnnxEmbedder(model_dir, name=f"{name}-int8", quantized=True)
             return OnnxEmbedder(model_dir, name=name)

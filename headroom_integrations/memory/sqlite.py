@@ -230,12 +230,12 @@ def fts_totals(connection: Connection) -> tuple[int, int]:
     FTS5 keeps both in its "averages" record (row 1 of ``memories_fts_data``: two varints for a
     one-column table); reading it costs one primary-key lookup, where counting would scan.
     """
-    rows = _driver_rows(connection, "SELECT block FROM memories_fts_data WHERE id = 1")
-    found = rows[0] if rows else None
-    if found is None or not found[0]:
+    found = _driver_rows(connection, "SELECT block FROM memories_fts_data WHERE id = 1")
+    if not found or not found[0][0]:
         return 0, 0
-    rows, at = _varint(found[0], 0)
-    tokens, _ = _varint(found[0], at)
+    block = found[0][0]
+    rows, at = _varint(block, 0)
+    tokens, _ = _varint(block, at)
     return rows, tokens
 
 
