@@ -6,11 +6,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from headroom_integrations import EmbedderMismatchError, InvalidInputError, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.embedders import LocalEmbedder, build_embedder, bundled_model_path
-from headroom_integrations.memory.onnx_embedder import OnnxEmbedder, cache_dir, quantized_model_path
+from headroom_integrations.memory.onnx_embedder import (
+    OnnxEmbedder,
+    cache_dir,
+    exported_model_path,
+    quantized_model_path,
+)
 
 TEXTS = [
     "where does alice work",
@@ -36,11 +42,17 @@ def test_onnx_vectors_match_sentence_transformers() -> None:
 def test_auto_prefers_onnx_and_the_export_is_cached() -> None:
     embedder = build_embedder(MemoryConfig(db_path=":memory:"))
     assert isinstance(embedder, OnnxEmbedder) and embedder.name == "local/all-MiniLM-L6-v2-int8"
-    exported = list((cache_dir() / "onnx").glob("*/model.onnx"))
-    assert exported
-    before = exported[0].stat().st_mtime
+    exported = exported_model_path(Path(bundled_model_path("all-MiniLM-L6-v2") or ""))
+    assert exported.parent.parent == cache_dir() / "onnx"
+    before = exported.stat().st_mtime
     OnnxEmbedder(bundled_model_path("all-MiniLM-L6-v2"), name="local/all-MiniLM-L6-v2")  # type: ignore[arg-type]
-    assert exported[0].stat().st_mtime == before
+    assert exported.stat().st_mtime == before
+    int8 = quantized_model_path(Path(bundled_model_path("all-MiniLM-L6-v2") or ""))
+    assert not [path for path in exported.parent.iterdir() if "tmp" in path.name or "fused" in path.name]
+    # each of MiniLM's six layers runs as one fused attention operator, in both copies
+    for path in (exported, int8):
+        ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+        assert ops.count("Attention") + ops.count("QAttention") == 6, path.name
 
 
 def test_stores_are_interchangeable_between_runtimes(make_engine: Callable[..., MemoryEngine], db_path: Path) -> None:
