@@ -29,6 +29,24 @@ def test_add_get_and_search(engine: MemoryEngine) -> None:
     assert -1.0 <= hits[0].score <= 1.0
 
 
+def test_search_returns_the_same_memory_as_get(engine: MemoryEngine) -> None:
+    """Search reads its rows on a faster path than ``get``: every field must come back the same."""
+    old = engine.add("Lives in Lisbon", user_id="u", session_id="s", scope="session", category="fact",
+                     importance=0.4, metadata={"source": "chat", "n": [1, 2]})
+    new = engine.supersede(old.id, "Lives in Porto")
+    engine.add("Keeps bees on the roof", user_id="u", agent_id="a", session_id="s", scope="agent")
+    hits = engine.search("where does the user live", user_id="u", session_id="s", agent_id="a",
+                         include_superseded=True, top_k=5)
+    by_id = {hit.memory.id: hit.memory for hit in hits}
+    assert set(by_id) == {old.id, new.id, engine.search("bees", user_id="u", session_id="s", agent_id="a")[0].id}
+    for memory_id, memory in by_id.items():
+        assert memory == engine.get(memory_id)
+    superseded = by_id[old.id]
+    assert superseded.valid_to is not None and superseded.valid_to.tzinfo is not None
+    assert superseded.superseded_by == new.id and superseded.metadata == {"source": "chat", "n": [1, 2]}
+    assert by_id[new.id].created_at.tzinfo is not None and by_id[new.id].supersedes == old.id
+
+
 def test_semantic_match_without_shared_words(engine: MemoryEngine) -> None:
     engine.add("Prefers Go for performance-critical code", user_id="bob", category="preference")
     engine.add("Is allergic to peanuts", user_id="bob")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from sqlalchemy import (
     Column,
     ColumnElement,
     Connection,
+    DateTime,
     Engine,
     Integer,
     MetaData,
@@ -41,6 +43,7 @@ __all__ = [
     "fts_search",
     "fts_totals",
     "install_fts",
+    "memory_rows",
     "recorded_meta",
     "search_texts",
     "vectors_by_pk",
@@ -210,6 +213,28 @@ def search_texts(connection: Connection, pks: list[int]) -> list[tuple[int, str]
         return []
     marks = ",".join("?" * len(pks))
     return _driver_rows(connection, f"SELECT pk, search_text FROM memories WHERE pk IN ({marks})", tuple(pks))
+
+
+_DATETIMES = frozenset(column.name for column in memories.c if isinstance(column.type, DateTime))
+
+
+def memory_rows(connection: Connection, columns: list[str], pks: list[int]) -> list[dict[str, Any]]:
+    """The given ``columns`` of these memories as mappings, date-times parsed as SQLAlchemy would
+    (naive, as stored). Plain driver SQL, like :func:`vectors_by_pk`: for the rows a search returns,
+    SQLAlchemy's expanding ``IN`` and result processing cost more than SQLite's lookup."""
+    if not pks:
+        return []
+    marks = ",".join("?" * len(pks))
+    sql = f"SELECT {', '.join(columns)} FROM memories WHERE pk IN ({marks})"
+    dates = [position for position, name in enumerate(columns) if name in _DATETIMES]
+    out = []
+    for row in _driver_rows(connection, sql, tuple(pks)):
+        values = list(row)
+        for position in dates:
+            if values[position] is not None:
+                values[position] = datetime.fromisoformat(values[position])
+        out.append(dict(zip(columns, values)))
+    return out
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

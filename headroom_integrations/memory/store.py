@@ -42,6 +42,7 @@ from headroom_integrations.memory.sqlite import (
     fts_search,
     fts_totals,
     install_fts,
+    memory_rows,
     search_texts,
     vectors_by_pk,
 )
@@ -68,6 +69,7 @@ _BY_PKS = select(*_NO_EMBEDDING).where(memories.c.pk.in_(bindparam("pks", expand
 _BY_PKS_WITH_VECTOR = select(*_NO_EMBEDDING, memories.c.embedding).where(
     memories.c.pk.in_(bindparam("pks", expanding=True))
 )
+_HYDRATE_COLUMNS = [column.name for column in _NO_EMBEDDING] + ["embedding"]
 
 
 def now_utc() -> datetime:
@@ -449,12 +451,11 @@ class MemoryStore:
                     missing.append(pk)
         if missing:
             with self.engine.connect() as conn:
-                rows = conn.execute(_BY_PKS_WITH_VECTOR, {"pks": missing}).all()
+                rows = memory_rows(conn, _HYDRATE_COLUMNS, missing)
             with self._rows_lock:
-                for row in rows:
-                    m = row._mapping
+                for m in rows:
                     blob = m["embedding"]
-                    found = (row_to_memory(row), None if blob is None else np.frombuffer(blob, dtype=np.float32))
+                    found = (row_to_memory(m), None if blob is None else np.frombuffer(blob, dtype=np.float32))
                     out[m["pk"]] = found
                     self._rows[m["pk"]] = (m["seq"], found)
                 while len(self._rows) > 4096:
