@@ -65,11 +65,9 @@ _CURRENT_TWINS = select(*_NO_EMBEDDING).where(
     memories.c.valid_to.is_(None),
 )
 _INSERT = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
-_BY_PKS = select(*_NO_EMBEDDING).where(memories.c.pk.in_(bindparam("pks", expanding=True)))
-_BY_PKS_WITH_VECTOR = select(*_NO_EMBEDDING, memories.c.embedding).where(
-    memories.c.pk.in_(bindparam("pks", expanding=True))
-)
-_HYDRATE_COLUMNS = [column.name for column in _NO_EMBEDDING] + ["embedding"]
+# Rows by primary key are read with driver SQL (``memory_rows``): see there.
+_COLUMNS = [column.name for column in _NO_EMBEDDING]
+_COLUMNS_WITH_VECTOR = [*_COLUMNS, "embedding"]
 
 
 def now_utc() -> datetime:
@@ -107,6 +105,12 @@ def row_to_memory(row: Row[Any] | Mapping[str, Any]) -> Memory:
         superseded_by=m["superseded_by"],
         chain_id=m["chain_id"],
     )
+
+
+def _memory_and_vector(m: Mapping[str, Any]) -> tuple[Memory, np.ndarray | None]:
+    """A :class:`Memory` and its vector (None when not read or not embedded yet) from a row mapping."""
+    blob = m.get("embedding")
+    return row_to_memory(m), None if blob is None else np.frombuffer(blob, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -423,15 +427,9 @@ class MemoryStore:
         """Memories (and optionally their vectors) by primary key; missing keys are left out."""
         if not pks:
             return {}
-        statement = _BY_PKS_WITH_VECTOR if with_embedding else _BY_PKS
         with self.connect(conn) as c:
-            rows = c.execute(statement, {"pks": list(pks)}).all()
-        out: dict[int, tuple[Memory, np.ndarray | None]] = {}
-        for row in rows:
-            blob = row._mapping["embedding"] if with_embedding else None
-            vector = None if blob is None else np.frombuffer(blob, dtype=np.float32)
-            out[row._mapping["pk"]] = (row_to_memory(row), vector)
-        return out
+            rows = memory_rows(c, _COLUMNS_WITH_VECTOR if with_embedding else _COLUMNS, list(pks))
+        return {m["pk"]: _memory_and_vector(m) for m in rows}
 
     def hydrate(
         self, pks: Sequence[int], versions: Mapping[int, int]
@@ -451,11 +449,10 @@ class MemoryStore:
                     missing.append(pk)
         if missing:
             with self.engine.connect() as conn:
-                rows = memory_rows(conn, _HYDRATE_COLUMNS, missing)
+                rows = memory_rows(conn, _COLUMNS_WITH_VECTOR, missing)
             with self._rows_lock:
                 for m in rows:
-                    blob = m["embedding"]
-                    found = (row_to_memory(m), None if blob is None else np.frombuffer(blob, dtype=np.float32))
+                    found = _memory_and_vector(m)
                     out[m["pk"]] = found
                     self._rows[m["pk"]] = (m["seq"], found)
                 while len(self._rows) > 4096:
