@@ -14,6 +14,7 @@ from headroom_integrations.errors import (
     MemoryAlreadySupersededError,
     MemoryNotFoundError,
     MissingDependencyError,
+    StorageError,
 )
 from headroom_integrations.memory import (
     EmbedderBackend,
@@ -50,6 +51,7 @@ __all__ = [
     "MemoryScope",
     "MissingDependencyError",
     "SearchResult",
+    "StorageError",
     "__version__",
     "with_memory",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "MemoryAlreadySupersededError",
     "MemoryNotFoundError",
     "MissingDependencyError",
+    "StorageError",
 ]
 
 
@@ -48,16 +49,27 @@ class MemoryNotFoundError(HeadroomError, KeyError):
 class MemoryAlreadySupersededError(HeadroomError, ValueError):
     """A memory that is no longer current was asked to be superseded again."""
 
-    def __init__(self, memory_id: str, superseded_by: str | None) -> None:
+    def __init__(self, memory_id: str, superseded_by: str | None, successor_deleted: bool = False) -> None:
         super().__init__(memory_id, superseded_by)
         self.memory_id = memory_id
         self.superseded_by = superseded_by
+        self.successor_deleted = successor_deleted
 
     def __str__(self) -> str:
+        if self.successor_deleted:
+            return (
+                f"memory {self.memory_id!r} is not current and its fact has no current version (its "
+                f"successor {self.superseded_by!r} was deleted); rollback({self.memory_id!r}) makes it current again"
+            )
         return (
             f"memory {self.memory_id!r} is not current: it was superseded by "
             f"{self.superseded_by!r}; supersede the current version instead"
         )
+
+
+class StorageError(HeadroomError, OSError):
+    """The database (or a file beside it) cannot be opened, read or written: the message names the
+    path and what is wrong with it (read-only, not a memory store, a directory, disk full...)."""
 
 
 class EmbedderError(HeadroomError, RuntimeError):

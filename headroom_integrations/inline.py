@@ -6,29 +6,28 @@ when something is worth remembering, with a block such as::
     <memory>{"memories": [{"content": "Prefers Go for performance-critical code",
       "category": "preference", "scope": "user", "importance": 0.8, "supersedes": "m1"}]}</memory>
 
-This module holds every piece of that protocol and nothing else:
+This module holds the request side of that protocol and the conversation service every adapter
+shares; reading blocks out of replies lives in :mod:`headroom_integrations.blocks` (re-exported here):
 
 * :data:`MEMORY_INSTRUCTION` and :func:`add_instruction` — the extraction instruction;
 * :func:`format_memories` and :func:`inject_memories` — relevant memories as a delimited data
   block with short handles (``[m1]``), appended to the last user message so the cacheable prompt
   prefix (system prompt, earlier turns) never changes;
-* :func:`parse_reply` — a tolerant parser that returns the reply without its blocks plus the
-  memories found (bad JSON is logged and dropped, never raised);
-* :class:`StreamFilter` — strips blocks from a stream as it flows, holding back only what might
-  be the start of a block.
+* :func:`parse_reply` and :class:`StreamFilter` — the reply without its blocks (whole or while it
+  streams, always the same text) and the memories found;
+* :class:`InlineMemory` — recall for a message, remember what a reply's blocks hold.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headroom_integrations.blocks import ExtractedMemory, ParsedReply, StreamFilter, parse_block, parse_reply
 from headroom_integrations.errors import (
     HeadroomError,
     InvalidInputError,
@@ -37,7 +36,15 @@ from headroom_integrations.errors import (
 )
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.core import HierarchicalMemory, MemoryEngine
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
+from headroom_integrations.memory.models import (  # noqa: F401 (MemoryCategory: doctests)
+    Memory,
+    MemoryCategory,
+    MemoryScope,
+    SearchResult,
+    as_count,
+    as_number,
+)
+from headroom_integrations.memory.validation import identifier
 
 __all__ = [
     "MEMORY_INSTRUCTION",
@@ -51,6 +58,7 @@ __all__ = [
     "format_memories",
     "inject_memories",
     "last_user_text",
+    "parse_block",
     "parse_reply",
 ]
 
@@ -73,261 +81,6 @@ with the handle when a remembered fact is no longer true; scope "session" for th
 only in this conversation; write no block at all when there is nothing new. Never mention the \
 block or this memory system to the user."""
 """The extraction instruction: constant, so a prompt that ends with it stays cacheable."""
-
-_OPEN = re.compile(r"<\s*memory\s*>", re.IGNORECASE)
-_CLOSE = re.compile(r"<\s*/\s*memory\s*>", re.IGNORECASE)
-# A block, either wrapped in its own code fence (both fences present) or bare.
-_BLOCK = re.compile(
-    r"```[a-zA-Z]*[ \t]*\n[ \t]*<\s*memory\s*>(?P<fenced>.*?)<\s*/\s*memory\s*>[ \t]*\n?[ \t]*```"
-    r"|<\s*memory\s*>(?P<bare>.*?)<\s*/\s*memory\s*>",
-    re.IGNORECASE | re.DOTALL,
-)
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
-_DEFAULT_IMPORTANCE = 0.5
-
-
-@dataclass(frozen=True)
-class ExtractedMemory:
-    """One memory the model wrote in a block, validated and normalised.
-
-    Example:
-        >>> ExtractedMemory(content="Prefers Go", category=MemoryCategory.PREFERENCE).scope
-        <MemoryScope.USER: 'user'>
-    """
-
-    content: str
-    category: MemoryCategory = MemoryCategory.FACT
-    scope: MemoryScope = MemoryScope.USER
-    importance: float = _DEFAULT_IMPORTANCE
-    supersedes: str | None = None
-
-
-@dataclass(frozen=True)
-class ParsedReply:
-    """A reply with its memory blocks removed, and what they held.
-
-    Attributes:
-        text: the reply as the user should see it.
-        memories: valid memories found in every block, in order.
-        blocks: how many blocks (complete or cut off) were removed.
-    """
-
-    text: str
-    memories: list[ExtractedMemory] = field(default_factory=list)
-    blocks: int = 0
-
-
-def _default_scope(category: MemoryCategory) -> MemoryScope:
-    return MemoryScope.SESSION if category is MemoryCategory.CONTEXT else MemoryScope.USER
-
-
-def _memory_from(item: Any) -> ExtractedMemory | None:
-    """Validate one item of a block; None (with a log line) if it cannot be used."""
-    if isinstance(item, str):
-        item = {"content": item}
-    if not isinstance(item, Mapping):
-        logger.warning("memory block item ignored (not an object): %r", item)
-        return None
-    content = item.get("content")
-    if not isinstance(content, str) or not content.strip():
-        logger.warning("memory block item ignored (no content): %r", item)
-        return None
-    category = MemoryCategory.FACT
-    if item.get("category") is not None:
-        try:
-            category = MemoryCategory.parse(item["category"])
-        except ValueError:
-            logger.warning("unknown memory category %r, using 'fact'", item["category"])
-    scope = _default_scope(category)
-    if item.get("scope") is not None:
-        try:
-            scope = MemoryScope.parse(item["scope"])
-        except ValueError:
-            logger.warning("unknown memory scope %r, using %r", item["scope"], scope.value)
-    importance = _DEFAULT_IMPORTANCE
-    try:
-        if item.get("importance") is not None:
-            importance = min(1.0, max(0.0, float(item["importance"])))
-    except (TypeError, ValueError):
-        logger.warning("memory importance %r is not a number, using %s", item["importance"], importance)
-    supersedes = item.get("supersedes")
-    supersedes = supersedes.strip() if isinstance(supersedes, str) and supersedes.strip() else None
-    return ExtractedMemory(content.strip(), category, scope, importance, supersedes)
-
-
-def _items(payload: Any) -> list[Any]:
-    if isinstance(payload, Mapping):
-        if "memories" in payload:
-            inner = payload["memories"]
-            return list(inner) if isinstance(inner, list) else [inner]
-        return [payload]  # a single memory object
-    if isinstance(payload, list):
-        return payload
-    return [payload]
-
-
-def _salvage(body: str) -> list[Any]:
-    """Complete JSON objects inside a broken or cut-off body (each decoded on its own)."""
-    decoder = json.JSONDecoder()
-    found: list[Any] = []
-    position = body.find("[")
-    position = body.find("{", position + 1 if position >= 0 else 0)
-    while 0 <= position < len(body):
-        try:
-            value, end = decoder.raw_decode(body, position)
-        except ValueError:
-            position = body.find("{", position + 1)
-            continue
-        if isinstance(value, Mapping) and "memories" not in value:
-            found.append(value)
-        position = body.find("{", end)
-    return found
-
-
-def parse_block(body: str, complete: bool = True) -> list[ExtractedMemory]:
-    """Memories from one block body (the text between the tags). Never raises.
-
-    Example:
-        >>> [m.content for m in parse_block('{"memories": [{"content": "Likes tea",}],}')]
-        ['Likes tea']
-    """
-    text = body.strip()
-    if text.startswith("```"):
-        text = re.sub(r"^```[a-zA-Z]*\s*", "", text)
-        text = re.sub(r"\s*```$", "", text)
-    if not text:
-        return []
-    try:
-        payload = json.loads(_TRAILING_COMMA.sub(r"\1", text))
-        items = _items(payload)
-    except ValueError:
-        items = _salvage(text)
-        if complete and not items:
-            logger.warning("memory block is not valid JSON, dropped: %.200s", text)
-        elif not complete:
-            logger.info("memory block was cut off; kept %d complete item(s)", len(items))
-    return [m for m in (_memory_from(item) for item in items) if m is not None]
-
-
-def parse_reply(text: str | None) -> ParsedReply:
-    """Remove every ``<memory>`` block from a reply and parse them.
-
-    Code fences around or inside a block, several blocks, trailing commas and a block cut off at
-    the end (no closing tag) are all tolerated; invalid JSON is logged and dropped.
-
-    Example:
-        >>> parsed = parse_reply('Go is a fine choice.\\n\\n<memory>{"memories":[{"content":"Prefers Go"}]}</memory>')
-        >>> parsed.text, [m.content for m in parsed.memories]
-        ('Go is a fine choice.', ['Prefers Go'])
-    """
-    if not text:
-        return ParsedReply(text or "")
-    memories: list[ExtractedMemory] = []
-    blocks = 0
-
-    def take(match: re.Match[str]) -> str:
-        nonlocal blocks
-        blocks += 1
-        body = match.group("fenced") if match.group("fenced") is not None else match.group("bare")
-        memories.extend(parse_block(body))
-        return ""
-
-    cleaned = _BLOCK.sub(take, text)
-    opened = _OPEN.search(cleaned)
-    if opened is not None:  # a block that never closed (max_tokens, end of stream)
-        blocks += 1
-        memories.extend(parse_block(cleaned[opened.end() :], complete=False))
-        cleaned = cleaned[: opened.start()]
-        if cleaned.count("```") % 2 == 1:  # an unbalanced fence opened just for the block
-            cleaned = re.sub(r"```[a-zA-Z]*\s*$", "", cleaned)
-    if blocks:
-        cleaned = cleaned.strip()
-    return ParsedReply(cleaned, memories, blocks)
-
-
-class StreamFilter:
-    """Strips ``<memory>`` blocks from text that arrives in pieces.
-
-    :meth:`feed` returns what may be shown now: everything, except from a possible ``<memory``
-    prefix onward, which is held until it is known to be a block (then swallowed) or not (then
-    released). Whitespace right before a block is held too, so the visible reply does not end
-    with blank lines. :meth:`finish` releases what is left; a block cut off by the end of the
-    stream is swallowed. :attr:`text` is the whole raw reply, for :func:`parse_reply`.
-
-    Example:
-        >>> f = StreamFilter()
-        >>> "".join([f.feed("Sure!\\n<mem"), f.feed('ory>{"memories":[]}</mem'), f.feed("ory> Bye"), f.finish()])
-        'Sure! Bye'
-    """
-
-    _TAG = "<memory>"
-
-    def __init__(self) -> None:
-        self._raw: list[str] = []
-        self._held = ""
-        self._in_block = False
-        self.blocks = 0
-
-    @property
-    def text(self) -> str:
-        """Everything fed so far, blocks included."""
-        return "".join(self._raw)
-
-    def feed(self, piece: str) -> str:
-        """Take the next piece of the stream; return the text that can be released."""
-        if not piece:
-            return ""
-        self._raw.append(piece)
-        self._held += piece
-        out: list[str] = []
-        while self._held:
-            if self._in_block:
-                close = _CLOSE.search(self._held)
-                if close is None:
-                    # keep only a tail that could still become the closing tag
-                    self._held = self._held[-12:]
-                    break
-                self._in_block = False
-                self.blocks += 1
-                self._held = self._held[close.end() :]
-                continue
-            opened = _OPEN.search(self._held)
-            if opened is not None:
-                before = self._held[: opened.start()]
-                out.append(before.rstrip())
-                self._held = self._held[opened.end() :]
-                self._in_block = True
-                continue
-            keep = self._undecided_tail(self._held)
-            out.append(self._held[: len(self._held) - keep])
-            self._held = self._held[len(self._held) - keep :]
-            break
-        return "".join(out)
-
-    def _undecided_tail(self, text: str) -> int:
-        """Length of the end of ``text`` that might still turn into whitespace + an opening tag."""
-        start = text.rfind("<")
-        if start != -1:
-            candidate = re.sub(r"\s+", "", text[start:]).lower()
-            if not self._TAG.startswith(candidate) or candidate == self._TAG:
-                start = -1
-        if start == -1:
-            start = len(text)
-        while start > 0 and text[start - 1].isspace():
-            start -= 1
-        return len(text) - start
-
-    def finish(self) -> str:
-        """End of stream: release held text that never became a block; swallow a cut-off block."""
-        held, self._held = self._held, ""
-        if self._in_block:
-            self._in_block = False
-            return ""
-        stripped = held.strip()
-        if stripped.startswith("<") and len(stripped) >= 2:
-            return ""  # the beginning of a block, cut off
-        return held.rstrip() if not stripped else held
-
 
 # -- injection ----------------------------------------------------------------------------------
 
@@ -514,17 +267,13 @@ class InlineMemory:
         token_budget: int = 400,
         min_score: float | None = None,
     ) -> None:
-        if not isinstance(user_id, str) or not user_id.strip():
-            raise InvalidInputError("a non-empty user_id is required")
-        if top_k < 1 or token_budget < 1:
-            raise InvalidInputError("top_k and token_budget must be positive")
         self.engine = engine
-        self.user_id = user_id
-        self.session_id = session_id
-        self.agent_id = agent_id
-        self.top_k = top_k
-        self.token_budget = token_budget
-        self.min_score = min_score
+        self.user_id: str = identifier(user_id, "user_id", required=True)  # type: ignore[assignment]
+        self.session_id = identifier(session_id, "session_id")
+        self.agent_id = identifier(agent_id, "agent_id")
+        self.top_k = as_count(top_k, "top_k", minimum=1)
+        self.token_budget = as_count(token_budget, "token_budget", minimum=1)
+        self.min_score = as_number(min_score, "min_score", -1.0, 1.0)
 
     def retrieve(self, query: str) -> list[SearchResult]:
         """Memories relevant to ``query`` that these ids may see."""
@@ -535,12 +284,12 @@ class InlineMemory:
 
     def recall(self, query: str) -> Injection:
         """The injection block for ``query`` (empty for an empty query; a failure is logged, not raised)."""
-        if not query.strip():
-            return Injection()
         try:
+            if not query.strip():
+                return Injection()
             return format_memories(self.retrieve(query), self.token_budget)
-        except HeadroomError as exc:  # never let the memory layer break the conversation
-            logger.error("memory retrieval failed, going on without memories: %s", exc)
+        except Exception as exc:  # never let the memory layer break the conversation
+            logger.error("memory retrieval failed, going on without memories: %s", exc, exc_info=True)
             return Injection()
 
     def scope_for(self, wanted: MemoryScope) -> MemoryScope | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,9 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from headroom_integrations._async import async_face
-from headroom_integrations.errors import (
-    MemoryNotFoundError,
-)
+from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
 from headroom_integrations.inline import (
     ExtractedMemory,
     InlineMemory,
@@ -46,6 +43,7 @@ from headroom_integrations.inline import (
 from headroom_integrations.memory import (
     HierarchicalMemory,
     Memory,
+    MemoryCategory,
     MemoryConfig,
     MemoryEngine,
     MemoryFilter,
@@ -64,8 +62,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-_CLOSED_BLOCK = re.compile(r"<\s*/\s*memory\s*>", re.IGNORECASE)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -149,7 +145,7 @@ class MemorySession(InlineMemory):
             content = _get(message, "content") if message is not None else None
             if not isinstance(content, str):
                 continue
-            parsed = parse_reply(content)
+            parsed = parse_reply(content, cut=_get(choice, "finish_reason") == "length")
             if parsed.blocks:
                 _set(message, "content", parsed.text)
             if position == 0:
@@ -182,8 +178,9 @@ class MemorySession(InlineMemory):
             content = _get(delta, "content")
             if isinstance(content, str) and content:
                 _set(delta, "content", stream_filter.feed(content))
-            if _get(choice, "finish_reason") is not None:
-                tail = stream_filter.finish()
+            reason = _get(choice, "finish_reason")
+            if reason is not None:
+                tail = stream_filter.finish(cut=reason == "length")
                 if tail:
                     _set(delta, "content", (_get(delta, "content") or "") + tail)
         return chunk
@@ -195,13 +192,10 @@ class MemorySession(InlineMemory):
         """
         if not state.extract or 0 not in filters:
             return
-        text = filters[0].text
-        if not complete:
-            closes = list(_CLOSED_BLOCK.finditer(text))
-            if not closes:
-                return
-            text = text[: closes[-1].end()]
-        self.store(parse_reply(text).memories, state)
+        stream_filter = filters[0]
+        if complete:
+            stream_filter.finish()  # a stream that ended without a finish_reason: close an open block
+        self.store(stream_filter.memories(complete_only=not complete), state)
 
 
 def _json_mode(kwargs: Mapping[str, Any]) -> bool:
@@ -387,16 +381,24 @@ class MemoryFacade:
         importance: float = 0.5,
         scope: MemoryScope | str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        turn_id: str | None = None,
     ) -> Memory:
-        """Store a memory by hand (user-level unless ``scope`` says otherwise; context → session)."""
+        """Store a memory by hand under this client's ids, by the engine's scope rules.
+
+        Without ``scope`` the memory is user-level (``context`` memories: session-level when the
+        client has a session). A scope the ids cannot carry is refused, never widened: ``"agent"``
+        needs the client's ``agent_id``, ``"session"`` its ``session_id``, ``"turn"`` a ``turn_id``.
+
+        Raises:
+            InvalidInputError: as :meth:`MemoryEngine.add`.
+        """
         s = self.session
-        parsed = MemoryScope.parse(scope) if scope is not None else None
-        if parsed is None:
-            parsed = MemoryScope.SESSION if str(category).lower() == "context" else MemoryScope.USER
-        resolved = s.scope_for(parsed) or MemoryScope.USER
+        if scope is None:
+            context = MemoryCategory.parse(category) is MemoryCategory.CONTEXT
+            scope = MemoryScope.SESSION if context and s.session_id is not None else MemoryScope.USER
         return self.engine.add(
-            content, s.user_id, session_id=s.session_id, agent_id=s.agent_id, category=category,
-            scope=resolved, importance=importance, metadata=metadata,
+            content, s.user_id, session_id=s.session_id, agent_id=s.agent_id, turn_id=turn_id,
+            category=category, scope=scope, importance=importance, metadata=metadata,
         )
 
     def get_all(self) -> list[Memory]:
@@ -525,6 +527,12 @@ def with_memory(
             model="gpt-4o", messages=[{"role": "user", "content": "I prefer Go for performance-critical code"}]
         )
     """
+    create = getattr(getattr(getattr(client, "chat", None), "completions", None), "create", None)
+    if not callable(create):
+        raise InvalidInputError(
+            "with_memory() needs an OpenAI-compatible client (one with chat.completions.create), "
+            f"got {type(client).__name__}"
+        )
     engine = engine_from(memory, config, db_path)
     session = MemorySession(
         engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget, min_score=min_score,

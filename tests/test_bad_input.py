@@ -68,8 +68,10 @@ def test_fts_syntax_in_queries_never_raises(engine: MemoryEngine, query: str) ->
 
 
 def test_search_argument_errors(engine: MemoryEngine) -> None:
+    engine.add("Prefers tea", user_id="u")
+    assert engine.search("", user_id="u") == [] and engine.search("  \n\t", user_id="u") == []  # one rule everywhere
     with pytest.raises(InvalidInputError, match="query"):
-        engine.search("  ", user_id="u")
+        engine.search(None, user_id="u")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="top_k"):
         engine.search("x", user_id="u", top_k=0)
 

@@ -9,10 +9,20 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
+from headroom_integrations.errors import InvalidInputError
 from headroom_integrations.inline import engine_from
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine, SearchResult
+from headroom_integrations.memory import (
+    HierarchicalMemory,
+    MemoryCategory,
+    MemoryConfig,
+    MemoryEngine,
+    MemoryScope,
+    SearchResult,
+)
+from headroom_integrations.memory.models import as_count
+from headroom_integrations.memory.validation import identifier
 
 __all__ = ["HeadroomMemoryRetriever", "format_docs"]
 
@@ -72,11 +82,34 @@ class HeadroomMemoryRetriever(BaseRetriever):
         engine = fields.pop("engine", None) or engine_from(memory, config, db_path)
         super().__init__(engine=engine, **fields)
 
-    def _search(self, query: str, k: int | None) -> list[Document]:
-        if not query or not query.strip():
-            return []
+    @field_validator("user_id")
+    @classmethod
+    def _user(cls, value: str) -> str:
+        return identifier(value, "user_id", required=True)  # type: ignore[return-value]
+
+    @field_validator("session_id", "agent_id")
+    @classmethod
+    def _ids(cls, value: str | None) -> str | None:
+        return identifier(value, "session_id / agent_id")
+
+    @field_validator("k")
+    @classmethod
+    def _k(cls, value: int) -> int:
+        return as_count(value, "k", minimum=1)
+
+    @field_validator("categories", "scopes", mode="before")
+    @classmethod
+    def _kinds(cls, value: Any, info: Any) -> list[str] | None:
+        kind = MemoryCategory if info.field_name == "categories" else MemoryScope
+        parsed = kind.parse_many(value)  # one name is one item; an unknown name fails here
+        return None if parsed is None else [member.value for member in parsed]
+
+    def _search(self, query: object, k: object) -> list[Document]:
+        if not isinstance(query, str):
+            raise InvalidInputError(f"the retriever's query must be a string, got {type(query).__name__}")
+        top_k = self.k if k is None else as_count(k, "k", minimum=1)
         hits = self.engine.search(
-            query, self.user_id, self.session_id, self.agent_id, top_k=k or self.k, categories=self.categories,
+            query, self.user_id, self.session_id, self.agent_id, top_k=top_k, categories=self.categories,
             scopes=self.scopes, include_superseded=self.include_superseded, min_score=self.min_score,
         )
         return [_document(hit) for hit in hits]

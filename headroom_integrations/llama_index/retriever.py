@@ -11,8 +11,18 @@ from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from headroom_integrations.inline import InlineMemory, engine_from
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine, SearchResult
+from headroom_integrations.errors import InvalidInputError
+from headroom_integrations.inline import engine_from
+from headroom_integrations.memory import (
+    HierarchicalMemory,
+    MemoryCategory,
+    MemoryConfig,
+    MemoryEngine,
+    MemoryScope,
+    SearchResult,
+)
+from headroom_integrations.memory.models import as_count, as_number
+from headroom_integrations.memory.validation import identifier
 
 __all__ = ["HeadroomRetriever", "node_from"]
 
@@ -86,21 +96,20 @@ class HeadroomRetriever(BaseRetriever):
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
     ) -> None:
-        self.engine = engine_from(memory, config, db_path)
-        InlineMemory(self.engine, user_id)  # validates user_id now
-        self.user_id = user_id
-        self.session_id = session_id
-        self.agent_id = agent_id
-        self.similarity_top_k = similarity_top_k
-        self.categories = list(categories) if categories is not None else None
-        self.scopes = list(scopes) if scopes is not None else None
+        self.user_id = identifier(user_id, "user_id", required=True)
+        self.session_id = identifier(session_id, "session_id")
+        self.agent_id = identifier(agent_id, "agent_id")
+        self.similarity_top_k = as_count(similarity_top_k, "similarity_top_k", minimum=1)
+        self.categories = MemoryCategory.parse_many(categories)  # "fact" is one category, not four letters
+        self.scopes = MemoryScope.parse_many(scopes)
         self.include_superseded = include_superseded
-        self.min_score = min_score
+        self.min_score = as_number(min_score, "min_score", -1.0, 1.0)
+        self.engine = engine_from(memory, config, db_path)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
-    def _search(self, query: str) -> list[NodeWithScore]:
-        if not query or not query.strip():
-            return []
+    def _search(self, query: object) -> list[NodeWithScore]:
+        if not isinstance(query, str):
+            raise InvalidInputError(f"the retriever's query must be a string, got {type(query).__name__}")
         hits = self.engine.search(
             query, self.user_id, self.session_id, self.agent_id, top_k=self.similarity_top_k,
             categories=self.categories, scopes=self.scopes, include_superseded=self.include_superseded,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from headroom_integrations.errors import InvalidInputError
+from headroom_integrations.memory.models import as_count, as_number
 
 if TYPE_CHECKING:
     from headroom_integrations.memory.embedders import Embedder
@@ -71,9 +72,6 @@ class MemoryConfig:
         text_weight: weight of the normalised keyword (BM25) score in a candidate's relevance.
         context_weight: how far (0..1) a memory moves up toward a more relevant neighbour (the
             memory stored just before or after it by the same owner); 0 turns context off.
-        dedup_threshold: hits this similar (cosine) to a better hit are dropped as near-duplicates
-            (0.96: a fact repeated with a trailing full stop measures 0.98 in full precision and
-            0.97 with the int8 copy, which pulls such near-1 cosines down by about 0.01).
         local_runtime: how the LOCAL model runs: ``"onnx-int8"`` (the int8 copy of its ONNX export,
             exported and quantised once from the local model directory: fastest, vectors close to
             but not equal to the full-precision ones, so stores of their own), ``"onnx"`` (the
@@ -115,7 +113,6 @@ class MemoryConfig:
     vector_weight: float = 0.5
     text_weight: float = 0.5
     context_weight: float = 0.5
-    dedup_threshold: float = 0.96
     local_runtime: str = "auto"
     text_postings_budget: int = 1000
     text_max_share: float = 0.5
@@ -129,19 +126,26 @@ class MemoryConfig:
             raise InvalidInputError(
                 f"unknown embedder_backend {self.embedder_backend!r}; expected one of: {valid}"
             ) from None
-        for name in ("hnsw_ef_construction", "hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars"):
-            if int(getattr(self, name)) <= 0:
-                raise InvalidInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.vector_dimension is not None and self.vector_dimension <= 0:
-            raise InvalidInputError(f"vector_dimension must be positive, got {self.vector_dimension}")
-        for name in ("importance_weight", "recency_weight"):
-            if not 0.0 <= float(getattr(self, name)) <= 1.0:
-                raise InvalidInputError(f"{name} must be within 0..1, got {getattr(self, name)!r}")
+        path = self.db_path
+        if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+            raise InvalidInputError(f"db_path must be a file path (str or Path) or ':memory:', got {path!r}")
+        if self.index_path is not None and not isinstance(self.index_path, (str, os.PathLike)):
+            raise InvalidInputError(f"index_path must be a file path or None, got {self.index_path!r}")
+        for name in ("hnsw_ef_construction", "hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars",
+                     "max_content_chars", "text_postings_budget"):
+            as_count(getattr(self, name), name, minimum=1)
+        for name in ("busy_timeout_ms", "brute_force_max"):
+            as_count(getattr(self, name), name)
+        if self.vector_dimension is not None:
+            as_count(self.vector_dimension, "vector_dimension", minimum=1)
+        for name in ("importance_weight", "recency_weight", "context_weight", "text_max_share"):
+            as_number(getattr(self, name), name, 0.0, 1.0)
         for name in ("vector_weight", "text_weight"):
-            if not 0.0 <= float(getattr(self, name)) < float("inf"):
+            if as_number(getattr(self, name), name) < 0:  # type: ignore[operator]
                 raise InvalidInputError(f"{name} must be a finite number >= 0, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.context_weight) <= 1.0:
-            raise InvalidInputError(f"context_weight must be within 0..1, got {self.context_weight!r}")
+        as_number(self.recency_half_life_days, "recency_half_life_days")
+        if self.recency_half_life_days <= 0:
+            raise InvalidInputError(f"recency_half_life_days must be > 0, got {self.recency_half_life_days!r}")
         if self.vector_weight + self.text_weight <= 0:
             raise InvalidInputError("vector_weight and text_weight must not both be 0")
         if self.local_runtime not in LOCAL_RUNTIMES:

@@ -10,22 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
-import json
+import logging
+import os
 import threading
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, fields
+from datetime import date, datetime
 from types import TracebackType
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select
 
 from headroom_integrations._async import async_face
-from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError
+from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError, StorageError
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
 from headroom_integrations.memory.models import (
@@ -35,16 +38,22 @@ from headroom_integrations.memory.models import (
     MemoryFilter,
     MemoryScope,
     SearchResult,
+    as_count,
+    as_number,
 )
 from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
 from headroom_integrations.memory.schema import memories
-from headroom_integrations.memory.sqlite import recorded_meta
+from headroom_integrations.memory.sqlite import recorded_meta, storage_errors
 from headroom_integrations.memory.store import IndexRow, MemoryStore, filter_condition, now_utc, row_to_memory
-from headroom_integrations.memory.text_query import fingerprint, query_terms
+from headroom_integrations.memory.text_query import clean_text, fingerprint, query_terms
+from headroom_integrations.memory.validation import content_text, identifier, metadata_json, query_text
+from headroom_integrations.memory.validation import importance as _importance
 from headroom_integrations.memory.vector_index import VectorIndex
 from headroom_integrations.memory.visibility import bucket_key
 
 __all__ = ["HierarchicalMemory", "MemoryEngine"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,11 +66,18 @@ class _SharedStore:
     dimension: int
     users: int = 0
     pending: set[Future[None]] = field(default_factory=set)  # deferred embeddings under way
+    failed: set[int] = field(default_factory=set)  # rows whose deferred embedding failed: retried by search
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def wait_pending(self) -> None:
-        """Block until every deferred embedding started so far is stored and indexed."""
-        for job in list(self.pending):
-            job.result()
+        """Block until every deferred embedding started so far has finished (failed ones are in ``failed``)."""
+        concurrent.futures.wait(list(self.pending))
+
+    def take_failed(self) -> list[int]:
+        """The rows whose deferred embedding failed, handed over to the caller to retry."""
+        with self.lock:
+            taken, self.failed = sorted(self.failed), set()
+        return taken
 
 
 _OPEN: dict[str, _SharedStore] = {}
@@ -133,6 +149,9 @@ def _release(key: str, owned_embedder: Embedder | None = None) -> None:
         del _OPEN[key]
     try:
         shared.index.save()
+    except Exception as exc:  # the index is a cache: the next open rebuilds what it lacks
+        logger.warning("could not save the vector index %s (%s); it will be rebuilt on the next open",
+                       shared.index.path, exc)
     finally:
         shared.store.close()
 
@@ -144,47 +163,9 @@ def _save_all_indexes() -> None:
             shared.index.save()
 
 
-def _text(value: object, what: str, max_chars: int) -> str:
-    if not isinstance(value, str):
-        raise InvalidInputError(f"{what} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise InvalidInputError(f"{what} must not be empty or whitespace")
-    if len(value) > max_chars:
-        raise InvalidInputError(f"{what} has {len(value)} characters; the limit is {max_chars} (max_content_chars)")
-    return value
-
-
-def _id(value: object, what: str, required: bool = False) -> str | None:
-    if value is None:
-        if required:
-            raise InvalidInputError(f"{what} is required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInputError(f"{what} must be a non-empty string, got {value!r}")
-    if len(value) > 255:
-        raise InvalidInputError(f"{what} is longer than 255 characters")
-    return value
-
-
-def _importance(value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise InvalidInputError(f"importance must be a number within 0..1, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise InvalidInputError(f"importance must be within 0..1, got {number}")
-    return number
-
-
-def _metadata_json(value: Mapping[str, Any] | None) -> str:
-    if value is None:
-        return "{}"
-    if not isinstance(value, Mapping):
-        raise InvalidInputError(f"metadata must be a mapping, got {type(value).__name__}")
-    try:
-        return json.dumps(dict(value), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInputError(f"metadata must be JSON-serialisable: {exc}") from None
+_ADD_FIELDS = frozenset(
+    {"content", "user_id", "session_id", "agent_id", "turn_id", "category", "scope", "importance", "metadata"}
+)
 
 
 def _index_row(pk: int, seq: int, row: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
@@ -227,7 +208,11 @@ class MemoryEngine:
             print(hits[0].content)  # Prefers Go for performance-critical code
     """
 
-    def __init__(self, config: MemoryConfig | None = None) -> None:
+    def __init__(self, config: MemoryConfig | str | os.PathLike[str] | None = None) -> None:
+        if isinstance(config, (str, os.PathLike)):
+            config = MemoryConfig(db_path=config)  # MemoryEngine("memory.db"): the path is the config
+        elif config is not None and not isinstance(config, MemoryConfig):
+            raise InvalidInputError(f"config must be a MemoryConfig or a database path, got {type(config).__name__}")
         self.config = config or MemoryConfig()
         self.embedder = build_embedder(self.config, _recorded_embedder(self.config))
         # HTTP embedders are built for this engine and closed with it; local models are shared.
@@ -243,10 +228,10 @@ class MemoryEngine:
         self._shared = shared
         self._store = shared.store
         self._index = shared.index
-        if shared.users == 1:  # first engine on this file here: finish embeddings a crash left undone
-            self._embed_now([pk for pk, _ in self._store.without_embedding()])
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._key, owned)
+        if shared.users == 1:  # first engine on this file here: finish embeddings a crash left undone
+            self._embed_now([pk for pk, _ in self._store.without_embedding()])
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -271,9 +256,10 @@ class MemoryEngine:
         metadata: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Validate one memory's fields and build its row (without embedding, pk and seq)."""
-        text = _text(content, "content", self.config.max_content_chars)
-        user = _id(user_id, "user_id", required=True)
-        session, agent, turn = _id(session_id, "session_id"), _id(agent_id, "agent_id"), _id(turn_id, "turn_id")
+        text = content_text(content, "content", self.config.max_content_chars)
+        user = identifier(user_id, "user_id", required=True)
+        session = identifier(session_id, "session_id")
+        agent, turn = identifier(agent_id, "agent_id"), identifier(turn_id, "turn_id")
         resolved = MemoryScope.derive(session, agent, turn) if scope is None else MemoryScope.parse(scope)
         needs = {MemoryScope.SESSION: ("session_id", session), MemoryScope.AGENT: ("agent_id", agent),
                  MemoryScope.TURN: ("turn_id", turn)}.get(resolved)
@@ -284,7 +270,7 @@ class MemoryEngine:
         return {
             "id": memory_id, "content": text, "user_id": user, "session_id": session, "agent_id": agent,
             "turn_id": turn, "scope": resolved.value, "category": MemoryCategory.parse(category).value,
-            "importance": _importance(importance), "meta_json": _metadata_json(metadata),
+            "importance": _importance(importance), "meta_json": metadata_json(metadata),
             "created_at": stamp, "updated_at": stamp, "valid_from": stamp, "valid_to": None,
             "supersedes": None, "superseded_by": None, "chain_id": memory_id,
         }
@@ -311,28 +297,70 @@ class MemoryEngine:
         return result
 
     def _embed_now(self, pks: list[int]) -> None:
-        """Embed rows stored without a vector, store the vectors and index them."""
+        """Embed rows stored without a vector, store the vectors and index them.
+
+        When the vectors cannot be stored (a read-only file, a full disk), the index still gets
+        them, so searches in this process find the rows; storing is retried by the next search.
+        """
         waiting = self._store.without_embedding(pks)
         if not waiting:
             return
         vectors = self._embed([content for _, content in waiting])
-        ready = self._store.set_embeddings({pk: v.tobytes() for (pk, _), v in zip(waiting, vectors)})
+        by_pk = {pk: vector for (pk, _), vector in zip(waiting, vectors)}
+        try:
+            ready = self._store.set_embeddings({pk: v.tobytes() for pk, v in by_pk.items()})
+        except StorageError as exc:
+            logger.warning("could not store %d vector(s), searching with them from memory: %s", len(by_pk), exc)
+            self._index.apply_unsaved(self._store.index_rows_of(by_pk))
+            with self._shared.lock:
+                self._shared.failed.update(by_pk)
+            return
         if ready:
             seqs = [seq for _, seq in ready]
             self._index.apply_local([row for row, _ in ready], min(seqs), max(seqs))
 
     def _embed_later(self, pks: list[int]) -> None:
-        job = _background().submit(self._embed_now, pks)
-        pending = self._shared.pending
-        pending.add(job)
-        job.add_done_callback(pending.discard)
+        shared = self._shared
+
+        def run() -> None:
+            try:
+                self._embed_now(pks)
+            except Exception as exc:  # the rows are committed: the next search embeds them
+                logger.warning("deferred embedding of %d memories failed (%s); the next search retries", len(pks), exc)
+                with shared.lock:
+                    shared.failed.update(pks)
+
+        job = _background().submit(run)
+        shared.pending.add(job)
+        job.add_done_callback(shared.pending.discard)
+
+    def _catch_up(self) -> None:
+        """Before a search: every acknowledged write, of any process, is searchable by vector.
+
+        Deferred embeddings of this process are awaited; rows another process stored without a
+        vector yet are embedded here (if that process stores its vector first, the second pull
+        brings it in), and embeddings that failed earlier are retried.
+        """
+        self._shared.wait_pending()
+        waiting = self._index.sync()
+        retry = self._shared.take_failed()
+        if not waiting and not retry:
+            return
+        try:
+            self._embed_now(sorted({*waiting, *retry}))
+        except BaseException:
+            with self._shared.lock:
+                self._shared.failed.update(retry)
+            raise
+        self._index.sync()
 
     def flush(self) -> None:
         """Wait until memories stored with ``defer_embedding=True`` are embedded and indexed.
 
         Searches do this by themselves; call it before measuring or shutting down.
         """
-        self._shared.wait_pending()
+        self._check_open()
+        self._catch_up()
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -397,19 +425,22 @@ class MemoryEngine:
             InvalidInputError: any item is invalid (nothing is stored then).
         """
         self._check_open()
+        if isinstance(items, (str, Mapping)):
+            items = [items]  # one memory, not a sequence of characters or keys
+        elif not isinstance(items, Iterable):
+            raise InvalidInputError(f"items must be a list of strings or mappings, got {type(items).__name__}")
         defaults = {"user_id": user_id, "session_id": session_id, "agent_id": agent_id, "turn_id": turn_id}
         rows = []
         for position, item in enumerate(items):
+            if not isinstance(item, (str, Mapping)):
+                raise InvalidInputError(f"item {position}: expected a string or a mapping, got {type(item).__name__}")
             fields = {"content": item} if isinstance(item, str) else dict(item)
-            unknown = set(fields) - {"content", "user_id", "session_id", "agent_id", "turn_id",
-                                     "category", "scope", "importance", "metadata"}
+            unknown = set(fields) - _ADD_FIELDS
             if unknown:
-                raise InvalidInputError(f"item {position}: unknown fields {sorted(unknown)}")
+                raise InvalidInputError(f"item {position}: unknown fields {sorted(map(str, unknown))}")
             try:
-                rows.append(self._new_row(**{**defaults, **{k: v for k, v in fields.items()}}))
+                rows.append(self._new_row(**{**defaults, **fields}))
             except InvalidInputError as exc:
-                raise InvalidInputError(f"item {position}: {exc}") from None
-            except TypeError as exc:
                 raise InvalidInputError(f"item {position}: {exc}") from None
         if not rows:
             return []
@@ -436,10 +467,26 @@ class MemoryEngine:
             InvalidInputError: empty or oversized content, unknown category, bad importance.
         """
         self._check_open()
-        text = _text(new_content, "new_content", self.config.max_content_chars)
+        return self._new_version(
+            identifier(old_memory_id, "old_memory_id", required=True), new_content,  # type: ignore[arg-type]
+            category, importance, metadata, defer_embedding,
+        )
+
+    def _new_version(
+        self,
+        old_id: str,
+        new_content: object,
+        category: MemoryCategory | str | None,
+        importance: object,
+        metadata: Mapping[str, Any] | None,
+        defer_embedding: bool = False,
+        revive: bool = False,
+    ) -> Memory:
+        """Supersede ``old_id`` (with ``revive``, also the last version of a fact without a current one)."""
+        text = content_text(new_content, "new_content", self.config.max_content_chars)
         new_category = None if category is None else MemoryCategory.parse(category).value
         new_importance = None if importance is None else _importance(importance)
-        meta_json = None if metadata is None else _metadata_json(metadata)
+        meta_json = None if metadata is None else metadata_json(metadata)
         vector = None if defer_embedding else self._embed([text])[0]
         new_id = str(uuid.uuid4())
 
@@ -449,11 +496,11 @@ class MemoryEngine:
                 "agent_id": old.agent_id, "turn_id": old.turn_id, "scope": old.scope.value,
                 "category": new_category or old.category.value,
                 "importance": old.importance if new_importance is None else new_importance,
-                "meta_json": meta_json if meta_json is not None else json.dumps(old.metadata, ensure_ascii=False),
+                "meta_json": meta_json if meta_json is not None else metadata_json(old.metadata),
                 "embedding": None if vector is None else vector.tobytes(),
             }
 
-        old, old_pk, new = self._store.supersede(old_memory_id, build)
+        old, old_pk, new = self._store.supersede(old_id, build, revive=revive)
         seq = new["seq"]
         self._index.apply_local(
             [_memory_index_row(old_pk, seq - 1, old, None, current=False), _index_row(new["pk"], seq, new, vector)],
@@ -481,23 +528,25 @@ class MemoryEngine:
             InvalidInputError: invalid new values.
         """
         self._check_open()
+        memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
         values: dict[str, Any] = {}
         if content is not None:
-            values["content"] = _text(content, "content", self.config.max_content_chars)
-            values["embedding"] = self._embed([values["content"]])[0].tobytes()
+            values["content"] = content_text(content, "content", self.config.max_content_chars)
         if category is not None:
             values["category"] = MemoryCategory.parse(category).value
         if importance is not None:
             values["importance"] = _importance(importance)
         if metadata is not None:
-            values["meta_json"] = _metadata_json(metadata)
+            values["meta_json"] = metadata_json(metadata)
         if not values:
             memory = self._store.get(memory_id)
             if memory is None:
                 raise MemoryNotFoundError(memory_id)
             return memory
+        if "content" in values:
+            values["embedding"] = self._embed([values["content"]])[0].tobytes()
         pk, seq = self._store.update(memory_id, values)
-        memory, vector = self._store.get_by_pks([pk], with_embedding=True)[pk]
+        memory, vector, _ = self._store.get_by_pks([pk], with_embedding=True)[pk]
         self._index.apply_local([_memory_index_row(pk, seq, memory, vector, memory.is_current)], seq, seq)
         return memory
 
@@ -506,11 +555,12 @@ class MemoryEngine:
 
         The rollback is itself recorded: the current version is superseded by a new version
         carrying the old content (``metadata["rolled_back_to"]`` names the restored version), so
-        the history and point-in-time queries stay truthful.
+        the history and point-in-time queries stay truthful. A fact whose current version was
+        deleted can be rolled back too: the restored version becomes its new current version.
 
         Raises:
             MemoryNotFoundError: no such memory.
-            InvalidInputError: the memory is already current, or its fact has no current version.
+            InvalidInputError: the memory is already current.
         """
         self._check_open()
         chain = self.get_history(memory_id)
@@ -518,17 +568,29 @@ class MemoryEngine:
         if target.is_current:
             raise InvalidInputError(f"memory {memory_id!r} is already the current version")
         head = next((m for m in chain if m.is_current), None)
-        if head is None:
-            raise InvalidInputError(f"the fact of memory {memory_id!r} has no current version to roll back")
-        return self.supersede(
-            head.id, target.content, category=target.category, importance=target.importance,
-            metadata={**target.metadata, "rolled_back_to": target.id},
+        metadata = {**target.metadata, "rolled_back_to": target.id}
+        base = head if head is not None else chain[-1]  # headless: continue from the latest version
+        return self._new_version(
+            base.id, target.content, target.category, target.importance, metadata, revive=head is None
         )
 
-    def delete(self, memory_id: str) -> bool:
-        """Delete one memory (only this version). Returns False if it did not exist."""
+    def delete(self, memory_id: str, *, all_versions: bool = False) -> bool:
+        """Delete one version of a fact, or with ``all_versions=True`` the fact's whole history.
+
+        Deleting the current version does not bring an older one back: the fact is no longer
+        found by searches (it was deleted), while its older versions stay in :meth:`get_history`,
+        in point-in-time queries and can be restored with :meth:`rollback`. Returns False if
+        there was no such memory.
+        """
         self._check_open()
-        pks, seq = self._store.delete_where(memories.c.id == memory_id)
+        memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
+        if not isinstance(all_versions, bool):
+            raise InvalidInputError(f"all_versions must be True or False, got {all_versions!r}")
+        condition = memories.c.id == memory_id
+        if all_versions:
+            chain = select(memories.c.chain_id).where(memories.c.id == memory_id).scalar_subquery()
+            condition = memories.c.chain_id == chain
+        pks, seq = self._store.delete_where(condition)
         if pks:
             self._index.remove_local(pks, seq)
         return bool(pks)
@@ -546,28 +608,63 @@ class MemoryEngine:
 
         ``clear("alice", session_id="s1")`` deletes what was recorded in session ``s1`` (any scope);
         add ``scope="session"`` to keep the user-level facts learned there. Returns how many rows
-        were deleted.
+        were deleted. Deleted content is overwritten in the database file; :meth:`purge` also
+        removes the user's logged messages and every copy left in the write-ahead log.
         """
         self._check_open()
         flt = MemoryFilter(
-            user_id=_id(user_id, "user_id", required=True), session_id=session_id, agent_id=agent_id,
-            turn_id=turn_id, scopes=None if scope is None else [scope], include_superseded=True,
+            user_id=identifier(user_id, "user_id", required=True), session_id=identifier(session_id, "session_id"),
+            agent_id=identifier(agent_id, "agent_id"), turn_id=identifier(turn_id, "turn_id"),
+            scopes=None if scope is None else [scope], include_superseded=True,
         )
         pks, seq = self._store.delete_where(filter_condition(flt))
         if pks:
             self._index.remove_local(pks, seq)
         return len(pks)
 
+    def purge(self, user_id: str) -> dict[str, int]:
+        """Erase a user (the right to erasure): every memory and version, every logged message,
+        and every copy of them left in the store's files.
+
+        Deleted rows are overwritten in the database file (SQLite ``secure_delete``), the
+        full-text index is merged so deleted terms leave its older segments, the write-ahead log
+        is copied in and truncated, and the user's vectors are overwritten in the vector index
+        and its saved file. Other processes drop the vectors too on their next search.
+
+        Returns:
+            ``{"memories": n, "messages": m}``: how many rows were deleted.
+
+        Raises:
+            StorageError: the store could not be written (nothing is reported as erased then).
+        """
+        self._check_open()
+        user = identifier(user_id, "user_id", required=True)
+        self._shared.wait_pending()
+        removed = self.clear(user)  # type: ignore[arg-type]
+        messages = self._store.delete_messages(user, None)  # type: ignore[arg-type]
+        if self._cache is not None:
+            self._cache.clear()
+        if self._keywords is not None:
+            self._keywords.clear()
+        if not self._store.erase_traces():
+            logger.warning("another connection kept the write-ahead log of %s from being truncated; "
+                           "it is truncated at its next checkpoint", self._store.path)
+        self._index.scrub_missing()
+        self.save_index()
+        return {"memories": removed, "messages": messages}
+
     # -- reading --------------------------------------------------------------------------------
 
     def get(self, memory_id: str) -> Memory | None:
         """The memory with this id, or None."""
         self._check_open()
-        return self._store.get(memory_id)
+        return self._store.get(identifier(memory_id, "memory_id", required=True))  # type: ignore[arg-type]
 
     def query(self, flt: MemoryFilter | None = None) -> list[Memory]:
         """Memories matching a :class:`MemoryFilter` (exact id matches), oldest first."""
         self._check_open()
+        if flt is not None and not isinstance(flt, MemoryFilter):
+            raise InvalidInputError(f"query() takes a MemoryFilter, got {type(flt).__name__}")
         return self._store.query(flt or MemoryFilter())
 
     def get_history(self, memory_id: str) -> list[Memory]:
@@ -577,7 +674,7 @@ class MemoryEngine:
             MemoryNotFoundError: no such memory.
         """
         self._check_open()
-        return self._store.history(memory_id)
+        return self._store.history(identifier(memory_id, "memory_id", required=True))  # type: ignore[arg-type]
 
     def search(
         self,
@@ -591,43 +688,48 @@ class MemoryEngine:
         categories: Iterable[MemoryCategory | str] | None = None,
         scopes: Iterable[MemoryScope | str] | None = None,
         include_superseded: bool = False,
-        valid_at: datetime | None = None,
+        valid_at: datetime | date | str | None = None,
         min_score: float | None = None,
     ) -> list[SearchResult]:
         """Hybrid (vector + keyword) search over what these ids may see; best first.
 
         Args:
-            query: free text; any characters are safe (operators and quotes are plain text).
+            query: free text; any characters are safe (operators, quotes, control characters and
+                broken surrogates are plain text; only the first 10,000 characters are used). An
+                empty or whitespace-only query finds nothing.
             user_id: whose memories to search.
             session_id: also see this session's session-level memories.
             agent_id: also see this (session, agent)'s agent-level memories.
             turn_id: also see this turn's turn-level memories.
-            top_k: how many hits at most.
-            categories: only these categories.
-            scopes: only memories stored at these scopes.
+            top_k: how many hits at most (as many as that when that many memories are visible).
+            categories: only these categories (one name or a list).
+            scopes: only memories stored at these scopes (one name or a list).
             include_superseded: also search older versions.
-            valid_at: search the versions that were valid at this time instead of the current ones.
-            min_score: drop hits whose cosine similarity is below this.
+            valid_at: search the versions that were valid at this time (a datetime, a date or an
+                ISO 8601 string) instead of the current ones.
+            min_score: drop hits whose cosine similarity is below this (-1..1).
 
         Raises:
-            InvalidInputError: empty query, bad ``top_k`` or unknown category/scope.
+            InvalidInputError: a query that is not a string, bad ids, ``top_k``, ``min_score`` or
+                ``valid_at``, an unknown category or scope.
         """
         self._check_open()
-        text = _text(query, "query", self.config.max_content_chars)
-        user = _id(user_id, "user_id", required=True)
-        if not isinstance(top_k, int) or top_k < 1:
-            raise InvalidInputError(f"top_k must be a positive integer, got {top_k!r}")
-        flt = MemoryFilter(categories=categories, scopes=scopes)  # parses and validates both
+        text = query_text(query)
+        user = identifier(user_id, "user_id", required=True)
+        session, agent = identifier(session_id, "session_id"), identifier(agent_id, "agent_id")
+        turn = identifier(turn_id, "turn_id")
+        as_count(top_k, "top_k", minimum=1)
+        flt = MemoryFilter(categories=categories, scopes=scopes, include_superseded=include_superseded,
+                           valid_at=valid_at)  # parses and validates these
         request = SearchRequest(
-            terms=query_terms(text), user_id=user, session_id=_id(session_id, "session_id"),  # type: ignore[arg-type]
-            agent_id=_id(agent_id, "agent_id"), turn_id=_id(turn_id, "turn_id"), top_k=top_k,
-            categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
-            include_superseded=include_superseded, valid_at=valid_at, min_score=min_score,
+            terms=query_terms(text), user_id=user, session_id=session, agent_id=agent,  # type: ignore[arg-type]
+            turn_id=turn, top_k=top_k, categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
+            include_superseded=include_superseded, valid_at=flt.valid_at,
+            min_score=as_number(min_score, "min_score", -1.0, 1.0),
         )
-        self._shared.wait_pending()
-        waiting = self._index.sync()
-        if waiting:  # another process stored these without a vector yet: do not miss them
-            self._embed_now(waiting)
+        if not text.strip():
+            return []
+        self._catch_up()
         text = text[: self.config.embed_max_chars]
         vector = None if self._cache is None else self._cache.get(text)
         if vector is None:
@@ -635,10 +737,12 @@ class MemoryEngine:
             keyword_job = _background().submit(
                 keyword_candidates, self._store, self._index, request, self.config, self._keywords
             )
-            vector = self.embedder.embed_one(text)
+            try:
+                vector = self.embedder.embed_one(text)
+            finally:
+                text_hits = keyword_job.result()
             if self._cache is not None:
                 self._cache.put(text, vector)
-            text_hits = keyword_job.result()
         else:
             text_hits = keyword_candidates(self._store, self._index, request, self.config, self._keywords)
         return hybrid_search(self._store, self._index, request, vector, text_hits, self.config)
@@ -647,7 +751,7 @@ class MemoryEngine:
         """Counts for one user (or the whole store): ``total``, ``current``, ``superseded``,
         ``categories`` and ``scopes`` (the last two over current memories)."""
         self._check_open()
-        return self._store.stats(user_id)
+        return self._store.stats(identifier(user_id, "user_id"))
 
     # -- conversation log -------------------------------------------------------------------------
 
@@ -662,42 +766,52 @@ class MemoryEngine:
                 is not JSON-serialisable (nothing is logged then).
         """
         self._check_open()
-        user = _id(user_id, "user_id", required=True)
-        session = _id(session_id, "session_id", required=True)
+        user = identifier(user_id, "user_id", required=True)
+        session = identifier(session_id, "session_id", required=True)
+        if isinstance(messages, Mapping) or not isinstance(messages, Iterable):
+            raise InvalidInputError("messages must be a list of mappings with role and content")
         stamp = now_utc()
         rows = []
         for position, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                raise InvalidInputError(f"message {position}: expected a mapping, got {type(message).__name__}")
             role, content = message.get("role"), message.get("content")
             if not isinstance(role, str) or not role or not isinstance(content, str):
                 raise InvalidInputError(f"message {position}: role and content must be strings")
             if len(content) > self.config.max_content_chars:
                 raise InvalidInputError(f"message {position} is longer than max_content_chars")
             rows.append({
-                "user_id": user, "session_id": session, "role": role, "content": content,
-                "payload": _metadata_json(message.get("payload") or {}), "created_at": stamp,
+                "user_id": user, "session_id": session, "role": clean_text(role)[:32], "content": clean_text(content),
+                "payload": metadata_json(message.get("payload") or {}), "created_at": stamp,
             })
         self._store.append_messages(rows)
 
     def get_messages(self, user_id: str, session_id: str, limit: int | None = None) -> list[ChatRecord]:
         """A session's logged messages, oldest first (only the last ``limit`` when given)."""
         self._check_open()
-        if limit is not None and limit < 0:
-            raise InvalidInputError(f"limit must be >= 0, got {limit}")
-        user = _id(user_id, "user_id", required=True)
-        session = _id(session_id, "session_id", required=True)
+        if limit is not None:
+            as_count(limit, "limit")
+        user = identifier(user_id, "user_id", required=True)
+        session = identifier(session_id, "session_id", required=True)
         return self._store.messages(user, session, limit)  # type: ignore[arg-type]
 
     def clear_messages(self, user_id: str, session_id: str | None = None) -> int:
         """Delete a session's logged messages (all of the user's sessions when ``session_id`` is None)."""
         self._check_open()
-        return self._store.delete_messages(_id(user_id, "user_id", required=True), session_id)  # type: ignore[arg-type]
+        user = identifier(user_id, "user_id", required=True)
+        return self._store.delete_messages(user, identifier(session_id, "session_id"))  # type: ignore[arg-type]
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def save_index(self) -> None:
-        """Write the vector index sidecar now (it is also written on close and at exit)."""
+        """Write the vector index sidecar now (it is also written on close and at exit).
+
+        Raises:
+            StorageError: the file could not be written.
+        """
         self._check_open()
-        self._index.save()
+        with storage_errors(self._index.path, "save the vector index of"):
+            self._index.save()
 
     def close(self) -> None:
         """Release this engine; the last engine on a file saves the index and closes the database."""
@@ -711,6 +825,20 @@ class MemoryEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _config_from(config: MemoryConfig | str | os.PathLike[str] | None, options: dict[str, Any]) -> Any:
+    """The configuration :meth:`HierarchicalMemory.create` was given: a config or its fields, not both."""
+    if config is not None and options:
+        raise InvalidInputError(
+            f"pass either a MemoryConfig or its fields as keywords, not both (got config and {sorted(options)})"
+        )
+    if config is not None:
+        return config
+    unknown = set(options) - {f.name for f in fields(MemoryConfig)}
+    if unknown:
+        raise InvalidInputError(f"unknown MemoryConfig fields {sorted(unknown)}")
+    return MemoryConfig(**options)
 
 
 class HierarchicalMemory:
@@ -738,14 +866,17 @@ class HierarchicalMemory:
         """Open (or create) a memory store without blocking the event loop.
 
         Args:
-            config: a :class:`MemoryConfig`; or pass its fields as keyword arguments.
+            config: a :class:`MemoryConfig` (or a database path); or pass its fields as keyword arguments.
+
+        Raises:
+            InvalidInputError: both a config and keyword arguments, or an unknown keyword.
         """
-        return cls(await asyncio.to_thread(MemoryEngine, config or MemoryConfig(**options)))
+        return cls(await asyncio.to_thread(MemoryEngine, _config_from(config, options)))
 
     @classmethod
     def open(cls, config: MemoryConfig | None = None, **options: Any) -> HierarchicalMemory:
-        """Open (or create) a memory store from sync code."""
-        return cls(MemoryEngine(config or MemoryConfig(**options)))
+        """Open (or create) a memory store from sync code (arguments as for :meth:`create`)."""
+        return cls(MemoryEngine(_config_from(config, options)))
 
     @property
     def config(self) -> MemoryConfig:
@@ -759,6 +890,7 @@ class HierarchicalMemory:
     rollback = async_face(MemoryEngine.rollback)
     delete = async_face(MemoryEngine.delete)
     clear = async_face(MemoryEngine.clear)
+    purge = async_face(MemoryEngine.purge)
     get = async_face(MemoryEngine.get)
     query = async_face(MemoryEngine.query)
     get_history = async_face(MemoryEngine.get_history)

@@ -17,6 +17,7 @@ import numpy as np
 
 from headroom_integrations.errors import EmbedderError, InvalidInputError, MissingDependencyError
 from headroom_integrations.memory.config import EmbedderBackend, MemoryConfig
+from headroom_integrations.memory.text_query import clean_text
 
 __all__ = [
     "Embedder",
@@ -75,11 +76,23 @@ class Embedder(ABC):
         """Embed a batch of non-empty texts; return an array of shape (len(texts), dimension)."""
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts into an (n, dimension) float32 array of unit vectors."""
+        """Embed texts into an (n, dimension) float32 array of unit vectors.
+
+        Any string is accepted: lone surrogates (which tokenizers and JSON encoders refuse) are
+        replaced by U+FFFD first.
+
+        Raises:
+            InvalidInputError: an item is not a string.
+        """
+        if isinstance(texts, str):
+            raise InvalidInputError("embed() takes a list of strings; use embed_one() for one text")
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         batch = list(texts)
-        vectors = _normalize(self._embed(batch))
+        for position, text in enumerate(batch):
+            if not isinstance(text, str):
+                raise InvalidInputError(f"text {position} to embed is not a string: {type(text).__name__}")
+        vectors = _normalize(self._embed([clean_text(text) for text in batch]))
         if vectors.shape != (len(batch), self.dimension):
             raise EmbedderError(
                 f"embedder {self.name!r} returned shape {vectors.shape}, expected ({len(batch)}, {self.dimension})"

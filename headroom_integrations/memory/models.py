@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from headroom_integrations.errors import InvalidInputError
 
 __all__ = [
     "ChatRecord",
+    "as_count",
+    "as_datetime",
+    "as_number",
     "Memory",
     "MemoryCategory",
     "MemoryFilter",
@@ -39,6 +43,21 @@ class _ParseableEnum(str, enum.Enum):
                     return member
         valid = ", ".join(member.value for member in cls)
         raise InvalidInputError(f"unknown {cls._label()} {value!r}; expected one of: {valid}")
+
+    @classmethod
+    def parse_many(cls, values: Any) -> tuple[Any, ...] | None:
+        """Members for one value or an iterable of values (None stays None; a string is one value).
+
+        Raises:
+            InvalidInputError: a value names no member, or ``values`` is neither a value nor an iterable.
+        """
+        if values is None:
+            return None
+        if isinstance(values, (str, enum.Enum)):
+            values = [values]
+        elif not isinstance(values, Iterable) or isinstance(values, (bytes, dict)):
+            raise InvalidInputError(f"expected a {cls._label()} or a list of them, got {values!r}")
+        return tuple(cls.parse(v) for v in values)
 
     @classmethod
     def _label(cls) -> str:
@@ -102,6 +121,69 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def as_datetime(value: Any, what: str) -> datetime | None:
+    """A point in time from a ``datetime``, a ``date`` (its midnight, UTC) or an ISO 8601 string
+    (``"2024-01-01"``, ``"2024-01-01T09:30:00Z"``); None stays None. Naive values are UTC.
+
+    Example:
+        >>> as_datetime("2024-01-01", "valid_at")
+        datetime.datetime(2024, 1, 1, 0, 0, tzinfo=datetime.timezone.utc)
+
+    Raises:
+        InvalidInputError: anything else, or a string that is not an ISO date.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return utc(value)
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
+    if isinstance(value, str):
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        try:
+            return utc(datetime.fromisoformat(text))
+        except ValueError:
+            pass
+    raise InvalidInputError(f"{what} must be a datetime, a date or an ISO 8601 string, got {value!r}")
+
+
+def as_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | None:
+    """A finite real number (not a bool) within ``low..high``; None stays None.
+
+    Example:
+        >>> as_number(0.5, "min_score", -1, 1)
+        0.5
+
+    Raises:
+        InvalidInputError: not a number, NaN or infinite, or out of range.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInputError(f"{what} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInputError(f"{what} must be a finite number, got {value!r}")
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"within {low:g}..{high:g}" if low is not None and high is not None else (
+            f">= {low:g}" if low is not None else f"<= {high:g}")
+        raise InvalidInputError(f"{what} must be {bounds}, got {value!r}")
+    return number
+
+
+def as_count(value: Any, what: str, minimum: int = 0) -> int:
+    """An ``int`` (not a bool) of at least ``minimum``.
+
+    Raises:
+        InvalidInputError: anything else.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInputError(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -183,14 +265,6 @@ class SearchResult:
         return self.memory.id
 
 
-def _parse_many(enum_cls: type[_ParseableEnum], values: Iterable[Any] | None) -> tuple[Any, ...] | None:
-    if values is None:
-        return None
-    if isinstance(values, (str, enum.Enum)):
-        values = [values]
-    return tuple(enum_cls.parse(v) for v in values)
-
-
 @dataclass
 class MemoryFilter:
     """Which memories :meth:`HierarchicalMemory.query` returns.
@@ -220,12 +294,21 @@ class MemoryFilter:
     offset: int = 0
 
     def __post_init__(self) -> None:
-        self.categories = _parse_many(MemoryCategory, self.categories)
-        self.scopes = _parse_many(MemoryScope, self.scopes)
-        if self.limit is not None and self.limit < 0:
-            raise InvalidInputError(f"limit must be >= 0, got {self.limit}")
-        if self.offset < 0:
-            raise InvalidInputError(f"offset must be >= 0, got {self.offset}")
+        for name in ("user_id", "session_id", "agent_id", "turn_id"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(f"{name} must be a string or None, got {value!r}")
+        self.categories = MemoryCategory.parse_many(self.categories)
+        self.scopes = MemoryScope.parse_many(self.scopes)
+        if not isinstance(self.include_superseded, bool):
+            raise InvalidInputError(f"include_superseded must be True or False, got {self.include_superseded!r}")
+        self.valid_at = as_datetime(self.valid_at, "valid_at")
+        self.created_after = as_datetime(self.created_after, "created_after")
+        self.created_before = as_datetime(self.created_before, "created_before")
+        self.min_importance = as_number(self.min_importance, "min_importance")
+        if self.limit is not None:
+            as_count(self.limit, "limit")
+        as_count(self.offset, "offset")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,9 @@
    own)``. Nothing is pulled down, and no memory passes the neighbour that lifts it, so a memory
    searched for by its own words still comes first.
 4. The ordered candidates are checked once more against the database rows, optionally re-weighted
-   by importance and recency, and near-duplicates are collapsed.
+   by importance and recency, and true repeats (the same wording, case and closing punctuation
+   aside: see :func:`text_query.fingerprint`) are collapsed. Memories that differ in a word, a
+   number, a date, a name or a negation are always separate results, however similar.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
@@ -33,7 +35,7 @@ from sqlalchemy import ColumnElement, and_
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
 from headroom_integrations.memory.schema import memories
-from headroom_integrations.memory.store import KeywordQuery, MemoryStore, validity_condition
+from headroom_integrations.memory.store import KeywordQuery, MemoryStore, StoredRow, validity_condition
 from headroom_integrations.memory.vector_index import VectorIndex
 from headroom_integrations.memory.visibility import BucketKey, bucket_key, sql_visible, visible_keys
 
@@ -55,6 +57,7 @@ class SearchRequest:
     include_superseded: bool
     valid_at: datetime | None
     min_score: float | None
+    min_depth: int = 0
 
     @property
     def history(self) -> bool:
@@ -64,7 +67,7 @@ class SearchRequest:
     @property
     def depth(self) -> int:
         """How many candidates each list contributes to the fusion."""
-        return max(4 * self.top_k, 20)
+        return max(4 * self.top_k, 20, self.min_depth)
 
     def keys(self) -> list[BucketKey]:
         """The visibility buckets this search may see (narrowed by ``scopes``)."""
@@ -136,6 +139,11 @@ class KeywordCache:
             while len(self._items) > self.max_size:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._items.clear()
+
 
 def keyword_candidates(
     store: MemoryStore, index: VectorIndex, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
@@ -184,29 +192,60 @@ def hybrid_search(
     text: KeywordHits,
     config: MemoryConfig,
 ) -> list[SearchResult]:
-    """Fuse vector hits with the given keyword hits and return the final results (see module doc)."""
+    """Fuse vector hits with the given keyword hits and return the final results (see module doc).
+
+    When fewer than ``top_k`` candidates survive the final checks (repeats collapsed, rows that
+    changed meanwhile) and more visible memories exist, the vector side is searched deeper.
+    """
     keys = r.keys()
     if not keys:
         return []
+    for _ in range(4):
+        results, deeper = _search_once(store, index, r, vector, text, config, keys)
+        if len(results) >= r.top_k or not deeper:
+            break
+        r = replace(r, min_depth=4 * r.depth)
+    return results
+
+
+def _search_once(
+    store: MemoryStore,
+    index: VectorIndex,
+    r: SearchRequest,
+    vector: np.ndarray,
+    text: KeywordHits,
+    config: MemoryConfig,
+    keys: list[BucketKey],
+) -> tuple[list[SearchResult], bool]:
+    """One pass of :func:`hybrid_search` at ``r.depth``; also says whether a deeper pass could
+    find more (candidates were dropped as repeats or stale rows, and not every visible vector was
+    a candidate). Candidates dropped by ``min_score`` do not count: deeper ones are less similar."""
     vector_hits = index.search(vector, keys, r.depth, r.categories)
+    exhausted = len(vector_hits) < r.depth
     if r.history:  # older versions are not in the graph: score them exactly from the database
         vector_hits = _merge_history(store, vector, r.condition(), vector_hits, r.depth)
-    fused, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text, config)
+        exhausted = exhausted and len(vector_hits) < r.depth
+    fused, cosine, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text, config)
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
     chunk = len(ordered) if weighted else r.top_k + 2
-    candidates: list[tuple[float, SearchResult, np.ndarray]] = []
+    candidates: list[tuple[float, SearchResult, str | None]] = []
     results: list[SearchResult] = []
+    stale = 0
     for start in range(0, len(ordered), chunk):
         pks = ordered[start : start + chunk]
         rows = store.hydrate(pks, index.versions(pks))
-        candidates.extend(_score(rows, pks, fused, vector_rank, text_rank, r, vector, set(keys), config))
+        scored, dropped = _score(rows, pks, fused, cosine, vector_rank, text_rank, r, vector, set(keys), config)
+        candidates.extend(scored)
+        stale += dropped
         candidates.sort(key=lambda item: item[0], reverse=True)
-        results = _collapse_duplicates(candidates, r.top_k, config.dedup_threshold)
+        results = _collapse_repeats(candidates, r.top_k)
         if len(results) == r.top_k:
             break
-    return results
+    prints = [print_ for _, _, print_ in candidates if print_ is not None]
+    repeats = len(prints) - len(set(prints))
+    return results, not exhausted and (stale + repeats) > 0
 
 
 def _fuse(
@@ -217,8 +256,9 @@ def _fuse(
     vector_hits: list[tuple[int, float]],
     text: KeywordHits,
     config: MemoryConfig,
-) -> tuple[dict[int, float], dict[int, int], dict[int, int]]:
-    """Fused score of every candidate (steps 2 and 3 of the module doc) and the candidates' ranks."""
+) -> tuple[dict[int, float], dict[int, float], dict[int, int], dict[int, int]]:
+    """Fused score and cosine of every candidate (steps 2 and 3 of the module doc), and the
+    candidates' ranks."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
     text_rank = {pk: rank for rank, (pk, _) in enumerate(text.hits, start=1)}
     keyword = dict(text.hits)
@@ -233,7 +273,7 @@ def _fuse(
     }
     context = config.context_weight
     if not context:
-        return relevance, vector_rank, text_rank
+        return relevance, cosine, vector_rank, text_rank
     # Only the best candidates' neighbours can reach the top: a neighbour's bonus is a share of the
     # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
     best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
@@ -245,12 +285,13 @@ def _fuse(
     new = [pk for pk in links if pk not in relevance]
     new_keyword = store.text_scores(text.query, new) if text.query is not None else {}
     for pk, cos in _cosines(store, index, vector, new).items():
+        cosine[pk] = cos
         relevance[pk] = (config.vector_weight * cos + config.text_weight * new_keyword.get(pk, 0.0)) / total
     fused = {}
     for pk, own in relevance.items():
         near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)
         fused[pk] = own + context * max(0.0, near - own)
-    return fused, vector_rank, text_rank
+    return fused, cosine, vector_rank, text_rank
 
 
 def _cosines(store: MemoryStore, index: VectorIndex, vector: np.ndarray, pks: list[int]) -> dict[int, float]:
@@ -267,27 +308,35 @@ def _cosines(store: MemoryStore, index: VectorIndex, vector: np.ndarray, pks: li
 
 
 def _score(
-    rows: dict[int, tuple[Memory, np.ndarray | None]],
+    rows: dict[int, StoredRow],
     pks: list[int],
     fused: dict[int, float],
+    cosine: dict[int, float],
     vector_rank: dict[int, int],
     text_rank: dict[int, int],
     r: SearchRequest,
     vector: np.ndarray,
     allowed_keys: set[BucketKey],
     config: MemoryConfig,
-) -> list[tuple[float, SearchResult, np.ndarray]]:
-    """Check candidates against their rows; score and weight the ones that still match."""
+) -> tuple[list[tuple[float, SearchResult, str | None]], int]:
+    """Check candidates against their rows; score and weight the ones that still match. Also
+    returns how many were dropped as stale (row gone or changed).
+
+    A row without a stored vector (its vector could not be written yet) keeps the cosine the
+    index gave it."""
     now = datetime.now(timezone.utc)
     scored = []
+    stale = 0
     for pk in pks:
         found = rows.get(pk)
-        if found is None or found[1] is None:
+        if found is None or (found.vector is None and pk not in cosine):
+            stale += 1
             continue
-        memory, stored = found
+        memory, stored, print_ = found
         if not _still_matches(memory, r, allowed_keys):
+            stale += 1
             continue
-        similarity = float(stored @ vector)
+        similarity = float(stored @ vector) if stored is not None else cosine[pk]
         if r.min_score is not None and similarity < r.min_score:
             continue
         final = _weighted(fused[pk], memory, config, now)
@@ -295,8 +344,8 @@ def _score(
             memory=memory, score=similarity, fused_score=final,
             vector_rank=vector_rank.get(pk), text_rank=text_rank.get(pk),
         )
-        scored.append((final, hit, stored))
-    return scored
+        scored.append((final, hit, print_))
+    return scored, stale
 
 
 def _merge_history(
@@ -335,18 +384,16 @@ def _weighted(relevance: float, memory: Memory, config: MemoryConfig, now: datet
     return rest * relevance + config.importance_weight * memory.importance + config.recency_weight * recency
 
 
-def _collapse_duplicates(
-    candidates: list[tuple[float, SearchResult, np.ndarray]], top_k: int, threshold: float
-) -> list[SearchResult]:
-    if not candidates:
-        return []
-    vectors = np.stack([vector for _, _, vector in candidates])
-    similar = vectors @ vectors.T >= threshold  # every pair at once: candidates are a few dozen
-    kept: list[int] = []
-    for position in range(len(candidates)):
-        if kept and similar[position, kept].any():
-            continue
-        kept.append(position)
+def _collapse_repeats(candidates: list[tuple[float, SearchResult, str | None]], top_k: int) -> list[SearchResult]:
+    """The best ``top_k`` candidates, each wording once (a repeat of a better hit is left out)."""
+    seen: set[str] = set()
+    kept: list[SearchResult] = []
+    for _, hit, print_ in candidates:
+        if print_ is not None:
+            if print_ in seen:
+                continue
+            seen.add(print_)
+        kept.append(hit)
         if len(kept) == top_k:
             break
-    return [candidates[position][1] for position in kept]
+    return kept

@@ -7,7 +7,10 @@ that knows about WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` and FTS5.
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import sqlite3
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,23 +32,28 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from headroom_integrations.errors import HeadroomError, StorageError
 from headroom_integrations.memory.schema import memories
 
 __all__ = [
     "SNAPSHOT",
     "WRITE",
     "ChangeProbe",
+    "checkpoint_truncate",
     "create_sqlite_engine",
     "document_frequencies",
     "fts_rank",
     "fts_search",
+    "fts_optimize",
     "fts_totals",
     "install_fts",
     "memory_rows",
     "recorded_meta",
     "search_texts",
+    "storage_errors",
     "vectors_by_pk",
 ]
 
@@ -71,6 +79,8 @@ def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
             "sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False}
         )
     else:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory", str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             f"sqlite:///{path}",
@@ -88,6 +98,7 @@ def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA secure_delete=ON")  # deleted content is overwritten, not left in free pages
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -116,6 +127,48 @@ _FTS_DDL = [
     "INSERT INTO memories_fts(memories_fts, rowid, search_text) VALUES ('delete', old.pk, old.search_text); "
     "INSERT INTO memories_fts(rowid, search_text) VALUES (new.pk, new.search_text); END",
 ]
+
+
+def _diagnosis(path: Path, exc: BaseException) -> str:
+    """What is wrong with ``path``, in words, judged from the file system and the error."""
+    message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    code = getattr(exc, "errno", None)
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"{parent} is a file, not a directory"
+            break
+    if path.is_dir():
+        return "it is a directory, not a database file"
+    lowered = message.lower()
+    if "not a database" in lowered or "malformed" in lowered:
+        return f"it is not a memory store (not a SQLite database, or a damaged one): {message}"
+    if "full" in lowered or code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return f"no space left to write it (disk full or a file-size limit reached): {message}"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"the file is read-only ({message}); reading works, writing needs write permission"
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        return (f"its directory {path.parent} is not writable ({message}); SQLite needs to create the "
+                "-wal and -shm files beside the database")
+    if "readonly" in lowered or code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied: {message}"
+    if "disk i/o" in lowered:
+        return f"the disk failed to write it (disk full or a file-size limit reached?): {message}"
+    return message
+
+
+@contextlib.contextmanager
+def storage_errors(path: Path | None, action: str) -> Iterator[None]:
+    """Turn database and file errors raised inside the block into one :class:`StorageError` that
+    names the path and what is wrong with it; the engine's own errors pass through unchanged."""
+    try:
+        yield
+    except HeadroomError:
+        raise
+    except (DBAPIError, sqlite3.Error, OSError) as exc:
+        where = str(path) if path is not None else ":memory:"
+        reason = _diagnosis(path, exc) if path is not None else str(exc)
+        raise StorageError(f"cannot {action} memory store {where}: {reason}") from exc
 
 
 def recorded_meta(path: Path | None, key: str) -> str | None:
@@ -235,6 +288,19 @@ def memory_rows(connection: Connection, columns: list[str], pks: list[int]) -> l
                 values[position] = datetime.fromisoformat(values[position])
         out.append(dict(zip(columns, values)))
     return out
+
+
+def fts_optimize(connection: Connection) -> None:
+    """Merge the full-text index into one segment: terms of deleted rows leave the file now
+    instead of at some later merge (FTS5 keeps them in older segments until then)."""
+    connection.exec_driver_sql("INSERT INTO memories_fts(memories_fts) VALUES ('optimize')")
+
+
+def checkpoint_truncate(connection: Connection) -> bool:
+    """Copy the write-ahead log into the database and truncate it to zero bytes (waiting up to the
+    busy timeout for readers); False if another connection kept it from finishing."""
+    busy = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+    return busy is None or int(busy[0]) == 0
 
 
 def _varint(data: bytes, at: int) -> tuple[int, int]:

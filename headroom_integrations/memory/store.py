@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import (
@@ -36,19 +38,31 @@ from headroom_integrations.memory.sqlite import (
     SNAPSHOT,
     WRITE,
     ChangeProbe,
+    checkpoint_truncate,
     create_sqlite_engine,
     document_frequencies,
+    fts_optimize,
     fts_rank,
     fts_search,
     fts_totals,
     install_fts,
     memory_rows,
     search_texts,
+    storage_errors,
     vectors_by_pk,
 )
-from headroom_integrations.memory.text_query import bm25, fingerprint, idf, index_text, select_terms
+from headroom_integrations.memory.text_query import (
+    FINGERPRINT_VERSION,
+    bm25,
+    fingerprint,
+    idf,
+    index_text,
+    select_terms,
+)
 
-__all__ = ["Changes", "IndexRow", "KeywordQuery", "MemoryStore", "now_utc"]
+__all__ = ["Changes", "IndexRow", "KeywordQuery", "MemoryStore", "StoredRow", "now_utc"]
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 _NO_EMBEDDING = [c for c in memories.c if c.name not in ("embedding", "search_text", "fingerprint")]
@@ -67,7 +81,7 @@ _CURRENT_TWINS = select(*_NO_EMBEDDING).where(
 _INSERT = insert(memories).returning(memories.c.pk, sort_by_parameter_order=True)
 # Rows by primary key are read with driver SQL (``memory_rows``): see there.
 _COLUMNS = [column.name for column in _NO_EMBEDDING]
-_COLUMNS_WITH_VECTOR = [*_COLUMNS, "embedding"]
+_COLUMNS_WITH_VECTOR = [*_COLUMNS, "embedding", "fingerprint"]
 
 
 def now_utc() -> datetime:
@@ -107,10 +121,19 @@ def row_to_memory(row: Row[Any] | Mapping[str, Any]) -> Memory:
     )
 
 
-def _memory_and_vector(m: Mapping[str, Any]) -> tuple[Memory, np.ndarray | None]:
-    """A :class:`Memory` and its vector (None when not read or not embedded yet) from a row mapping."""
+class StoredRow(NamedTuple):
+    """A memory as read back for a search: the value, its vector (None when not read or not
+    embedded yet) and its fingerprint (None when not read)."""
+
+    memory: Memory
+    vector: np.ndarray | None
+    fingerprint: str | None
+
+
+def _stored_row(m: Mapping[str, Any]) -> StoredRow:
     blob = m.get("embedding")
-    return row_to_memory(m), None if blob is None else np.frombuffer(blob, dtype=np.float32)
+    return StoredRow(row_to_memory(m), None if blob is None else np.frombuffer(blob, dtype=np.float32),
+                     m.get("fingerprint"))
 
 
 @dataclass(frozen=True)
@@ -186,12 +209,30 @@ class MemoryStore:
 
     def __init__(self, path: Path | None, busy_timeout_ms: int = 10_000) -> None:
         self.path = path
-        self.engine = create_sqlite_engine(path, busy_timeout_ms)
-        self._probe = ChangeProbe(path)
         self._df_cache: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
         self._totals = (0, 0, -(10**9))  # (rows, tokens in the full-text index, seq read at)
-        self._rows: OrderedDict[int, tuple[int, tuple[Memory, np.ndarray | None]]] = OrderedDict()
+        self._rows: OrderedDict[int, tuple[int, StoredRow]] = OrderedDict()
         self._rows_lock = threading.Lock()
+        with storage_errors(path, "open"):
+            self.engine = create_sqlite_engine(path, busy_timeout_ms)
+            try:
+                self._probe = ChangeProbe(path)
+                self._create()
+            except BaseException:
+                self.engine.dispose()
+                raise
+
+    def _create(self) -> None:
+        """Create the tables on first use; bring older stores' derived columns up to date."""
+        with self.read() as conn:  # a store that is complete needs no write (a read-only file opens)
+            tables = set(conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars())
+            stored = dict(conn.execute(select(meta.c.key, meta.c.value)).all()) if "meta" in tables else {}
+        complete = {t.name for t in metadata_obj.sorted_tables} | {"memories_fts"} <= tables
+        if complete and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
+            return
+        if complete and self.path is not None and not os.access(self.path, os.W_OK):
+            logger.warning("%s is read-only: its duplicate fingerprints stay those of an older version", self.path)
+            return
         with self.write() as conn:
             metadata_obj.create_all(conn)
             install_fts(conn)
@@ -199,13 +240,36 @@ class MemoryStore:
                 conn.execute(insert(counters).values(name="seq", value=0))
             if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
                 conn.execute(insert(meta).values(key="schema_version", value=SCHEMA_VERSION))
+            self._refingerprint(conn)
+
+    @staticmethod
+    def _refingerprint(conn: Connection) -> None:
+        """Recompute every stored fingerprint when the fingerprint function changed (older stores)."""
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "fingerprint_version")).scalar()
+        if found == FINGERPRINT_VERSION:
+            return
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(memories.c.pk, memories.c.content)
+                .where(memories.c.pk > last).order_by(memories.c.pk).limit(5000)
+            ).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            conn.execute(
+                update(memories).where(memories.c.pk == bindparam("row_pk")).values(fingerprint=bindparam("print")),
+                [{"row_pk": pk, "print": fingerprint(content)} for pk, content in rows],
+            )
+        conn.execute(delete(meta).where(meta.c.key == "fingerprint_version"))
+        conn.execute(insert(meta).values(key="fingerprint_version", value=FINGERPRINT_VERSION))
 
     # -- transactions -------------------------------------------------------------------------
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (takes the database write lock at once)."""
-        with self.engine.connect() as conn:
+        with storage_errors(self.path, "write"), self.engine.connect() as conn:
             conn.execution_options(**WRITE)
             with conn.begin():
                 yield conn
@@ -213,7 +277,7 @@ class MemoryStore:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A read transaction (a consistent snapshot)."""
-        with self.engine.connect() as conn:
+        with storage_errors(self.path, "read"), self.engine.connect() as conn:
             conn.execution_options(**SNAPSHOT)
             with conn.begin():
                 yield conn
@@ -224,7 +288,7 @@ class MemoryStore:
         if conn is not None:
             yield conn
             return
-        with self.engine.connect() as fresh:
+        with storage_errors(self.path, "read"), self.engine.connect() as fresh:
             yield fresh
 
     @staticmethod
@@ -234,7 +298,8 @@ class MemoryStore:
 
     def maybe_changed(self) -> bool:
         """Cheap test: False only if no connection committed since the previous call."""
-        return self._probe.changed()
+        with storage_errors(self.path, "read"):
+            return self._probe.changed()
 
     def current_seq(self, conn: Connection | None = None) -> int:
         """The number of the last committed change."""
@@ -334,6 +399,19 @@ class MemoryStore:
                     ready.append((_index_row(row, True), seq))
         return ready
 
+    def index_rows_of(self, vectors: Mapping[int, np.ndarray]) -> list[IndexRow]:
+        """Index rows of the given memories with the given vectors (not stored), for the index alone."""
+        if not vectors:
+            return []
+        with self.connect() as conn:
+            rows = conn.execute(select(*_INDEX_COLUMNS).where(memories.c.pk.in_(list(vectors)))).all()
+        return [replace(_index_row(r, False), embedding=vectors[r.pk]) for r in rows]
+
+    def all_pks(self) -> set[int]:
+        """Primary keys of every stored memory (any version)."""
+        with self.connect() as conn:
+            return set(conn.execute(select(memories.c.pk)).scalars())
+
     def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
         """(primary key, content) of rows still waiting for their vector (all, or among ``pks``)."""
         statement = select(memories.c.pk, memories.c.content).where(memories.c.embedding.is_(None))
@@ -341,21 +419,23 @@ class MemoryStore:
             if not pks:
                 return []
             statement = statement.where(memories.c.pk.in_(list(pks)))
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             return [(r[0], r[1]) for r in conn.execute(statement)]
 
     def supersede(
-        self, old_id: str, build_new: Callable[[Memory], dict[str, Any]]
+        self, old_id: str, build_new: Callable[[Memory], dict[str, Any]], revive: bool = False
     ) -> tuple[Memory, int, dict[str, Any]]:
         """Close ``old_id``'s validity and insert its successor, atomically.
 
         ``build_new`` receives the old memory and returns the new row (without validity columns).
         Returns the old memory as it was, its primary key, and the inserted row (with ``pk`` and
-        ``seq``; the old row's change number is ``seq - 1``).
+        ``seq``; the old row's change number is ``seq - 1``). With ``revive``, ``old_id`` may also
+        be the latest version of a fact that has no current version (its head was deleted): the
+        new row becomes the head.
 
         Raises:
             MemoryNotFoundError: no such memory.
-            MemoryAlreadySupersededError: the memory is no longer current.
+            MemoryAlreadySupersededError: the memory is no longer current (and may not be revived).
         """
         with self.write() as conn:
             found = conn.execute(select(*_NO_EMBEDDING).where(memories.c.id == old_id)).first()
@@ -363,13 +443,18 @@ class MemoryStore:
                 raise MemoryNotFoundError(old_id)
             old = row_to_memory(found)
             if not old.is_current:
-                raise MemoryAlreadySupersededError(old_id, old.superseded_by)
+                headless = conn.execute(
+                    select(memories.c.pk).where(memories.c.chain_id == old.chain_id, memories.c.valid_to.is_(None))
+                ).first() is None
+                if not (revive and headless):
+                    raise MemoryAlreadySupersededError(old_id, old.superseded_by, successor_deleted=headless)
             new = build_new(old)
             stamp = now_utc()
             last = self._bump_seq(conn, 2)
+            closed = {"valid_to": stamp} if old.is_current else {}
             conn.execute(
                 update(memories).where(memories.c.id == old_id)
-                .values(valid_to=stamp, superseded_by=new["id"], updated_at=stamp, seq=last - 1)
+                .values(**closed, superseded_by=new["id"], updated_at=stamp, seq=last - 1)
             )
             new.update(
                 search_text=index_text(new["content"]),
@@ -413,31 +498,40 @@ class MemoryStore:
                 conn.execute(insert(tombstones), [{"pk": pk, "seq": seq} for pk in chunk])
         return pks, seq
 
+    def erase_traces(self) -> bool:
+        """After a deletion that must leave no trace: merge the full-text index (so deleted terms
+        leave its older segments), copy the write-ahead log into the database and truncate it.
+        Deleted rows and pages are already overwritten (``secure_delete``). Returns False if
+        another connection kept the log from being truncated."""
+        self.forget_cached()
+        with self.write() as conn:
+            fts_optimize(conn)
+        with self.connect() as conn:
+            return checkpoint_truncate(conn)
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, memory_id: str) -> Memory | None:
         """The memory with this id, or None."""
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             row = conn.execute(select(*_NO_EMBEDDING).where(memories.c.id == memory_id)).first()
         return None if row is None else row_to_memory(row)
 
     def get_by_pks(
         self, pks: Sequence[int], with_embedding: bool = False, conn: Connection | None = None
-    ) -> dict[int, tuple[Memory, np.ndarray | None]]:
-        """Memories (and optionally their vectors) by primary key; missing keys are left out."""
+    ) -> dict[int, StoredRow]:
+        """Memories (and optionally their vectors and fingerprints) by primary key; missing keys are left out."""
         if not pks:
             return {}
         with self.connect(conn) as c:
             rows = memory_rows(c, _COLUMNS_WITH_VECTOR if with_embedding else _COLUMNS, list(pks))
-        return {m["pk"]: _memory_and_vector(m) for m in rows}
+        return {m["pk"]: _stored_row(m) for m in rows}
 
-    def hydrate(
-        self, pks: Sequence[int], versions: Mapping[int, int]
-    ) -> dict[int, tuple[Memory, np.ndarray | None]]:
+    def hydrate(self, pks: Sequence[int], versions: Mapping[int, int]) -> dict[int, StoredRow]:
         """Like ``get_by_pks(..., with_embedding=True)``, served from a small cache of recent rows
         when ``versions`` (primary key -> change number, from the vector index) says a cached
         row is still the current version of that memory."""
-        out: dict[int, tuple[Memory, np.ndarray | None]] = {}
+        out: dict[int, StoredRow] = {}
         missing: list[int] = []
         with self._rows_lock:
             for pk in pks:
@@ -448,16 +542,21 @@ class MemoryStore:
                 else:
                     missing.append(pk)
         if missing:
-            with self.engine.connect() as conn:
+            with self.connect() as conn:
                 rows = memory_rows(conn, _COLUMNS_WITH_VECTOR, missing)
             with self._rows_lock:
                 for m in rows:
-                    found = _memory_and_vector(m)
+                    found = _stored_row(m)
                     out[m["pk"]] = found
                     self._rows[m["pk"]] = (m["seq"], found)
                 while len(self._rows) > 4096:
                     self._rows.popitem(last=False)
         return out
+
+    def forget_cached(self) -> None:
+        """Drop the cache of recently read rows (after an erasure: no copy of the content is kept)."""
+        with self._rows_lock:
+            self._rows.clear()
 
     def query(self, flt: MemoryFilter) -> list[Memory]:
         """Memories matching a filter, oldest first."""
@@ -467,7 +566,7 @@ class MemoryStore:
         )
         if flt.limit is not None:
             statement = statement.limit(flt.limit)
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             return [row_to_memory(row) for row in conn.execute(statement)]
 
     def history(self, memory_id: str) -> list[Memory]:
@@ -579,7 +678,7 @@ class MemoryStore:
         """Primary keys and vectors of the given memories that have one (any version)."""
         if not pks:
             return [], np.zeros((0, 0), dtype=np.float32)
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = vectors_by_pk(conn, list(pks))
         if not rows:
             return [], np.zeros((0, 0), dtype=np.float32)
@@ -588,7 +687,7 @@ class MemoryStore:
 
     def vectors_where(self, condition: ColumnElement[bool]) -> tuple[list[int], np.ndarray]:
         """Primary keys and vectors of every memory matching ``condition`` (for exact search)."""
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = conn.execute(
                 select(memories.c.pk, memories.c.embedding).where(condition, memories.c.embedding.is_not(None))
             ).all()
@@ -619,7 +718,7 @@ class MemoryStore:
         columns = [c.pk, c.seq, c.user_id, c.scope, c.session_id, c.agent_id, c.turn_id, c.category, c.embedding]
         last_pk = 0
         while True:
-            with self.engine.connect() as conn:
+            with self.connect() as conn:
                 rows = conn.execute(
                     select(*columns)
                     .where(c.valid_to.is_(None), c.pk > last_pk, c.embedding.is_not(None))
@@ -645,7 +744,7 @@ class MemoryStore:
             c.user_id == user_id, c.session_id == session_id
         )
         statement = statement.order_by(c.pk) if limit is None else statement.order_by(c.pk.desc()).limit(limit)
-        with self.engine.connect() as conn:
+        with self.connect() as conn:
             rows = conn.execute(statement).all()
         if limit is not None:
             rows.reverse()

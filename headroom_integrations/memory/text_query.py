@@ -17,7 +17,19 @@ from functools import lru_cache
 
 import snowballstemmer
 
-__all__ = ["STOPWORDS", "bm25", "fingerprint", "idf", "index_text", "query_terms", "select_terms", "terms"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "STOPWORDS",
+    "bm25",
+    "canonical_text",
+    "clean_text",
+    "fingerprint",
+    "idf",
+    "index_text",
+    "query_terms",
+    "select_terms",
+    "terms",
+]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _STEMMER = snowballstemmer.stemmer("english")
@@ -60,16 +72,58 @@ def index_text(content: str) -> str:
     return " ".join(terms(content))
 
 
+#: Recorded in a store's ``meta`` table: stored fingerprints are recomputed when it changes.
+FINGERPRINT_VERSION = "2"
+
+# Around a fact, these carry no meaning: wrapping quotes and a closing full stop, comma, colon,
+# semicolon, exclamation mark or ellipsis. A question mark does ("Is vegan?" is not "Is vegan").
+_WRAPPING = " \t\"'`\u201c\u201d\u2018\u2019"
+_CLOSING = " \t.,;:!\u2026"
+
+
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode: surrogate pairs joined into their character, a lone surrogate
+    (half of a UTF-16 pair, which no encoder, tokenizer or database accepts) replaced by U+FFFD.
+
+    Example:
+        >>> clean_text("ok \\ud83d\\ude00"), clean_text("bad \\ud800 x")
+        ('ok 😀', 'bad \ufffd x')
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def canonical_text(content: str) -> str:
+    """The form two wordings of the *same* fact share: Unicode-normalised (NFKC), case-folded,
+    whitespace collapsed, wrapping quotes and closing punctuation removed. Every word, number,
+    symbol and negation is kept, so "Not allergic to peanuts", "C++ developer" or "Moved in 2024"
+    never meet "Allergic to peanuts", "C developer" or "Moved in 2023".
+
+    Example:
+        >>> canonical_text('  "Prefers   dark mode."  '), canonical_text("Writes C# code!")
+        ('prefers dark mode', 'writes c# code')
+    """
+    text = " ".join(unicodedata.normalize("NFKC", clean_text(content)).casefold().split())
+    text = text.strip(_WRAPPING)
+    while text and text[-1] in _CLOSING:
+        text = text.rstrip(_CLOSING).strip(_WRAPPING)
+    return text
+
+
 def fingerprint(content: str) -> str:
-    """A hash that two wordings of the same short fact share (case, accents, punctuation,
-    stop words and word endings aside); used to avoid storing a memory twice.
+    """A hash of :func:`canonical_text`: equal only for true repeats of a fact (case, spacing,
+    wrapping quotes and closing punctuation aside); used to avoid storing or showing a memory twice.
 
     Example:
         >>> fingerprint("Prefers Go.") == fingerprint("prefers go")
         True
+        >>> fingerprint("Allergic to peanuts") == fingerprint("Not allergic to peanuts")
+        False
     """
-    key = index_text(content) or " ".join(content.lower().split())
-    return hashlib.sha1(key.encode("utf-8")).hexdigest()
+    return hashlib.sha1(canonical_text(content).encode("utf-8")).hexdigest()
 
 
 def query_terms(text: str, max_terms: int = 32) -> list[str]:

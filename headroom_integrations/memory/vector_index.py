@@ -224,14 +224,46 @@ class VectorIndex:
             if first_seq == self.watermark + 1:
                 self.watermark = last_seq
 
-    def remove_local(self, pks: Iterable[int], seq: int) -> None:
-        """Drop memories this process deleted (change number ``seq``)."""
+    def apply_unsaved(self, rows: list[IndexRow]) -> None:
+        """Index rows with vectors that could not be stored (a read-only or full disk): searches
+        of this process find them; the database is unchanged, so the watermark stays."""
         with self._lock:
+            self._apply(rows, force=True)
+
+    def remove_local(self, pks: Iterable[int], seq: int) -> None:
+        """Drop memories this process deleted (change number ``seq``); their vectors are scrubbed."""
+        with self._lock:
+            pks = list(pks)
             for pk in pks:
                 self._seq_of[pk] = seq
                 self._remove(pk)
+            self._scrub(pks)
             if seq == self.watermark + 1:
                 self.watermark = seq
+
+    def _scrub(self, pks: Iterable[int]) -> None:
+        """Overwrite the graph's copy of deleted memories' vectors with random unit vectors, so no
+        trace of them stays in RAM or in the saved file (hnswlib keeps a deleted element's data)."""
+        labels = [pk for pk in pks if pk in self._marked or pk in self._in_graph]
+        if not labels:
+            return
+        noise = np.random.default_rng().standard_normal((len(labels), self.dim)).astype(np.float32)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        self._hnsw.add_items(noise, np.asarray(labels, dtype=np.int64), num_threads=1)  # updates in place
+        for pk in labels:
+            self._hnsw.mark_deleted(pk)
+            self._in_graph.discard(pk)
+            self._marked.add(pk)
+        self._dirty = True
+
+    def scrub_missing(self) -> int:
+        """Scrub the vectors of every graph element whose memory is no longer in the database
+        (deleted before this process opened the index); returns how many were scrubbed."""
+        with self._lock:
+            existing = self.store.all_pks()
+            missing = [pk for pk in self._marked if pk not in existing]
+            self._scrub(missing)
+            return len(missing)
 
     def sync(self) -> list[int]:
         """Pull every change committed since the watermark (by any process).
@@ -249,6 +281,7 @@ class VectorIndex:
             for pk in changes.deleted:
                 self._seq_of[pk] = changes.seq
                 self._remove(pk)
+            self._scrub(changes.deleted)
             self.watermark = max(self.watermark, changes.seq)
             return waiting
 
