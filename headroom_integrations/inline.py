@@ -44,6 +44,7 @@ from headroom_integrations.memory.models import (  # noqa: F401 (MemoryCategory:
     as_count,
     as_number,
 )
+from headroom_integrations.memory.text_query import clean_text
 from headroom_integrations.memory.validation import identifier
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "ParsedReply",
     "StreamFilter",
     "add_instruction",
+    "clean_messages",
     "format_memories",
     "inject_memories",
     "last_user_text",
@@ -179,6 +181,35 @@ def _append_text(content: Any, addition: str) -> Any:
     if content is None:
         return addition
     return content  # unknown shape: leave it alone
+
+
+def clean_messages(messages: Sequence[Any]) -> list[Any]:
+    """A copy of ``messages`` in which text that no encoder accepts (a lone UTF-16 surrogate, half
+    an emoji) is repaired (U+FFFD), so the request can be sent at all; messages without such text
+    are the caller's own objects, unchanged.
+
+    Example:
+        >>> clean_messages([{"role": "user", "content": "hi \\ud83d"}])[0]["content"]
+        'hi \ufffd'
+    """
+    out = list(messages)
+    for position, message in enumerate(out):
+        if not isinstance(message, Mapping):
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            fixed: Any = clean_text(content)
+        elif isinstance(content, list):
+            fixed = [
+                {**part, "text": clean_text(part["text"])}
+                if isinstance(part, Mapping) and isinstance(part.get("text"), str) else part
+                for part in content
+            ]
+        else:
+            continue
+        if fixed != content:
+            out[position] = {**message, "content": fixed}
+    return out
 
 
 def inject_memories(messages: Sequence[Any], injection: Injection) -> list[Any]:

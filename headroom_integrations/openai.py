@@ -35,6 +35,7 @@ from headroom_integrations.inline import (
     InlineMemory,
     StreamFilter,
     add_instruction,
+    clean_messages,
     engine_from,
     inject_memories,
     last_user_text,
@@ -125,7 +126,7 @@ class MemorySession(InlineMemory):
         messages = kwargs.get("messages")
         if messages is None or isinstance(messages, (str, bytes)):
             return out, state
-        messages = list(messages)
+        messages = clean_messages(messages)  # a lone surrogate would make the SDK refuse the request
         if self.inject:
             injection = self.recall(last_user_text(messages))
             messages = inject_memories(messages, injection)

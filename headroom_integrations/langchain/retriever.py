@@ -9,7 +9,7 @@ from typing import Any
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from headroom_integrations.errors import InvalidInputError
 from headroom_integrations.inline import engine_from
@@ -80,7 +80,13 @@ class HeadroomMemoryRetriever(BaseRetriever):
         **fields: Any,
     ) -> None:
         engine = fields.pop("engine", None) or engine_from(memory, config, db_path)
-        super().__init__(engine=engine, **fields)
+        try:
+            super().__init__(engine=engine, **fields)
+        except ValidationError as exc:  # one clear error of ours instead of pydantic's report
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in exc.errors()
+            )
+            raise InvalidInputError(f"HeadroomMemoryRetriever: {problems}") from None
 
     @field_validator("user_id")
     @classmethod
