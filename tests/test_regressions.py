@@ -378,3 +378,38 @@ def test_a_failed_recall_is_logged_and_the_call_goes_ahead(
         reply = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
     assert reply.choices[0].message.content == "ok" and "retrieval failed" in caplog.text
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+# Found by the reliability suite: concurrent keyword indexing garbled stems -------------------------
+
+
+def test_terms_are_the_same_from_many_threads() -> None:
+    import random
+    import threading
+
+    import snowballstemmer
+
+    from headroom_integrations.memory.text_query import terms
+
+    rng = random.Random(7)
+    texts = [" ".join("".join(rng.choice("abcdefghilmnoprstu") for _ in range(rng.randint(4, 11))) + rng.choice(
+        ["ing", "ed", "s", "ations", "ness"]) for _ in range(40)) for _ in range(400)]
+    reference = snowballstemmer.stemmer("english")
+    expected = [[reference.stemWord(w) for w in text.split()] for text in texts]
+    results: dict[int, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def run(offset: int) -> None:
+        try:
+            for i in range(offset, len(texts), 8):
+                results[i] = terms(texts[i])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [results[i] for i in range(len(texts))] == expected

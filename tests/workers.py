@@ -143,3 +143,140 @@ def full_disk_writer(db: str, headroom_bytes: int) -> dict[str, Any]:
     finally:
         engine.close()
     return {"acknowledged": acknowledged, "errors": errors, "readable_hits": readable, "after": after}
+
+
+# -- concurrency: several processes x threads on one store ------------------------------------------
+
+
+def concurrent_worker(db: str, proc: int, threads: int, seconds: float, seed: int, conn: Connection) -> None:
+    """One process of the concurrency check: ``threads`` threads add (deferred or not), supersede,
+    delete and search for ``seconds``; then it searches for every memory the parent says is live.
+
+    Sends ``("log", ops, errors)`` when the writers are done and ``("misses", missing)`` after
+    the check; ops are ``(kind, user_id, memory_id, content, old_id)`` tuples of acknowledged writes.
+    """
+    import random
+    import threading
+    import time
+
+    from headroom_integrations import MemoryAlreadySupersededError, MemoryFilter
+
+    engine = _engine(db)
+    conn.send("ready")
+    assert conn.recv() == "go"
+    ops: list[tuple[str, str, str, str, str | None]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def run(thread: int) -> None:
+        rng = random.Random(seed * 1000 + proc * 100 + thread)
+        user = f"p{proc}t{thread}"
+        live: dict[str, str] = {}
+        n = 0
+        while time.monotonic() < deadline:
+            roll = rng.random()
+            try:
+                if roll < 0.45 or not live:
+                    n += 1
+                    content = f"{user} keeps note {n} about the {rng.choice(WORDS)} {rng.choice(WORDS)}"
+                    memory = engine.add(content, user_id=user, defer_embedding=rng.random() < 0.5)
+                    live[memory.id] = content
+                    record = ("add", user, memory.id, content, None)
+                    if content not in [h.content for h in engine.search(content, user_id=user, top_k=3)]:
+                        errors.append(f"{user}: own write {content!r} not found by the next search")
+                elif roll < 0.6:
+                    old = rng.choice(sorted(live))
+                    n += 1
+                    content = f"{user} revised note {n} on the {rng.choice(WORDS)} {rng.choice(WORDS)}"
+                    memory = engine.supersede(old, content, defer_embedding=rng.random() < 0.5)
+                    del live[old]
+                    live[memory.id] = content
+                    record = ("supersede", user, memory.id, content, old)
+                elif roll < 0.7:
+                    old = rng.choice(sorted(live))
+                    engine.delete(old, all_versions=True)
+                    del live[old]
+                    record = ("delete", user, old, "", None)
+                elif roll < 0.8:
+                    current = engine.query(MemoryFilter(user_id="shared"))
+                    target = rng.choice(current)
+                    n += 1
+                    content = f"shared fact revised by {user} ({n})"
+                    try:
+                        memory = engine.supersede(target.id, content)
+                    except MemoryAlreadySupersededError:
+                        continue  # another writer won the race: the expected outcome, not an error
+                    record = ("supersede", "shared", memory.id, content, target.id)
+                else:
+                    engine.search(rng.choice(WORDS), user_id=user, session_id="s", top_k=5)
+                    continue
+            except Exception as exc:
+                errors.append(f"{user}: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=-4)}")
+                continue
+            with lock:
+                ops.append(record)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    conn.send(("log", ops, errors))
+    expected: list[tuple[str, str, str]] = conn.recv()
+    missing = []
+    for user, memory_id, content in expected:  # this process's next searches, after every write
+        if memory_id not in [h.id for h in engine.search(content, user_id=user, top_k=3)]:
+            missing.append(memory_id)
+    engine.close()
+    conn.send(("misses", missing))
+
+
+WORDS = [
+    "garden", "violin", "harbour", "glacier", "lantern", "orchard", "compiler", "sparrow", "meadow", "canyon",
+    "teapot", "bicycle", "monsoon", "archive", "quartz", "saffron", "ferry", "pepper", "kestrel", "basalt",
+]
+
+
+# -- crashes: kill -9 in the middle of writes ---------------------------------------------------------
+
+
+def crash_writer(db: str, log: str, seed: int, conn: Connection) -> None:
+    """Write until killed: add, add_batch, supersede (deferred or not) and index saves, appending
+    one line per acknowledged write to ``log`` (after the call returned, so every line is durable)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    engine = _engine(db)
+    conn.send("ready")
+    n = 0
+    with open(log, "a", encoding="utf-8") as out:
+
+        def ack(record: dict[str, Any]) -> None:
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+
+        live: list[tuple[str, str, str]] = []
+        while True:
+            roll = rng.random()
+            n += 1
+            user = f"u{rng.randrange(4)}"
+            if roll < 0.35:
+                content = f"crash {seed}-{n}: {user} likes the {rng.choice(WORDS)} {rng.choice(WORDS)}"
+                memory = engine.add(content, user_id=user, defer_embedding=rng.random() < 0.5)
+                live.append((user, memory.id, content))
+                ack({"op": "add", "user": user, "id": memory.id, "content": content})
+            elif roll < 0.55:
+                contents = [f"crash {seed}-{n}.{i}: {user} saw a {rng.choice(WORDS)}" for i in range(rng.randint(2, 12))]
+                stored = engine.add_batch(contents, user_id=user, defer_embedding=rng.random() < 0.5)
+                live.extend((user, m.id, m.content) for m in stored)
+                ack({"op": "batch", "user": user, "items": [[m.id, m.content] for m in stored]})
+            elif roll < 0.8 and live:
+                user, old, _ = live.pop(rng.randrange(len(live)))
+                content = f"crash {seed}-{n}: {user} now prefers the {rng.choice(WORDS)}"
+                memory = engine.supersede(old, content, defer_embedding=rng.random() < 0.5)
+                live.append((user, memory.id, content))
+                ack({"op": "supersede", "user": user, "old": old, "id": memory.id, "content": content})
+            else:
+                engine.save_index()
