@@ -227,7 +227,7 @@ class StreamFilter:
         self._body: list[str] = []
         self._shown = False  # visible text other than whitespace was released
         self._fences = 0  # code fences in the released text (odd: inside a code block of the reply)
-        self._line_start = True  # the released text ends a line (or nothing was released)
+        self._line_start = True  # the unread text starts a line of the raw reply (or the reply)
         self.bodies: list[tuple[str, bool]] = []  # (block body, whether its closing tag came)
         self.blocks = 0
         self.finished = False
@@ -254,33 +254,33 @@ class StreamFilter:
                 if close is None:
                     keep = self._tag_start(buf)
                     self._body.append(buf[:keep])
-                    buf = buf[keep:]
+                    buf = self._advance(buf, keep)
                     break
                 self._body.append(buf[: close.start()])
                 self._end_block(complete=True)
-                buf = buf[close.end() :]
+                buf = self._advance(buf, close.end())
                 continue
             if self._after_fence:
                 fence = _FENCE_AFTER.match(buf)
                 if fence is not None:
-                    buf = buf[fence.end() :]
+                    buf = self._advance(buf, fence.end())
                 elif _FENCE_AFTER_START.fullmatch(buf):
                     break  # could still become the block's closing fence
                 self._after_fence = False
                 continue
             if self.blocks and not self._shown:
-                buf = buf.lstrip()
+                buf = self._advance(buf, len(buf) - len(buf.lstrip()))
                 if not buf:
                     break
             tag = _TAG.search(buf)
             if tag is None:
                 keep = self._hold_from(buf)
                 out.append(self._emit(buf[:keep]))
-                buf = buf[keep:]
+                buf = self._advance(buf, keep)
                 break
             before, fenced = self._before_block(buf[: tag.start()])
             out.append(self._emit(before))
-            buf = buf[tag.end() :]
+            buf = self._advance(buf, tag.end())
             self.blocks += 1
             if tag.group("close") is None:
                 self._in_block, self._fenced, self._body = True, fenced, []
@@ -310,11 +310,17 @@ class StreamFilter:
     # -- helpers --------------------------------------------------------------------------------
 
     def _emit(self, text: str) -> str:
+        """Release ``text``, a beginning of the unread text."""
         if text:
             self._fences += _fences(text, self._line_start)
-            self._line_start = text.endswith("\n")
             self._shown = self._shown or not text.isspace()
         return text
+
+    def _advance(self, buf: str, count: int) -> str:
+        """``buf`` without its first ``count`` characters (read: released, swallowed or held in a block)."""
+        if count:
+            self._line_start = buf[count - 1] == "\n"
+        return buf[count:]
 
     def _end_block(self, complete: bool) -> None:
         self.bodies.append(("".join(self._body), complete))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -33,6 +34,11 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import DBAPIError
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
 from sqlalchemy.pool import StaticPool
 
 from headroom_integrations.errors import HeadroomError, StorageError
@@ -129,6 +135,23 @@ _FTS_DDL = [
 ]
 
 
+def _no_space(path: Path) -> str | None:
+    """Why writing beside ``path`` may have run out of room (a full disk, a file-size limit), if it did."""
+    try:
+        if shutil.disk_usage(path.parent).free < 4 * 1024 * 1024:
+            return "the disk is full"
+        if resource is None:
+            return None
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    except (OSError, ValueError):
+        return None
+    if limit != resource.RLIM_INFINITY:
+        sizes = [p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file()]
+        if sizes and max(sizes) + 1024 * 1024 >= limit:
+            return f"this process's file-size limit (RLIMIT_FSIZE, {limit} bytes) is reached"
+    return None
+
+
 def _diagnosis(path: Path, exc: BaseException) -> str:
     """What is wrong with ``path``, in words, judged from the file system and the error."""
     message = str(getattr(exc, "orig", None) or exc).splitlines()[0]
@@ -143,8 +166,10 @@ def _diagnosis(path: Path, exc: BaseException) -> str:
     lowered = message.lower()
     if "not a database" in lowered or "malformed" in lowered:
         return f"it is not a memory store (not a SQLite database, or a damaged one): {message}"
-    if "full" in lowered or code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-        return f"no space left to write it (disk full or a file-size limit reached): {message}"
+    if "full" in lowered or "disk i/o" in lowered or code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        room = _no_space(path) or ("the disk is full" if "full" in lowered or code is not None else None)
+        if room is not None:
+            return f"no space left to write it ({room}): {message}"
     if path.exists() and not os.access(path, os.W_OK):
         return f"the file is read-only ({message}); reading works, writing needs write permission"
     if not os.access(path.parent, os.W_OK | os.X_OK):
@@ -153,7 +178,7 @@ def _diagnosis(path: Path, exc: BaseException) -> str:
     if "readonly" in lowered or code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"permission denied: {message}"
     if "disk i/o" in lowered:
-        return f"the disk failed to write it (disk full or a file-size limit reached?): {message}"
+        return f"the disk failed to write it: {message}"
     return message
 
 
