@@ -280,3 +280,18 @@ def crash_writer(db: str, log: str, seed: int, conn: Connection) -> None:
                 ack({"op": "supersede", "user": user, "old": old, "id": memory.id, "content": content})
             else:
                 engine.save_index()
+
+
+# -- erasure: another process holds the user's vectors when the purge happens -------------------------
+
+
+def erasure_reader(db: str, queries: list[str], conn: Connection) -> None:
+    """Open the store and search (its index now holds the vectors), wait, search again, close."""
+    engine = _engine(db)
+    for query in queries:
+        engine.search(query, user_id="victim")
+    conn.send("ready")
+    assert conn.recv() == "go"
+    engine.search(queries[0], user_id="keeper")  # the next search pulls the purge in
+    engine.close()  # and the index this process saves holds none of the user's vectors
+    conn.send("closed")
