@@ -12,10 +12,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import workers
+from scale import scaled
 
 from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
 
-PROCESSES, THREADS, SECONDS = 4, 8, 12.0
+PROCESSES, THREADS, SECONDS = 4, 8, scaled(12)
 
 
 def _live(ops: list[tuple[str, str, str, str, str | None]]) -> tuple[dict[str, tuple[str, str]], set[str], set[str]]:
@@ -77,6 +78,7 @@ def test_processes_and_threads_lose_nothing(db_path: Path, record_property) -> N
                 process.kill()
     writes = len(ops)
     record_property("writes", writes)
+    record_property("seconds", SECONDS)
     assert errors == []
     assert writes > 500, writes  # the run did real work
     assert misses == [], f"{len(misses)} acknowledged memories missed by a later search"

@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import workers
+from scale import scaled
 
 from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
 
-KILLS = 50
+KILLS = scaled(50)
 FRESH, OLDER, FINAL = 25, 10, 400  # searched for after each kill (fresh and earlier) and at the end
 
 

@@ -11,6 +11,7 @@ import re
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scale import scaled
 
 from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
 from headroom_integrations.memory.text_query import fingerprint
@@ -53,14 +54,16 @@ def _repeats(fact: str) -> list[str]:
     return [fact.lower(), fact.upper(), f"  {fact}. ", f'"{fact}"', re.sub(" ", "   ", fact), f"{fact}!", f"{fact}..."]
 
 
-@settings(max_examples=3000)
+@settings(max_examples=scaled(3000))
 @given(st.sampled_from(TEMPLATES), slots)
 def test_fingerprints_keep_every_meaningful_difference(template: str, values: dict[str, object]) -> None:
     base = template.format(**values)
     for other in _mutations(template, values):
         assert fingerprint(base) != fingerprint(other), (base, other)
+        PAIRS[0] += 1
     for repeat in _repeats(base):
         assert fingerprint(base) == fingerprint(repeat), (base, repeat)
+        PAIRS[1] += 1
 
 
 @pytest.fixture(scope="module")
@@ -70,22 +73,27 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> MemoryEngine:
 
 
 _USERS = itertools.count()
+PAIRS = [0, 0, 0]  # pairs checked: differing (fingerprints), true repeats, differing (stored and searched)
 
 
-@settings(max_examples=120)
+@settings(max_examples=scaled(120))
 @given(st.sampled_from(TEMPLATES), slots)
 def test_the_engine_never_merges_different_facts(engine: MemoryEngine, template: str, values: dict[str, object]) -> None:
     base = template.format(**values)
     others = _mutations(template, values)[:3]
     user_id = f"u{next(_USERS)}"  # each example on its own
     stored = [engine.add(fact, user_id=user_id, dedupe=True) for fact in (base, *others)]
+    PAIRS[2] += len(others)
     assert len({m.id for m in stored}) == len(stored), [m.content for m in stored]
     assert engine.add(_repeats(base)[2], user_id=user_id, dedupe=True).id == stored[0].id  # a true repeat merges
     hits = engine.search(base, user_id=user_id, top_k=len(stored))
     assert sorted(h.content for h in hits) == sorted(m.content for m in stored)  # none hidden by search
 
 
-def test_search_shows_a_repeat_once(engine: MemoryEngine) -> None:
+def test_search_shows_a_repeat_once(engine: MemoryEngine, record_property) -> None:  # type: ignore[no-untyped-def]
+    record_property("different_pairs", PAIRS[0])
+    record_property("repeat_pairs", PAIRS[1])
+    record_property("engine_pairs", PAIRS[2])
     engine.add_batch(["Prefers dark mode", "prefers dark mode.", '"Prefers dark mode"', "Prefers light mode"],
                      user_id="repeats")
     assert len(engine.query(MemoryFilter(user_id="repeats"))) == 4  # stored without dedupe: all kept

@@ -25,7 +25,7 @@ def _files(db: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name)}
 
 
-def test_purge_leaves_no_trace_in_any_file(db_path: Path) -> None:
+def test_purge_leaves_no_trace_in_any_file(db_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(99)
     victim = [f"The victim's secret {_marker(rng)} is kept here" for _ in range(30)]
     keeper = [f"The keeper's note {_marker(rng)} stays" for _ in range(10)]
@@ -58,6 +58,7 @@ def test_purge_leaves_no_trace_in_any_file(db_path: Path) -> None:
         reader.join(timeout=60)
     files = _files(db_path)
     assert {"memory.db", "memory.db.hnsw", "memory.db.hnsw.json"} <= set(files)
+    record_property("files", len(files))
     secrets = [w for text in victim for w in text.split() if len(w) == 12] + [spoken.split()[-1]]
     for name, data in files.items():
         for secret in secrets:

@@ -11,11 +11,12 @@ import pytest
 from hostile import hostile_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scale import scaled
 
 from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.text_query import clean_text
 
-EXAMPLES = 800  # x 4..16 texts each, every text stored and searched for: over 10,000 inputs
+EXAMPLES = scaled(800)  # x 4..16 texts each, every text stored and searched for: over 10,000 inputs
 HUGE = ["x" * 1_000_000, "\ud800" * 300_000 + "tail", ("NEAR(" + '"' * 7 + " 🚀\x00") * 80_000,
         "word " * 200_000, "\u202e" * 500_000]
 

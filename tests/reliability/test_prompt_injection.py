@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai import OpenAI
 from openai_stub import StubLLM
+from scale import scaled
 
 from headroom_integrations import Memory, MemoryEngine, MemoryFilter, with_memory
 from headroom_integrations.inline import format_memories
@@ -35,7 +36,7 @@ def _check_block(text: str, contents: list[str]) -> None:
     assert not re.search(r"[\r\u2028\u2029\x85]", text)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=scaled(2000))
 @given(st.lists(hostile_text.filter(str.strip), min_size=1, max_size=6))
 def test_any_stored_text_is_injected_as_inert_data(contents: list[str]) -> None:
     memories = [Memory(id=f"id{i}", content=c, user_id="u") for i, c in enumerate(contents)]

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 import pytest
 from openai import OpenAI
 from openai_stub import StubLLM
+from scale import scaled
 
 from headroom_integrations import MemoryEngine, MemoryFilter, with_memory
 from headroom_integrations.blocks import StreamFilter, parse_reply
 
-REPLIES = 10_000
-SDK_STREAMS = 250
+REPLIES = scaled(10_000)
+SDK_STREAMS = scaled(250)
 _FULL_TAG = re.compile(r"<[ \t\r\n]{0,8}/?[ \t\r\n]{0,8}memory[ \t\r\n]{0,8}>", re.IGNORECASE)
 _ANY_TAG = re.compile(r"<\s*/?\s*memory\s*>", re.IGNORECASE)
 _FENCE_END = re.compile(r"(^|\n)[ \t]{0,3}`+[\w+.-]*[ \t]*$")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from scale import scaled
 
 from headroom_integrations import MemoryConfig, MemoryEngine
 
@@ -17,7 +18,7 @@ USERS = [f"user{i}" for i in range(60)]
 SESSIONS = [None, *(f"s{i}" for i in range(12))]
 AGENTS = [None, *(f"a{i}" for i in range(6))]
 TURNS = [None, "t1", "t2"]
-QUERIES = 1200
+QUERIES = scaled(1200)
 WORDS = ["amber", "basil", "cedar", "delta", "ember", "fjord", "garnet", "hazel", "indigo", "jasper", "kelp", "lilac", "maple", "nectar", "onyx", "pearl", "quill", "raven", "sable", "thyme", "umber", "violet", "willow", "xenon", "yarrow", "zinnia"]
 
 

@@ -16,15 +16,17 @@ def _run(function, *args):  # type: ignore[no-untyped-def]
         return pool.apply(function, args)
 
 
-def test_a_full_disk_fails_clearly_and_loses_nothing(db_path: Path) -> None:
+def test_a_full_disk_fails_clearly_and_loses_nothing(db_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
     with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
         engine.add_batch([f"Durable fact {i} about the quartz garden" for i in range(40)], user_id="u")
-    report = _run(workers.full_disk_writer, str(db_path), 96 * 1024)
+    report = _run(workers.full_disk_writer, str(db_path), 1024 * 1024)
     assert "crash" not in report, report.get("crash")
     assert report["errors"], "the file-size limit was never reached"
     assert all(e.startswith("StorageError: cannot write memory store") and "no space left" in e
                for e in report["errors"]), report["errors"][:3]
     assert len(report["acknowledged"]) > 0
+    record_property("failed_writes", len(report["errors"]))
+    record_property("acknowledged", len(report["acknowledged"]))
     assert report["readable_hits"] == 5  # searching went on while writes failed
     assert report["after"][:1] == ["Written after the disk had room again"]
     with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
