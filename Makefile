@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench soak clean
 
 $(VENV)/.stamp-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/bench_with_memory.py --out docs/benchmarks.md --json $(RESULTS)/with_memory.json
 	$(PY) benchmarks/locomo_eval.py $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/retrieval_quality.json
 	$(PY) benchmarks/bench_peers.py --setup-peers --out docs/benchmarks.md --json $(RESULTS)/peers.json
+
+# The reliability suite (tests/reliability) ten times longer, on new generated inputs; figures into
+# docs/reliability.md (the CI-scale section: SCALE=1 LABEL=ci).
+SCALE ?= 10
+LABEL ?= soak
+soak: $(VENV)/.stamp-dev
+	$(PY) benchmarks/soak_reliability.py --scale $(SCALE) --label $(LABEL) --out docs/reliability.md --json $(RESULTS)/reliability_$(LABEL).json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

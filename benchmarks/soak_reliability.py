@@ -46,6 +46,7 @@ UNITS = {
     "replies": "generated replies (whole + 2-3 chunkings each)", "different_pairs": "differing pairs (fingerprint)",
     "repeat_pairs": "true repeats (fingerprint)", "engine_pairs": "differing pairs stored and searched",
     "queries": "queries", "memories": "memories at the end", "files": "files read byte by byte",
+    "contents": "stored texts injected", "sdk_calls": "replies through the SDK (streamed and whole)",
 }
 
 
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args(argv)
     results = run(args.scale, args.checks, args.fixed or args.label == "ci")
-    publish(markdown(results, args.label.capitalize()), results, args.out, args.json,
+    title = args.label.upper() if len(args.label) <= 3 else args.label.capitalize()
+    publish(markdown(results, title), results, args.out, args.json,
             f"<!-- reliability:{args.label} start -->", f"<!-- reliability:{args.label} end -->")
     return int(results["_run"]["exit_code"])  # type: ignore[call-overload]
 

@@ -25,6 +25,9 @@ ATTACKS = [
 ]
 
 
+INJECTED = [0]  # generated contents checked
+
+
 def _check_block(text: str, contents: list[str]) -> None:
     lines = text.split("\n")
     assert lines[0] == "<memories>" and lines[-1] == "</memories>"
@@ -42,10 +45,12 @@ def test_any_stored_text_is_injected_as_inert_data(contents: list[str]) -> None:
     memories = [Memory(id=f"id{i}", content=c, user_id="u") for i, c in enumerate(contents)]
     injection = format_memories(memories, token_budget=100_000)
     _check_block(injection.text, contents)
+    INJECTED[0] += len(contents)
     assert injection.handles == {f"m{i + 1}": f"id{i}" for i in range(len(contents))}
 
 
-def test_attacks_reach_the_model_inside_the_data_block(stub_llm: StubLLM, engine: MemoryEngine) -> None:
+def test_attacks_reach_the_model_inside_the_data_block(stub_llm: StubLLM, engine: MemoryEngine, record_property) -> None:  # type: ignore[no-untyped-def]
+    record_property("contents", INJECTED[0] + len(ATTACKS))
     for attack in ATTACKS:
         engine.add(attack, user_id="u")
     client = with_memory(OpenAI(api_key="t", base_url=stub_llm.base_url), user_id="u", memory=engine, top_k=10)

@@ -176,7 +176,7 @@ def test_replies_whole_and_streamed_show_the_oracles_text(record_property) -> No
 
 
 @pytest.mark.parametrize("stream", [True, False])
-def test_replies_through_the_sdk(stub_llm: StubLLM, engine: MemoryEngine, stream: bool) -> None:
+def test_replies_through_the_sdk(stub_llm: StubLLM, engine: MemoryEngine, stream: bool, record_property) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(11)
     client = with_memory(OpenAI(api_key="t", base_url=stub_llm.base_url, max_retries=0), user_id="u", memory=engine)
     expected: set[str] = set()
@@ -193,6 +193,7 @@ def test_replies_through_the_sdk(stub_llm: StubLLM, engine: MemoryEngine, stream
             shown = client.chat.completions.create(**request).choices[0].message.content or ""
         assert shown == reply.shown, (reply.text, pieces)
         expected |= set(reply.contents)
+    record_property("sdk_calls", SDK_STREAMS if stream else SDK_STREAMS // 5)
     engine.flush()
     stored = {m.content for m in engine.query(MemoryFilter(user_id="u"))}
     assert expected <= stored
