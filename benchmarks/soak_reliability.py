@@ -60,7 +60,8 @@ def run(scale: float, checks: list[str], fixed: bool) -> dict[str, dict[str, obj
         paths = [str(ROOT / "tests" / "reliability" / f"{name}.py") for name in checks]
         started = time.perf_counter()
         done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={report}", *paths],
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=legacy",
+             f"--junitxml={report}", *paths],
             cwd=ROOT, env=env, check=False,
         )
         wall = time.perf_counter() - started

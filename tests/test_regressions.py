@@ -413,3 +413,20 @@ def test_terms_are_the_same_from_many_threads() -> None:
         thread.join()
     assert errors == []
     assert [results[i] for i in range(len(texts))] == expected
+
+
+def test_a_store_written_by_an_earlier_version_is_brought_up_to_date(db_path: Path) -> None:
+    import contextlib
+    import sqlite3
+
+    with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
+        engine.add("Allergic to peanuts", user_id="u")
+    with contextlib.closing(sqlite3.connect(db_path)) as raw, raw:  # as the previous version left it
+        raw.execute("UPDATE memories SET fingerprint = 'old-fingerprint-dropping-not'")
+        raw.execute("DELETE FROM meta WHERE key = 'fingerprint_version'")
+        raw.execute("ALTER TABLE memory_tombstones DROP COLUMN scrub")
+    with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
+        negated = engine.add("Not allergic to peanuts", user_id="u", dedupe=True)
+        assert len(engine.query(MemoryFilter(user_id="u"))) == 2 and negated.content == "Not allergic to peanuts"
+        assert engine.add("allergic to peanuts.", user_id="u", dedupe=True).content == "Allergic to peanuts"
+        assert engine.purge("u") == {"memories": 2, "messages": 0}

@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from headroom_integrations._async import async_face
 from headroom_integrations.errors import EmbedderMismatchError, InvalidInputError, MemoryNotFoundError, StorageError
@@ -590,10 +590,7 @@ class MemoryEngine:
         if all_versions:
             chain = select(memories.c.chain_id).where(memories.c.id == memory_id).scalar_subquery()
             condition = memories.c.chain_id == chain
-        pks, seq = self._store.delete_where(condition)
-        if pks:
-            self._index.remove_local(pks, seq)
-        return bool(pks)
+        return self._delete(condition) > 0
 
     def clear(
         self,
@@ -608,8 +605,9 @@ class MemoryEngine:
 
         ``clear("alice", session_id="s1")`` deletes what was recorded in session ``s1`` (any scope);
         add ``scope="session"`` to keep the user-level facts learned there. Returns how many rows
-        were deleted. Deleted content is overwritten in the database file; :meth:`purge` also
-        removes the user's logged messages and every copy left in the write-ahead log.
+        were deleted. Deleted rows are overwritten in the database file; copies may remain in the
+        write-ahead log, the full-text index's older segments and the vector index until they are
+        rewritten: :meth:`purge` erases a user from all of them (and their logged messages).
         """
         self._check_open()
         flt = MemoryFilter(
@@ -617,9 +615,12 @@ class MemoryEngine:
             agent_id=identifier(agent_id, "agent_id"), turn_id=identifier(turn_id, "turn_id"),
             scopes=None if scope is None else [scope], include_superseded=True,
         )
-        pks, seq = self._store.delete_where(filter_condition(flt))
+        return self._delete(filter_condition(flt))
+
+    def _delete(self, condition: ColumnElement[bool], erase: bool = False) -> int:
+        pks, seq = self._store.delete_where(condition, erase)
         if pks:
-            self._index.remove_local(pks, seq)
+            self._index.remove_local(pks, seq, erase)
         return len(pks)
 
     def purge(self, user_id: str) -> dict[str, int]:
@@ -640,7 +641,7 @@ class MemoryEngine:
         self._check_open()
         user = identifier(user_id, "user_id", required=True)
         self._shared.wait_pending()
-        removed = self.clear(user)  # type: ignore[arg-type]
+        removed = self._delete(filter_condition(MemoryFilter(user_id=user, include_superseded=True)), erase=True)
         messages = self._store.delete_messages(user, None)  # type: ignore[arg-type]
         if self._cache is not None:
             self._cache.clear()

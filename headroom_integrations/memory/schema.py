@@ -46,8 +46,10 @@ tombstones = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("pk", Integer, nullable=False),
     Column("seq", BigInteger, nullable=False, index=True),
+    Column("scrub", Integer, nullable=False, server_default="0"),  # 1: erased, vectors are overwritten too
 )
-"""Primary keys of deleted memories, so other processes' vector indexes drop them too."""
+"""Primary keys of deleted memories, so other processes' vector indexes drop them too (and, for an
+erasure, overwrite their vectors)."""
 
 counters = Table(
     "counters",

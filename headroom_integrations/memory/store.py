@@ -9,7 +9,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -174,11 +174,13 @@ class KeywordQuery:
 
 @dataclass(frozen=True)
 class Changes:
-    """Writes committed after a watermark: rows to (re)index or drop, and deleted primary keys."""
+    """Writes committed after a watermark: rows to (re)index or drop, deleted primary keys and,
+    among them, the erased ones (whose vectors must be overwritten, not only dropped)."""
 
     seq: int
     rows: list[IndexRow]
     deleted: list[int]
+    erased: list[int] = field(default_factory=list)
 
 
 _INDEX_COLUMNS = [
@@ -227,7 +229,8 @@ class MemoryStore:
         with self.read() as conn:  # a store that is complete needs no write (a read-only file opens)
             tables = set(conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars())
             stored = dict(conn.execute(select(meta.c.key, meta.c.value)).all()) if "meta" in tables else {}
-        complete = {t.name for t in metadata_obj.sorted_tables} | {"memories_fts"} <= tables
+            scrub = "scrub" in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(memory_tombstones)")}
+        complete = {t.name for t in metadata_obj.sorted_tables} | {"memories_fts"} <= tables and scrub
         if complete and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
             return
         if complete and self.path is not None and not os.access(self.path, os.W_OK):
@@ -236,6 +239,9 @@ class MemoryStore:
         with self.write() as conn:
             metadata_obj.create_all(conn)
             install_fts(conn)
+            columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(memory_tombstones)")}
+            if "scrub" not in columns:  # a store written by an earlier version
+                conn.exec_driver_sql("ALTER TABLE memory_tombstones ADD COLUMN scrub INTEGER NOT NULL DEFAULT 0")
             if conn.execute(select(counters.c.value).where(counters.c.name == "seq")).first() is None:
                 conn.execute(insert(counters).values(name="seq", value=0))
             if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).first() is None:
@@ -485,8 +491,10 @@ class MemoryStore:
                 raise MemoryNotFoundError(memory_id)
         return int(pk), seq
 
-    def delete_where(self, condition: ColumnElement[bool]) -> tuple[list[int], int]:
-        """Delete the memories matching ``condition``; return their primary keys and the change number."""
+    def delete_where(self, condition: ColumnElement[bool], erase: bool = False) -> tuple[list[int], int]:
+        """Delete the memories matching ``condition``; return their primary keys and the change number.
+
+        ``erase`` marks the deletion as an erasure: every process overwrites the vectors too."""
         with self.write() as conn:
             pks = list(conn.execute(select(memories.c.pk).where(condition)).scalars())
             if not pks:
@@ -495,7 +503,7 @@ class MemoryStore:
             for start in range(0, len(pks), 500):
                 chunk = pks[start : start + 500]
                 conn.execute(delete(memories).where(memories.c.pk.in_(chunk)))
-                conn.execute(insert(tombstones), [{"pk": pk, "seq": seq} for pk in chunk])
+                conn.execute(insert(tombstones), [{"pk": pk, "seq": seq, "scrub": int(erase)} for pk in chunk])
         return pks, seq
 
     def erase_traces(self) -> bool:
@@ -706,8 +714,10 @@ class MemoryStore:
             rows = conn.execute(
                 select(*_INDEX_COLUMNS, memories.c.embedding).where(memories.c.seq > seq).order_by(memories.c.seq)
             ).all()
-            deleted = conn.execute(select(tombstones.c.pk).where(tombstones.c.seq > seq)).scalars().all()
-        return Changes(last, [_index_row(r, True) for r in rows], list(deleted))
+            deleted = conn.execute(select(tombstones.c.pk, tombstones.c.scrub).where(tombstones.c.seq > seq)).all()
+        return Changes(
+            last, [_index_row(r, True) for r in rows], [pk for pk, _ in deleted], [pk for pk, scrub in deleted if scrub]
+        )
 
     def index_rows(self, batch_size: int = 20_000) -> Iterator[list[tuple[Any, ...]]]:
         """Every current memory with a vector, in batches of plain tuples, for (re)building the index.

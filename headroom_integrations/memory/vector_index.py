@@ -230,20 +230,23 @@ class VectorIndex:
         with self._lock:
             self._apply(rows, force=True)
 
-    def remove_local(self, pks: Iterable[int], seq: int) -> None:
-        """Drop memories this process deleted (change number ``seq``); their vectors are scrubbed."""
+    def remove_local(self, pks: Iterable[int], seq: int, erase: bool = False) -> None:
+        """Drop memories this process deleted (change number ``seq``); with ``erase`` their
+        vectors are overwritten too (a few milliseconds each)."""
         with self._lock:
             pks = list(pks)
             for pk in pks:
                 self._seq_of[pk] = seq
                 self._remove(pk)
-            self._scrub(pks)
+            if erase:
+                self._scrub(pks)
             if seq == self.watermark + 1:
                 self.watermark = seq
 
     def _scrub(self, pks: Iterable[int]) -> None:
-        """Overwrite the graph's copy of deleted memories' vectors with random unit vectors, so no
-        trace of them stays in RAM or in the saved file (hnswlib keeps a deleted element's data)."""
+        """Overwrite the graph's copy of erased memories' vectors with random unit vectors, so no
+        trace of them stays in RAM or in the saved file (hnswlib keeps a deleted element's data).
+        Each costs about an insertion (the graph is repaired around it): only erasures do this."""
         labels = [pk for pk in pks if pk in self._marked or pk in self._in_graph]
         if not labels:
             return
@@ -281,7 +284,7 @@ class VectorIndex:
             for pk in changes.deleted:
                 self._seq_of[pk] = changes.seq
                 self._remove(pk)
-            self._scrub(changes.deleted)
+            self._scrub(changes.erased)
             self.watermark = max(self.watermark, changes.seq)
             return waiting
 

@@ -182,7 +182,7 @@ def test_replies_through_the_sdk(stub_llm: StubLLM, engine: MemoryEngine, stream
     expected: set[str] = set()
     for reply in _replies(7, SDK_STREAMS if stream else SDK_STREAMS // 5):
         reason = "length" if reply.cut else "stop"
-        cuts = sorted(rng.sample(range(1, len(reply.text)), k=min(len(reply.text) - 1, rng.randint(0, 12))))
+        cuts = sorted(rng.sample(range(1, len(reply.text)), k=max(0, min(len(reply.text) - 1, rng.randint(0, 12)))))
         pieces = [reply.text[a:b] for a, b in zip([0, *cuts], [*cuts, len(reply.text)])]
         stub_llm.reply(reply.text, chunks=pieces, finish_reason=reason)
         request = {"model": "m", "messages": [{"role": "user", "content": "hello"}]}
