@@ -246,9 +246,13 @@ class VectorIndex:
     def _scrub(self, pks: Iterable[int]) -> None:
         """Overwrite the graph's copy of erased memories' vectors with random unit vectors, so no
         trace of them stays in RAM or in the saved file (hnswlib keeps a deleted element's data).
-        Each costs about an insertion (the graph is repaired around it): only erasures do this."""
+        Each costs about ten insertions (the graph is repaired around it), so only erasures do this,
+        and when they are more than a tenth of the index it is rebuilt instead."""
         labels = [pk for pk in pks if pk in self._marked or pk in self._in_graph]
         if not labels:
+            return
+        if 10 * len(labels) > len(self._where):  # many: building the graph anew costs less
+            self.rebuild()  # from the database, which no longer holds them
             return
         noise = np.random.default_rng().standard_normal((len(labels), self.dim)).astype(np.float32)
         noise /= np.linalg.norm(noise, axis=1, keepdims=True)

@@ -11,6 +11,7 @@ import random
 import sqlite3
 from pathlib import Path
 
+import pytest
 import workers
 
 from headroom_integrations import MemoryConfig, MemoryEngine
@@ -25,10 +26,11 @@ def _files(db: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in db.parent.iterdir() if p.name.startswith(db.name)}
 
 
-def test_purge_leaves_no_trace_in_any_file(db_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kept", [10, 400], ids=["graph-rebuilt", "vectors-overwritten"])
+def test_purge_leaves_no_trace_in_any_file(db_path: Path, kept: int, record_property) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(99)
     victim = [f"The victim's secret {_marker(rng)} is kept here" for _ in range(30)]
-    keeper = [f"The keeper's note {_marker(rng)} stays" for _ in range(10)]
+    keeper = [f"The keeper's note {_marker(rng)} stays" for _ in range(kept)]  # many: the few erased are overwritten
     spoken = f"my password is {_marker(rng)}"
     with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
         stored = engine.add_batch(victim[:20], user_id="victim", session_id="s1")
