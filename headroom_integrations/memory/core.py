@@ -636,7 +636,8 @@ class MemoryEngine:
             ``{"memories": n, "messages": m}``: how many rows were deleted.
 
         Raises:
-            StorageError: the store could not be written (nothing is reported as erased then).
+            StorageError: the store could not be written (what was deleted by then stays deleted;
+                call it again to finish the erasure).
         """
         self._check_open()
         user = identifier(user_id, "user_id", required=True)
@@ -782,7 +783,7 @@ class MemoryEngine:
             if len(content) > self.config.max_content_chars:
                 raise InvalidInputError(f"message {position} is longer than max_content_chars")
             rows.append({
-                "user_id": user, "session_id": session, "role": clean_text(role)[:32], "content": clean_text(content),
+                "user_id": user, "session_id": session, "role": clean_text(role), "content": clean_text(content),
                 "payload": metadata_json(message.get("payload") or {}), "created_at": stamp,
             })
         self._store.append_messages(rows)
