@@ -66,8 +66,7 @@ if str(ROOT) not in sys.path:
 from tqdm import tqdm  # noqa: E402
 
 from headroom_integrations import MemoryConfig, MemoryEngine  # noqa: E402
-from headroom_integrations.memory.schema import memories  # noqa: E402
-from headroom_integrations.memory.store import MemoryStore  # noqa: E402
+from headroom_integrations.memory.backends import MemoryBackend, SearchScope  # noqa: E402
 from headroom_integrations.memory.text_query import query_terms  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -177,9 +176,27 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
 # -- embedders ----------------------------------------------------------------------------------------
 
 
+POSTGRES: dict[str, Any] = {}  # with --backend postgres: the server's URL ("url") and the schemas made
+
+
 def embedder_config(name: str, db: Path, **overrides: Any) -> MemoryConfig:
-    """The engine config of one embedder variant (``overrides`` are fusion settings)."""
-    return MemoryConfig(db_path=str(db), local_runtime=RUNTIMES[name], **overrides)
+    """The engine config of one embedder variant (``overrides`` are fusion settings): a SQLite file
+    ``db``, or with ``--backend postgres`` a fresh PostgreSQL schema named after it."""
+    if "url" not in POSTGRES:
+        return MemoryConfig(db_path=str(db), local_runtime=RUNTIMES[name], **overrides)
+    import sqlalchemy
+
+    schema = "l_" + re.sub(r"\W", "_", db.stem).lower()
+    if schema not in POSTGRES.setdefault("schemas", set()):
+        admin = sqlalchemy.create_engine(POSTGRES["url"].replace("postgresql://", "postgresql+psycopg://", 1),
+                                         poolclass=sqlalchemy.NullPool)
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        admin.dispose()
+        POSTGRES["schemas"].add(schema)
+    url = POSTGRES["url"] + ("&" if "?" in POSTGRES["url"] else "?") + f"options=-csearch_path%3D{schema}%2Cpublic"
+    return MemoryConfig(db_url=url, local_runtime=RUNTIMES[name], **overrides)
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -221,29 +238,28 @@ def store_conversation(config: MemoryConfig, conv: dict[str, Any]) -> tuple[floa
         )
         engine.flush()
         add_s = time.perf_counter() - started
-        store = engine._store
-        with store.engine.connect() as connection:
-            pk_to_dia = {
-                pk: json.loads(meta).get("dia_id")
-                for pk, meta in connection.execute(
-                    memories.select().with_only_columns(memories.c.pk, memories.c.meta_json)
-                    .where(memories.c.user_id == user)
-                ).all()
-            }
-        pks, matrix = store.vectors_where(memories.c.user_id == user)
+        backend = engine.backend
+        stored = [(m.metadata.get("dia_id"), vector) for batch in backend.dump() for m, vector in batch
+                  if m.user_id == user and vector is not None]
+        dias = [dia for dia, _ in stored]
+        matrix = np.stack([vector for _, vector in stored])
         questions = [q["question"] for q in conv["questions"]]
         query_vectors = engine.embedder.embed(questions) if questions else np.zeros((0, matrix.shape[1]))
-        dense = [[pk_to_dia[pks[i]] for i in np.argsort(-(matrix @ np.asarray(v)), kind="stable")[:TOP_K]]
+        dense = [[dias[i] for i in np.argsort(-(matrix @ np.asarray(v)), kind="stable")[:TOP_K]]
                  for v in query_vectors]
-        bm25 = [[pk_to_dia[pk] for pk, _ in keyword_ranking(store, q) if pk in pk_to_dia] for q in questions]
+        bm25 = []
+        for question in questions:
+            ranked = [pk for pk, _ in keyword_ranking(backend, user, question)]
+            rows = backend.rows(ranked)
+            bm25.append([rows[pk].memory.metadata.get("dia_id") for pk in ranked if pk in rows])
         name = str(getattr(engine.embedder, "name", type(engine.embedder).__name__))
     return add_s, {"dense": dense, "bm25": bm25, "embedder": name}
 
 
-def keyword_ranking(store: MemoryStore, question: str) -> list[tuple[int, float]]:
+def keyword_ranking(backend: MemoryBackend, user: str, question: str) -> list[tuple[int, float]]:
     """The BM25-only baseline: every query term kept (no postings budget, no common-term filter)."""
-    query = store.keyword_query(query_terms(question), postings_budget=10**9, seq=0)
-    return store.text_search(query, None, TOP_K) if query is not None else []
+    query = backend.keyword_query(query_terms(question), postings_budget=10**9, max_share=1.0)
+    return backend.keyword_search(query, SearchScope(user), TOP_K) if query is not None else []
 
 
 def evaluate_conversation(
@@ -506,6 +522,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="write/replace the marked markdown section of this file")
     parser.add_argument("--chart", type=Path, help="the PNG chart (default: img/locomo_recall.png beside --out)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite",
+                        help="store the conversations on SQLite files (default) or on a PostgreSQL from pgserver")
     return parser.parse_args(argv)
 
 
@@ -525,11 +543,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     conversations = load(path, args.quick)
     per_conv = []
     with tempfile.TemporaryDirectory(prefix="locomo-") as tmp:
+        if args.backend == "postgres":
+            import pgserver
+
+            server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="stop")
+            server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+            POSTGRES["url"] = server.get_uri()
         for conv in conversations:
             result = evaluate_conversation(conv, Path(tmp), embedders, full, not args.no_progress)
             per_conv.append(result)
             print(f"{result['conversation']}: {result['turns']} turns, {result['questions']} questions, "
                   f"timings {result['timings_s']}", file=sys.stderr)
+        if "url" in POSTGRES:
+            server.cleanup()
+            POSTGRES.clear()
     elapsed = time.perf_counter() - started
     rows = [row for c in per_conv for row in c["rows"]]
     timings: dict[str, float] = {}
@@ -544,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "questions_without_evidence": sum(c["dropped"]["questions_without_evidence"] for c in per_conv),
             "evidence_ids_dropped": sum(c["dropped"]["evidence_ids"] for c in per_conv),
             "embedder": per_conv[0]["embedders"][embedders[0]] if per_conv else "",
+            "backend": args.backend,
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU",
             "python": platform.python_version(),
         },

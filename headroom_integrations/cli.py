@@ -7,13 +7,17 @@ Examples::
     headroom-memory --db memory.db search alice "which language?" --top-k 3
     headroom-memory --db memory.db history <memory-id>
     headroom-memory --db memory.db stats [--user alice]
+    headroom-memory --db-url postgresql://user:pw@host:5432/db stats
+    headroom-memory migrate --from memory.db --to postgresql://user:pw@host:5432/db
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 from headroom_integrations.errors import HeadroomError
@@ -25,7 +29,9 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="headroom-memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", type=Path, default=Path("headroom_memory.db"), help="database file")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--db", type=Path, default=Path("headroom_memory.db"), help="SQLite database file")
+    where.add_argument("--db-url", help="database URL instead of --db (postgresql://user:pw@host:5432/db)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("demo", help="run the offline demo on a temporary store")
     add = commands.add_parser("add", help="store a memory")
@@ -44,7 +50,47 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("memory_id")
     stats = commands.add_parser("stats", help="counts by category and scope")
     stats.add_argument("--user")
+    migrate = commands.add_parser("migrate", help="copy a store to another backend (no re-embedding)")
+    migrate.add_argument("--from", dest="source", required=True, help="source file path or database URL")
+    migrate.add_argument("--to", dest="target", required=True, help="target file path or database URL")
+    migrate.add_argument("--batch-size", type=int, default=1000, help="memories per transaction")
     return parser
+
+
+class _Progress:
+    """A one-line progress bar on stderr: done/total, rate and time left."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.started, self.shown = what, time.perf_counter(), False
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = done / elapsed
+        left = (total - done) / rate if rate and total > done else 0.0
+        width = 30
+        filled = width if not total else min(width, int(width * done / total))
+        bar = "#" * filled + "." * (width - filled)
+        print(f"\r[{bar}] {done:,}/{total:,} {self.what}  {rate:,.0f}/s  ETA {left:,.0f}s", end="", file=sys.stderr)
+        self.shown = True
+
+    def close(self) -> None:
+        if self.shown:
+            print(file=sys.stderr)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from headroom_integrations.memory.backends.postgres import masked
+    from headroom_integrations.memory.migration import migrate
+
+    progress = _Progress("memories")
+    try:
+        report = migrate(args.source, args.target, batch_size=args.batch_size, progress=progress)
+    finally:
+        progress.close()
+    target = masked(args.target) if "://" in args.target else args.target
+    print(f"copied {report.memories} memories ({report.skipped} already there) and {report.messages} "
+          f"messages to {target} (embedder {report.embedder})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
         demo([])
         return 0
     try:
-        with MemoryEngine(MemoryConfig(db_path=args.db)) as engine:
+        if args.command == "migrate":
+            return _migrate(args)
+        url = args.db_url or os.environ.get("HEADROOM_DB_URL")
+        config = MemoryConfig(db_url=url) if url else MemoryConfig(db_path=args.db)
+        with MemoryEngine(config) as engine:
             if args.command == "add":
                 m = engine.add(args.content, user_id=args.user, category=args.category, scope=args.scope,
                                session_id=args.session, importance=args.importance)

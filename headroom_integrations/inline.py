@@ -257,21 +257,31 @@ def engine_from(
     memory: HierarchicalMemory | MemoryEngine | None = None,
     config: MemoryConfig | None = None,
     db_path: str | Path | None = None,
+    db_url: str | None = None,
 ) -> MemoryEngine:
-    """The engine an adapter should use: the given store, or one opened from ``config``/``db_path``.
+    """The engine an adapter should use: the given store, or one opened from ``config``, ``db_path``
+    (a SQLite file) or ``db_url`` (``postgresql://…`` or ``sqlite:///…``).
 
     Raises:
         InvalidInputError: both a store and a way to open one were given, or ``memory`` is not a store.
     """
-    if memory is not None and (config is not None or db_path is not None):
-        raise InvalidInputError("pass either memory= or config=/db_path=, not both")
+    options = (("config", config), ("db_path", db_path), ("db_url", db_url))
+    given = [name for name, value in options if value is not None]
+    if memory is not None and given:
+        raise InvalidInputError(f"pass either memory= or {'/'.join(given)}=, not both")
+    if len(given) > 1:
+        raise InvalidInputError(f"pass one of config=, db_path= and db_url=, not {' and '.join(given)}")
     if isinstance(memory, HierarchicalMemory):
         return memory.sync
     if isinstance(memory, MemoryEngine):
         return memory
     if memory is not None:
         raise InvalidInputError(f"memory must be a HierarchicalMemory or MemoryEngine, got {type(memory).__name__}")
-    return MemoryEngine(config or (MemoryConfig(db_path=db_path) if db_path is not None else MemoryConfig()))
+    if config is not None:
+        return MemoryEngine(config)
+    if db_url is not None:
+        return MemoryEngine(MemoryConfig(db_url=db_url))
+    return MemoryEngine(MemoryConfig(db_path=db_path) if db_path is not None else MemoryConfig())
 
 
 class InlineMemory:

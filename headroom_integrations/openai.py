@@ -491,6 +491,7 @@ def with_memory(
     memory: HierarchicalMemory | MemoryEngine | None = None,
     config: MemoryConfig | None = None,
     db_path: str | Path | None = None,
+    db_url: str | None = None,
     top_k: int = 5,
     token_budget: int = 400,
     min_score: float | None = None,
@@ -508,6 +509,7 @@ def with_memory(
         memory: an open store to use (shared with other wrappers and adapters).
         config: how to open a store when ``memory`` is not given.
         db_path: shortcut for ``MemoryConfig(db_path=...)``.
+        db_url: shortcut for ``MemoryConfig(db_url=...)`` (``postgresql://…`` for a shared store).
         top_k: memories injected at most per call.
         token_budget: approximate token budget of the injected block.
         min_score: inject only memories at least this similar to the message (cosine).
@@ -534,7 +536,7 @@ def with_memory(
             "with_memory() needs an OpenAI-compatible client (one with chat.completions.create), "
             f"got {type(client).__name__}"
         )
-    engine = engine_from(memory, config, db_path)
+    engine = engine_from(memory, config, db_path, db_url)
     session = MemorySession(
         engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget, min_score=min_score,
         inject=inject, extract=extract,

@@ -1,22 +1,22 @@
-"""The async face: the seed's snippet as written, use inside a running loop, concurrency."""
+"""The async face: the seed's snippet as written, use inside a running loop, concurrency (every backend)."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+
+from stores import Store
 
 from headroom_integrations import (
     EmbedderBackend,
     HierarchicalMemory,
     MemoryCategory,
-    MemoryConfig,
     MemoryFilter,
     MemoryScope,
 )
 
 
-async def test_seed_snippet_runs_as_written(db_path: Path) -> None:
-    memory = await HierarchicalMemory.create(MemoryConfig(db_path=str(db_path)))
+async def test_seed_snippet_runs_as_written(store: Store) -> None:
+    memory = await HierarchicalMemory.create(store.config())
     m = await memory.add("User works at Google", user_id="alice", category=MemoryCategory.FACT, importance=0.9)
     new = await memory.supersede(old_memory_id=m.id, new_content="User now works at Anthropic")
     current = await memory.query(MemoryFilter(user_id="alice", include_superseded=False))
@@ -31,24 +31,24 @@ async def test_seed_snippet_runs_as_written(db_path: Path) -> None:
     await memory.close()
 
 
-async def test_sync_face_works_inside_a_running_loop(db_path: Path) -> None:
+async def test_sync_face_works_inside_a_running_loop(store: Store) -> None:
     """The anchor failed here with 'Cannot run the event loop while another loop is running'."""
-    memory = HierarchicalMemory.open(db_path=str(db_path))
+    memory = HierarchicalMemory.open(**store.where)
     memory.sync.add("Prefers tabs", user_id="u")
     assert memory.sync.search("indentation", user_id="u")[0].content == "Prefers tabs"
     assert (await memory.search("indentation", user_id="u"))[0].content == "Prefers tabs"
     await memory.close()
 
 
-async def test_context_manager_and_concurrency(db_path: Path) -> None:
-    async with await HierarchicalMemory.create(db_path=str(db_path)) as memory:
+async def test_context_manager_and_concurrency(store: Store) -> None:
+    async with await HierarchicalMemory.create(**store.where) as memory:
         facts = [f"Fact {i}: likes number {i}" for i in range(20)]
         await asyncio.gather(*(memory.add(text, user_id="u") for text in facts))
         results = await asyncio.gather(*(memory.search(f"number {i}", user_id="u", top_k=3) for i in range(20)))
         assert all(results)
         stats = await memory.stats("u")
         assert stats["total"] == 20
-    reopened = await HierarchicalMemory.create(db_path=str(db_path))
+    reopened = await HierarchicalMemory.create(**store.where)
     assert (await reopened.stats())["total"] == 20
     await reopened.close()
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from stores import Store
 
 from headroom_integrations import (
     EmbedderError,
@@ -204,7 +205,8 @@ def open_engine(tmp_path: Path) -> Iterator[Callable[..., MemoryEngine]]:
     engines: list[MemoryEngine] = []
 
     def make(**options: Any) -> MemoryEngine:
-        options.setdefault("db_path", tmp_path / "memory.db")
+        if "db_url" not in options:
+            options.setdefault("db_path", tmp_path / "memory.db")
         engine = MemoryEngine(MemoryConfig(**options))
         engines.append(engine)
         return engine
@@ -530,20 +532,19 @@ MISMATCHES = {
 
 @pytest.mark.parametrize("case", sorted(MISMATCHES))
 def test_reopening_with_another_embedder_is_refused(
-    case: str, server: EmbeddingServer, open_engine: Callable[..., MemoryEngine], tmp_path: Path
+    case: str, server: EmbeddingServer, open_engine: Callable[..., MemoryEngine], store: Store
 ) -> None:
     first, second, names = MISMATCHES[case]
-    db = tmp_path / "shared.db"
-    engine = open_engine(**first(server), db_path=db)
+    engine = open_engine(**first(server), **store.where)
     engine.add("Alice works at Google", user_id="alice")
     engine.close()
 
     with pytest.raises(EmbedderMismatchError) as caught:
-        open_engine(**second(server), db_path=db)
+        open_engine(**second(server), **store.where)
     for name in names:
         assert name in str(caught.value)
 
-    again = open_engine(**first(server), db_path=db)  # the original embedder still opens it
+    again = open_engine(**first(server), **store.where)  # the original embedder still opens it
     assert again.search("Alice Google", user_id="alice")[0].content == "Alice works at Google"
 
 

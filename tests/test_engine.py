@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from stores import Store
 
 from headroom_integrations import (
     MemoryCategory,
@@ -14,6 +15,9 @@ from headroom_integrations import (
     MemoryNotFoundError,
     MemoryScope,
 )
+from headroom_integrations.memory.backends import MemoryBackend, open_backend
+from headroom_integrations.memory.models import Memory
+from headroom_integrations.memory.validation import new_memory
 
 
 def test_add_get_and_search(engine: MemoryEngine) -> None:
@@ -173,42 +177,37 @@ def test_deferred_embedding_is_searchable_at_once(engine: MemoryEngine) -> None:
     hits = engine.search("beekeeping hobby", user_id="u", top_k=1)  # no shared word: needs the vector
     assert [h.id for h in hits] == [new.id]
     engine.flush()
-    assert engine._store.without_embedding() == []
+    assert engine.backend.without_embedding() == []
 
 
 def test_rows_left_without_vector_are_embedded_by_the_next_search_or_open(
-    make_engine: Callable[..., MemoryEngine], db_path: Path
+    make_engine: Callable[..., MemoryEngine], store: Store, tmp_path: Path
 ) -> None:
-    from headroom_integrations.memory.store import MemoryStore
-
     engine = make_engine()
+
+    def other_process() -> MemoryBackend:  # a backend of its own, as another process has (own index file)
+        return open_backend(store.config(index_path=tmp_path / "other.hnsw"), engine.embedder.name,
+                            engine.embedder.dimension)
+
     engine.add("Allergic to shellfish", user_id="u")
     # another writer committed a row but has not stored its vector yet
-    engine._store.insert([_raw_row("Keeps bees on the roof")])
+    other = other_process()
+    other.insert([_raw_memory("Keeps bees on the roof")], [None], dedupe=False)
+    other.close()
     assert [h.content for h in engine.search("beekeeping hobby", user_id="u", top_k=1)] == ["Keeps bees on the roof"]
     engine.close()
     # a writer died before embedding: the next open finishes the job
-    store = MemoryStore(db_path)
-    store.insert([_raw_row("Plays the theremin")])
-    store.close()
+    other = other_process()
+    other.insert([_raw_memory("Plays the theremin")], [None], dedupe=False)
+    other.close()
     reopened = make_engine()
-    assert reopened._store.without_embedding() == []
+    assert reopened.backend.without_embedding() == []
     hits = reopened.search("electronic musical instrument", user_id="u", top_k=1)
     assert hits[0].content == "Plays the theremin"
 
 
-def _raw_row(content: str) -> dict[str, object]:
-    import uuid
-    from datetime import datetime, timezone
-
-    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
-    memory_id = str(uuid.uuid4())
-    return {
-        "id": memory_id, "content": content, "user_id": "u", "session_id": None, "agent_id": None, "turn_id": None,
-        "scope": "user", "category": "fact", "importance": 0.5, "meta_json": "{}", "created_at": stamp,
-        "updated_at": stamp, "valid_from": stamp, "valid_to": None, "supersedes": None, "superseded_by": None,
-        "chain_id": memory_id,
-    }
+def _raw_memory(content: str) -> Memory:
+    return new_memory(1000, content, "u")
 
 
 def test_conversation_log(make_engine: Callable[..., MemoryEngine]) -> None:

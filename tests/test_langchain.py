@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import Field
+from stores import Store
 
 from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
 from headroom_integrations.inline import MEMORY_INSTRUCTION
@@ -105,14 +105,14 @@ async def test_retriever_in_an_lcel_rag_chain(engine: MemoryEngine) -> None:
 # -- chat message history ------------------------------------------------------------------------------
 
 
-def test_history_round_trip_across_reopen(make_engine: Callable[..., MemoryEngine], db_path: Path) -> None:
+def test_history_round_trip_across_reopen(make_engine: Callable[..., MemoryEngine], store: Store) -> None:
     history = HeadroomChatMessageHistory("s1", user_id="alice", memory=make_engine())
     history.add_messages([HumanMessage("I prefer Go for performance-critical code"),
                           AIMessage("Noted, Go it is.\n" + GO)])
     HeadroomChatMessageHistory("s2", user_id="alice", memory=history.engine).add_messages([HumanMessage("other")])
     assert [m.content for m in history.messages] == ["I prefer Go for performance-critical code", "Noted, Go it is."]
     history.engine.close()
-    reopened = HeadroomChatMessageHistory("s1", user_id="alice", db_path=db_path)
+    reopened = HeadroomChatMessageHistory("s1", user_id="alice", **store.where)
     assert [type(m) for m in reopened.messages] == [HumanMessage, AIMessage]
     assert reopened.messages[1].content == "Noted, Go it is."
     assert [m.content for m in reopened.engine.query(MemoryFilter(user_id="alice"))] == [

@@ -26,6 +26,8 @@ TEXTS = [
     "naïve café — 日本語 🚀",
 ]
 
+pytestmark = pytest.mark.sqlite_only  # files beside the database, sidecars, reopen from disk
+
 
 def test_onnx_vectors_match_sentence_transformers() -> None:
     onnx = build_embedder(MemoryConfig(db_path=":memory:", local_runtime="onnx"))

@@ -1,4 +1,5 @@
-"""Durability: reopen in a new process, two processes on one file, HNSW sidecar loss and staleness."""
+"""Durability: reopen in a new process and two live processes on one store (every backend); the
+SQLite vector index's sidecar: sharing, loss and staleness (SQLite alone)."""
 
 from __future__ import annotations
 
@@ -12,51 +13,51 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from stores import Store
 
 from headroom_integrations import MemoryConfig, MemoryEngine
 
 
-def _run(code: str, db: Path) -> str:
+def _open_code(spec: str) -> str:
+    """Python that opens ``engine`` on a store given as a file path or a database URL."""
+    where = f"db_url={spec!r}" if "://" in spec else f"db_path={spec!r}"
+    return f"from headroom_integrations import MemoryConfig, MemoryEngine\nengine = MemoryEngine(MemoryConfig({where}))\n"
+
+
+def _run(code: str, db: Path | str) -> str:
     """Run ``code`` in a fresh interpreter with ``engine`` open on ``db``; return its stdout."""
-    script = textwrap.dedent(
-        """
-        from headroom_integrations import MemoryConfig, MemoryEngine
-        engine = MemoryEngine(MemoryConfig(db_path={db!r}))
-        """
-    ).format(db=str(db)) + textwrap.dedent(code) + "\nengine.close()\n"
+    script = _open_code(str(db)) + textwrap.dedent(code) + "\nengine.close()\n"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
-def test_reopen_in_a_new_process_finds_everything(db_path: Path) -> None:
+def test_reopen_in_a_new_process_finds_everything(store: Store) -> None:
     _run(
         """
         engine.add_batch([f"Fact number {i} about topic {i % 7}" for i in range(300)], user_id="u")
         engine.add("Keeps bees on the roof", user_id="u", category="fact")
         """,
-        db_path,
+        store.spec,
     )
-    assert db_path.with_name("memory.db.hnsw").exists()
+    if store.kind == "sqlite":
+        assert Path(store.spec + ".hnsw").exists()
     out = _run(
         """
         hits = engine.search("beekeeping", user_id="u", top_k=1)
         print(hits[0].content, engine.stats("u")["total"])
         """,
-        db_path,
+        store.spec,
     )
     assert out.strip() == "Keeps bees on the roof 301"
 
 
-def test_two_live_processes_see_each_others_writes(make_engine: Callable[..., MemoryEngine], db_path: Path) -> None:
+def test_two_live_processes_see_each_others_writes(make_engine: Callable[..., MemoryEngine], store: Store) -> None:
     parent = make_engine()
     parent.add("Parent wrote: likes sailing", user_id="u")
-    child_code = textwrap.dedent(
-        f"""
-        import sys
-        from headroom_integrations import MemoryConfig, MemoryEngine
-        engine = MemoryEngine(MemoryConfig(db_path={str(db_path)!r}))
+    child_code = "import sys\n" + _open_code(store.spec) + textwrap.dedent(
+        """
         print("ready", flush=True)
         sys.stdin.readline()
         print("|".join(sorted(h.content for h in engine.search("hobby", user_id="u", top_k=5))), flush=True)
@@ -95,13 +96,14 @@ def test_two_live_processes_see_each_others_writes(make_engine: Callable[..., Me
         assert child.wait(timeout=120) == 0
 
 
+@pytest.mark.sqlite_only
 def test_engines_on_one_file_share_one_index(make_engine: Callable[..., MemoryEngine], tmp_path: Path) -> None:
     first, second = make_engine(), make_engine()
-    assert first._index is second._index
+    assert first.backend.index is second.backend.index
     first.add("Shared fact", user_id="u")
     assert [h.content for h in second.search("shared", user_id="u")] == ["Shared fact"]
     other = make_engine(db_path=tmp_path / "other.db")
-    assert other._index is not first._index
+    assert other.backend.index is not first.backend.index
     first.close()
     assert [h.content for h in second.search("shared", user_id="u")] == ["Shared fact"]
 
@@ -113,6 +115,7 @@ def _fill_and_close(db_path: Path, n: int = 50) -> list[str]:
     return [m.id for m in stored]
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize("damage", ["delete", "corrupt", "truncate", "sidecar-garbage", "sidecar-missing"])
 def test_damaged_index_is_rebuilt_with_nothing_lost(db_path: Path, damage: str) -> None:
     _fill_and_close(db_path)
@@ -129,12 +132,13 @@ def test_damaged_index_is_rebuilt_with_nothing_lost(db_path: Path, damage: str) 
     else:
         sidecar.unlink()
     with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
-        assert len(engine._index) == 51
+        assert len(engine.backend.index) == 51
         assert engine.search("beekeeping", user_id="u", top_k=1)[0].content == "Keeps bees on the roof"
     info = json.loads(sidecar.read_text())
     assert info["size"] == index.stat().st_size
 
 
+@pytest.mark.sqlite_only
 def test_stale_index_catches_up_from_newer_rows(db_path: Path, tmp_path: Path) -> None:
     ids = _fill_and_close(db_path)
     index = db_path.with_name(db_path.name + ".hnsw")
@@ -153,9 +157,10 @@ def test_stale_index_catches_up_from_newer_rows(db_path: Path, tmp_path: Path) -
         contents = {h.content for h in engine.search("enjoys activity", user_id="u", top_k=50, min_score=-1)}
         assert "Memory 0: enjoys activity number 0" not in contents
         assert "Memory 1: enjoys activity number 1" not in contents
-        assert len(engine._index) == 51
+        assert len(engine.backend.index) == 51
 
 
+@pytest.mark.sqlite_only
 def test_in_memory_database(make_engine: Callable[..., MemoryEngine]) -> None:
     engine = make_engine(db_path=":memory:")
     engine.add("Ephemeral fact", user_id="u")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations.memory.backends import SearchScope
 from headroom_integrations.memory.text_query import idf, query_terms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -38,14 +39,14 @@ def test_idf_matches_sqlite_fts5() -> None:
 def test_keyword_scores_are_normalised_by_the_query(engine: MemoryEngine) -> None:
     engine.add_batch(["Bob adopted a greyhound named Pixel", "Bob went to the bakery", "Alice likes tea",
                       "Carol plays chess", "Dan swims at dawn"], user_id="u")
-    store, seq = engine._store, engine._index.watermark
+    store = engine.backend
 
     def ranked(query: str) -> dict[int, float]:
-        keyword_query = store.keyword_query(query_terms(query), 1000, seq)
+        keyword_query = store.keyword_query(query_terms(query), 1000, 1.0)
         assert keyword_query is not None
-        hits = dict(store.text_search(keyword_query, None, 10))
+        hits = dict(store.keyword_search(keyword_query, SearchScope("u"), 10))
         # Scoring given memories (candidates the ranking did not reach) gives the same scores.
-        assert store.text_scores(keyword_query, [*hits, 10**6]) == pytest.approx(hits)
+        assert store.keyword_scores(keyword_query, [*hits, 10**6]) == pytest.approx(hits)
         return hits
 
     hits = ranked("greyhound named Pixel?")
@@ -55,7 +56,7 @@ def test_keyword_scores_are_normalised_by_the_query(engine: MemoryEngine) -> Non
     # The memory sharing only the more common word scores well below the one sharing both.
     assert len(partial) == 2
     assert min(partial.values()) < 0.6 * max(partial.values())
-    assert store.keyword_query(query_terms("the and of"), 1000, seq) is None  # no usable term
+    assert store.keyword_query(query_terms("the and of"), 1000, 1.0) is None  # no usable term
 
 
 def test_a_weak_keyword_match_does_not_beat_a_clear_meaning_match(engine: MemoryEngine) -> None:
@@ -108,18 +109,16 @@ def test_context_only_links_memories_of_the_same_owner(engine: MemoryEngine) -> 
     engine.add(QUESTION_TURN, user_id="a")
     engine.add(ANSWER_TURN, user_id="b")  # stored right after, but by someone else
     engine.add(FILLER[0], user_id="a")
-    first, middle, last = sorted(engine._index._where)
-    neighbours = engine._index.neighbours([first, middle], _keys("a"))
+    query = engine.embedder.embed_one("puppy")
+    first, last = sorted(pk for pk, _ in engine.backend.nearest(query, SearchScope("a"), 10))
+    [(middle, _)] = engine.backend.nearest(query, SearchScope("b"), 10)
+    assert first < middle < last
+    neighbours = engine.backend.neighbours([first, middle], SearchScope("a"))
     assert neighbours[first] == [last]  # skips b's memory in between
     assert middle not in neighbours  # b's memory is not visible to a
 
 
-def _keys(user: str) -> list[tuple[str, ...]]:
-    from headroom_integrations.memory.visibility import visible_keys
-
-    return visible_keys(user, None, None, None)
-
-
+@pytest.mark.sqlite_only  # the SQLite index's float16 matrices
 def test_similarities_of_large_buckets_are_close_to_exact(make_engine: Callable[..., MemoryEngine]) -> None:
     small = make_engine(db_path=":memory:")
     large = make_engine(db_path=":memory:", brute_force_max=0)  # every bucket past the limit: float16
@@ -127,10 +126,10 @@ def test_similarities_of_large_buckets_are_close_to_exact(make_engine: Callable[
     for engine in (small, large):
         engine.add_batch(texts, user_id="u")
     query = small.embedder.embed_one("a puppy called Biscuit")
-    exact = small._index.similarities(query, sorted(small._index._where))
-    halved = large._index.similarities(query, sorted(large._index._where))
+    exact = small.backend.index.similarities(query, sorted(small.backend.index._where))
+    halved = large.backend.index.similarities(query, sorted(large.backend.index._where))
     assert list(exact.values()) == pytest.approx(list(halved.values()), abs=3e-3)
-    assert not large._index._buckets[0].exact and small._index._buckets[0].exact
+    assert not large.backend.index._buckets[0].exact and small.backend.index._buckets[0].exact
 
 
 @pytest.mark.parametrize("field", ["vector_weight", "text_weight", "context_weight"])
@@ -182,9 +181,9 @@ def test_keyword_scores_of_given_memories_equal_sqlite_bm25(engine: MemoryEngine
         "greyhound", "A very long note " + "about many unrelated things " * 30 + "and one greyhound",
         "Carol plays chess", "Pixel art is Bob's hobby",
     ], user_id="u")
-    store, seq = engine._store, engine._index.watermark
+    store = engine.backend
     for question in ("greyhound Pixel", "café Zürich brûlée", "東京 greyhound", "Bob chess Pixel art"):
-        query = store.keyword_query(query_terms(question), 1000, seq)
+        query = store.keyword_query(query_terms(question), 1000, 1.0)
         assert query is not None
-        ranked = dict(store.text_search(query, None, 100))
-        assert ranked and store.text_scores(query, list(ranked)) == pytest.approx(ranked, rel=1e-9)
+        ranked = dict(store.keyword_search(query, SearchScope("u"), 100))
+        assert ranked and store.keyword_scores(query, list(ranked)) == pytest.approx(ranked, rel=1e-9)

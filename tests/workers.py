@@ -46,7 +46,8 @@ def drop_file_privileges() -> None:
 def _engine(db: str, **options: Any) -> Any:
     from headroom_integrations import MemoryConfig, MemoryEngine
 
-    return MemoryEngine(MemoryConfig(db_path=db, **options))
+    where = {"db_url": db} if "://" in db else {"db_path": db}  # a SQLite file or a PostgreSQL URL
+    return MemoryEngine(MemoryConfig(**where, **options))
 
 
 def deferred_writer(db: str, conn: Connection) -> None:

@@ -60,7 +60,7 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: the conversation (session-level memories stay in it).
         agent_id: the agent.
         top_k: memories the injector recalls at most.
@@ -81,6 +81,7 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
@@ -88,7 +89,8 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
         token_budget: int = 400,
     ) -> None:
         self.memory = InlineMemory(
-            engine_from(memory, config, db_path), user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget
+            engine_from(memory, config, db_path, db_url), user_id, session_id, agent_id, top_k=top_k,
+            token_budget=token_budget,
         )
         self.handles: dict[str, str] = {}  # handles of the latest injection, for "supersedes"
 

@@ -32,6 +32,7 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         user_id: whose memories these are.
         memory: an open store (``HierarchicalMemory`` or ``MemoryEngine``) to share.
         db_path: or a database file to open (``config`` for a full :class:`MemoryConfig`).
+        db_url: or a database URL to open (``postgresql://…``).
         agent_id: the agent, for agent-level memories.
         extract: parse and store memory blocks of AI messages.
         compress: return memories + recent messages instead of the whole history.
@@ -54,6 +55,7 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         agent_id: str | None = None,
         extract: bool = True,
@@ -62,7 +64,7 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         top_k: int = 5,
         token_budget: int = 400,
     ) -> None:
-        self.engine = engine_from(memory, config, db_path)
+        self.engine = engine_from(memory, config, db_path, db_url)
         self.memory = InlineMemory(
             self.engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget
         )

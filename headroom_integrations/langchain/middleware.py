@@ -42,7 +42,7 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: fixed session id (default: the run's thread_id).
         agent_id: the agent, for agent-level memories.
         top_k: memories injected at most.
@@ -62,6 +62,7 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
@@ -69,7 +70,7 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         token_budget: int = 400,
     ) -> None:
         super().__init__()
-        self.engine = engine_from(memory, config, db_path)
+        self.engine = engine_from(memory, config, db_path, db_url)
         self.user_id = user_id
         self.session_id = session_id
         self.agent_id = agent_id

@@ -76,10 +76,11 @@ class HeadroomMemoryRetriever(BaseRetriever):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         **fields: Any,
     ) -> None:
-        engine = fields.pop("engine", None) or engine_from(memory, config, db_path)
+        engine = fields.pop("engine", None) or engine_from(memory, config, db_path, db_url)
         try:
             super().__init__(engine=engine, **fields)
         except ValidationError as exc:  # one clear error of ours instead of pydantic's report

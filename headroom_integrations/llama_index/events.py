@@ -37,7 +37,7 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: the conversation (session-level memories stay in it).
         agent_id: the agent.
 
@@ -61,11 +61,13 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         **data: Any,
     ) -> None:
         super().__init__(**data)
-        self._memory = InlineMemory(engine_from(memory, config, db_path), self.user_id, self.session_id, self.agent_id)
+        engine = engine_from(memory, config, db_path, db_url)
+        self._memory = InlineMemory(engine, self.user_id, self.session_id, self.agent_id)
 
     @classmethod
     def class_name(cls) -> str:

@@ -108,6 +108,7 @@ class HeadroomLLM(LLM):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         **data: Any,
     ) -> None:
@@ -118,7 +119,7 @@ class HeadroomLLM(LLM):
                 data.setdefault(name, getattr(inner, name))
         super().__init__(**data)
         self._memory = InlineMemory(
-            engine_from(memory, config, db_path), self.user_id, self.session_id, self.agent_id,
+            engine_from(memory, config, db_path, db_url), self.user_id, self.session_id, self.agent_id,
             top_k=self.top_k, token_budget=self.token_budget,
         )
 
@@ -348,6 +349,7 @@ def with_memory_llm(
     *,
     memory: HierarchicalMemory | MemoryEngine | None = None,
     db_path: str | Path | None = None,
+    db_url: str | None = None,
     config: MemoryConfig | None = None,
     agent_id: str | None = None,
     inject: bool = True,
@@ -364,7 +366,7 @@ def with_memory_llm(
         llm: the LLM to wrap.
         user_id: whose memories these are.
         session_id: the conversation (session-level memories stay in it).
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         agent_id: the agent, for agent-level memories.
         inject: add relevant memories to the latest user message (turn off when a
             :class:`~headroom_integrations.llama_index.HeadroomMemory` already recalls them).
@@ -382,5 +384,5 @@ def with_memory_llm(
     cls = HeadroomFunctionCallingLLM if isinstance(llm, FunctionCallingLLM) else HeadroomLLM
     return cls(
         llm=llm, user_id=user_id, session_id=session_id, agent_id=agent_id, inject=inject, instruct=instruct,
-        top_k=top_k, token_budget=token_budget, memory=memory, db_path=db_path, config=config,
+        top_k=top_k, token_budget=token_budget, memory=memory, db_path=db_path, db_url=db_url, config=config,
     )

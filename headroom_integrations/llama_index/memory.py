@@ -134,7 +134,7 @@ class HeadroomMemory(BaseMemory):
         user_id: whose memories these are.
         session_id: the conversation (default: a new random id).
         agent_id: the agent, for agent-level memories.
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         token_limit: approximate tokens of the returned history (memories included).
         top_k: memories recalled at most.
         token_budget: approximate tokens of recalled memories.
@@ -174,11 +174,12 @@ class HeadroomMemory(BaseMemory):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         **data: Any,
     ) -> None:
         super().__init__(**data)
-        self._engine = engine_from(memory, config, db_path)
+        self._engine = engine_from(memory, config, db_path, db_url)
         self._inline = InlineMemory(
             self._engine, self.user_id, self.session_id, self.agent_id, top_k=self.top_k,
             token_budget=self.token_budget,
@@ -197,6 +198,7 @@ class HeadroomMemory(BaseMemory):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         chat_history: list[ChatMessage] | None = None,
         llm: LLM | None = None,
@@ -216,7 +218,7 @@ class HeadroomMemory(BaseMemory):
         fields: dict[str, Any] = {"user_id": user_id, "token_limit": token_limit, **options}
         if session_id is not None:
             fields["session_id"] = session_id
-        instance = cls(memory=memory, db_path=db_path, config=config, **fields)
+        instance = cls(memory=memory, db_path=db_path, db_url=db_url, config=config, **fields)
         if chat_history is not None:
             instance.set(chat_history)
         return instance
@@ -355,7 +357,7 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: fixed session id (default: the ``Memory``'s session).
         agent_id: the agent, for agent-level memories.
         top_k: memories recalled at most.
@@ -388,11 +390,12 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         **data: Any,
     ) -> None:
         super().__init__(**data)
-        self._engine = engine_from(memory, config, db_path)
+        self._engine = engine_from(memory, config, db_path, db_url)
         InlineMemory(self._engine, self.user_id)  # validates user_id now
 
     @property

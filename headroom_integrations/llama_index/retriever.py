@@ -63,7 +63,7 @@ class HeadroomRetriever(BaseRetriever):
 
     Args:
         user_id: whose memories to search (never another user's).
-        memory: an open store to share; or ``db_path`` / ``config`` to open one.
+        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: also see this session's session-level memories.
         agent_id: also see this agent's agent-level memories.
         similarity_top_k: how many memories at most.
@@ -85,6 +85,7 @@ class HeadroomRetriever(BaseRetriever):
         *,
         memory: HierarchicalMemory | MemoryEngine | None = None,
         db_path: str | Path | None = None,
+        db_url: str | None = None,
         config: MemoryConfig | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
@@ -104,7 +105,7 @@ class HeadroomRetriever(BaseRetriever):
         self.scopes = MemoryScope.parse_many(scopes)
         self.include_superseded = include_superseded
         self.min_score = as_number(min_score, "min_score", -1.0, 1.0)
-        self.engine = engine_from(memory, config, db_path)
+        self.engine = engine_from(memory, config, db_path, db_url)
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     def _search(self, query: object) -> list[NodeWithScore]:

@@ -14,7 +14,7 @@ from headroom_integrations.memory.models import as_count, as_number
 if TYPE_CHECKING:
     from headroom_integrations.memory.embedders import Embedder
 
-__all__ = ["DEFAULT_MODELS", "LOCAL_RUNTIMES", "EmbedderBackend", "MemoryConfig"]
+__all__ = ["DEFAULT_MODELS", "LOCAL_RUNTIMES", "POSTGRES_SCHEMES", "EmbedderBackend", "MemoryConfig"]
 
 
 class EmbedderBackend(str, enum.Enum):
@@ -36,6 +36,9 @@ DEFAULT_MODELS: dict[EmbedderBackend, str] = {
     EmbedderBackend.OLLAMA: "nomic-embed-text",
 }
 
+#: URL schemes of the PostgreSQL backend (all opened with the psycopg 3 driver).
+POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", "postgresql+psycopg")
+
 #: How the LOCAL model may run (``MemoryConfig.local_runtime``).
 LOCAL_RUNTIMES: tuple[str, ...] = ("auto", "onnx", "onnx-int8", "torch")
 
@@ -46,6 +49,9 @@ class MemoryConfig:
 
     Args:
         db_path: SQLite file (created if missing). ``":memory:"`` keeps everything in RAM.
+        db_url: a database URL instead of ``db_path``: ``postgresql://user:password@host:5432/db``
+            (also ``postgres://`` and ``postgresql+psycopg://``; needs the ``postgres`` extra) for
+            a store shared by many processes and hosts, or ``sqlite:///path/to/memory.db``.
         embedder_backend: ``LOCAL`` (sentence-transformers, offline), ``OPENAI`` or ``OLLAMA``.
         embedder_model: model name; defaults to the backend's usual model
             (``all-MiniLM-L6-v2``, ``text-embedding-3-small``, ``nomic-embed-text``).
@@ -60,7 +66,9 @@ class MemoryConfig:
         cache_max_size: entries in that cache.
         embedder: an already built embedder object; overrides the backend settings.
         index_path: where the HNSW sidecar lives (default: ``<db_path>.hnsw``).
-        busy_timeout_ms: how long a writer waits for another process's write lock.
+        busy_timeout_ms: how long a writer waits for another process's write lock (SQLite).
+        db_pool_size: connections each process keeps open to a PostgreSQL store (as many again
+            are opened under load and closed after).
         max_content_chars: larger memories are refused with an error.
         embed_max_chars: only this many leading characters of a memory are embedded
             (the whole text is stored and keyword-indexed).
@@ -90,6 +98,7 @@ class MemoryConfig:
     """
 
     db_path: str | Path = "headroom_memory.db"
+    db_url: str | None = None
     embedder_backend: EmbedderBackend | str = EmbedderBackend.LOCAL
     embedder_model: str | None = None
     openai_api_key: str | None = None
@@ -104,6 +113,7 @@ class MemoryConfig:
     embedder: Embedder | None = None
     index_path: str | Path | None = None
     busy_timeout_ms: int = 10_000
+    db_pool_size: int = 5
     max_content_chars: int = 10_000_000
     embed_max_chars: int = 4_000
     importance_weight: float = 0.0
@@ -129,10 +139,12 @@ class MemoryConfig:
         path = self.db_path
         if isinstance(path, bool) or not isinstance(path, (str, os.PathLike)) or not str(path).strip():
             raise InvalidInputError(f"db_path must be a file path (str or Path) or ':memory:', got {path!r}")
+        if self.db_url is not None:
+            self._parse_db_url()
         if self.index_path is not None and not isinstance(self.index_path, (str, os.PathLike)):
             raise InvalidInputError(f"index_path must be a file path or None, got {self.index_path!r}")
         for name in ("hnsw_ef_construction", "hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars",
-                     "max_content_chars", "text_postings_budget"):
+                     "max_content_chars", "text_postings_budget", "db_pool_size"):
             as_count(getattr(self, name), name, minimum=1)
         for name in ("busy_timeout_ms", "brute_force_max"):
             as_count(getattr(self, name), name)
@@ -160,15 +172,46 @@ class MemoryConfig:
         """The embedding model name, defaulting to the backend's usual model."""
         return self.embedder_model or DEFAULT_MODELS[EmbedderBackend(self.embedder_backend)]
 
+    def _parse_db_url(self) -> None:
+        """Check ``db_url``; a ``sqlite://`` URL becomes ``db_path``."""
+        url = self.db_url
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidInputError(f"db_url must be a database URL string, got {url!r}")
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if str(self.db_path) != "headroom_memory.db":
+            raise InvalidInputError("give either db_path or db_url, not both")
+        if scheme == "sqlite":
+            path = url[len("sqlite://"):]
+            path = path[1:] if path.startswith("/") else path  # sqlite:///relative, sqlite:////absolute
+            self.db_path = path or ":memory:"
+            self.db_url = None
+        elif scheme not in POSTGRES_SCHEMES:
+            raise InvalidInputError(
+                f"db_url has an unknown scheme {scheme or url!r}: use postgresql://user:password@host:5432/db "
+                "(or postgresql+psycopg://) for PostgreSQL, or sqlite:///path/to/memory.db"
+            )
+
+    @property
+    def backend(self) -> str:
+        """The storage backend this configuration selects: ``"sqlite"`` or ``"postgres"``."""
+        return "postgres" if self.db_url is not None else "sqlite"
+
+    @property
+    def postgres_url(self) -> str | None:
+        """``db_url`` in the form SQLAlchemy opens with the psycopg 3 driver (None for SQLite)."""
+        if self.db_url is None:
+            return None
+        return "postgresql+psycopg://" + self.db_url.split("://", 1)[1]
+
     @property
     def in_memory(self) -> bool:
         """True when the database lives in RAM only."""
-        return str(self.db_path) == ":memory:"
+        return self.db_url is None and str(self.db_path) == ":memory:"
 
     @property
     def resolved_db_path(self) -> Path | None:
-        """Absolute path of the database file, or None for an in-memory database."""
-        if self.in_memory:
+        """Absolute path of the SQLite file, or None for an in-memory or PostgreSQL database."""
+        if self.in_memory or self.db_url is not None:
             return None
         return Path(os.path.abspath(os.path.expanduser(str(self.db_path))))
 

@@ -9,7 +9,6 @@ import logging
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 
 from headroom_integrations.errors import EmbedderError, InvalidInputError, MissingDependencyError
 from headroom_integrations.memory.config import EmbedderBackend, MemoryConfig
+from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.text_query import clean_text
 
 __all__ = [
@@ -308,28 +308,22 @@ class QueryCache:
 
     def __init__(self, max_size: int = 1000) -> None:
         self.max_size = max_size
-        self._items: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRU[str, np.ndarray] = LRU(max_size)
         self.hits = 0
         self.misses = 0
 
     def get(self, text: str) -> np.ndarray | None:
         """The cached vector for ``text`` (counted as a hit), or None."""
-        with self._lock:
-            vector = self._items.get(text)
-            if vector is not None:
-                self._items.move_to_end(text)
-                self.hits += 1
-            return vector
+        vector = self._items.get(text)
+        if vector is not None:
+            self.hits += 1
+        return vector
 
     def put(self, text: str, vector: np.ndarray) -> None:
         """Remember a freshly computed vector (counted as a miss)."""
         vector.setflags(write=False)
-        with self._lock:
-            self.misses += 1
-            self._items[text] = vector
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
+        self.misses += 1
+        self._items.put(text, vector)
 
     def get_or_compute(self, text: str, compute: Any) -> np.ndarray:
         """Return the cached vector for ``text`` or compute, store and return it."""
@@ -341,8 +335,7 @@ class QueryCache:
 
     def clear(self) -> None:
         """Forget every cached vector."""
-        with self._lock:
-            self._items.clear()
+        self._items.clear()
 
 
 _SHARED_LOCAL: dict[str, Embedder] = {}

@@ -23,21 +23,16 @@
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_
 
+from headroom_integrations.memory.backends import KeywordQuery, MemoryBackend, SearchScope, StoredRow
 from headroom_integrations.memory.config import MemoryConfig
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, SearchResult
-from headroom_integrations.memory.schema import memories
-from headroom_integrations.memory.store import KeywordQuery, MemoryStore, StoredRow, validity_condition
-from headroom_integrations.memory.vector_index import VectorIndex
-from headroom_integrations.memory.visibility import BucketKey, bucket_key, sql_visible, visible_keys
+from headroom_integrations.memory.lru import LRU
+from headroom_integrations.memory.models import Memory, SearchResult
 
 __all__ = ["KeywordCache", "KeywordHits", "SearchRequest", "hybrid_search", "keyword_candidates"]
 
@@ -47,47 +42,15 @@ class SearchRequest:
     """One search, already validated (the query vector travels separately)."""
 
     terms: list[str]
-    user_id: str
-    session_id: str | None
-    agent_id: str | None
-    turn_id: str | None
+    scope: SearchScope
     top_k: int
-    categories: tuple[MemoryCategory, ...] | None
-    scopes: tuple[MemoryScope, ...] | None
-    include_superseded: bool
-    valid_at: datetime | None
-    min_score: float | None
+    min_score: float | None = None
     min_depth: int = 0
-
-    @property
-    def history(self) -> bool:
-        """True when versions other than the current ones may match."""
-        return self.include_superseded or self.valid_at is not None
 
     @property
     def depth(self) -> int:
         """How many candidates each list contributes to the fusion."""
         return max(4 * self.top_k, 20, self.min_depth)
-
-    def keys(self) -> list[BucketKey]:
-        """The visibility buckets this search may see (narrowed by ``scopes``)."""
-        keys = visible_keys(self.user_id, self.session_id, self.agent_id, self.turn_id)
-        if self.scopes is not None:
-            allowed = {s.value for s in self.scopes}
-            keys = [key for key in keys if key[1] in allowed]
-        return keys
-
-    def condition(self) -> ColumnElement[bool]:
-        """The same restriction as SQL (visibility, validity, categories, scopes)."""
-        parts = [
-            sql_visible(memories, self.user_id, self.session_id, self.agent_id, self.turn_id),
-            validity_condition(self.include_superseded, self.valid_at),
-        ]
-        if self.categories is not None:
-            parts.append(memories.c.category.in_([c.value for c in self.categories]))
-        if self.scopes is not None:
-            parts.append(memories.c.scope.in_([s.value for s in self.scopes]))
-        return and_(*parts)
 
 
 @dataclass(frozen=True)
@@ -118,75 +81,49 @@ class KeywordCache:
     """
 
     def __init__(self, max_size: int = 1000) -> None:
-        self.max_size = max_size
-        self._items: OrderedDict[Hashable, tuple[int, KeywordHits]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._items: LRU[Hashable, KeywordHits] = LRU(max_size)
 
     def get(self, key: Hashable, version: int) -> KeywordHits | None:
         """The cached hits for ``key`` if computed at this ``version``, else None."""
-        with self._lock:
-            found = self._items.get(key)
-            if found is None or found[0] != version:
-                return None
-            self._items.move_to_end(key)
-            return found[1]
+        return self._items.get(key, version)
 
     def put(self, key: Hashable, version: int, hits: KeywordHits) -> None:
         """Remember the hits computed at ``version``."""
-        with self._lock:
-            self._items[key] = (version, hits)
-            self._items.move_to_end(key)
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
+        self._items.put(key, hits, version)
 
     def clear(self) -> None:
         """Forget every entry."""
-        with self._lock:
-            self._items.clear()
+        self._items.clear()
 
 
 def keyword_candidates(
-    store: MemoryStore, index: VectorIndex, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
+    backend: MemoryBackend, r: SearchRequest, config: MemoryConfig, cache: KeywordCache | None = None
 ) -> KeywordHits:
     """(primary key, normalised BM25) of the best keyword matches the search may see, best first,
-    and the keyword query that found them.
-
-    When the visible memories are most of the store and only current versions count, the ranking
-    runs inside the full-text index alone and is filtered with the vector index's bookkeeping
-    (no SQL join); otherwise the visibility condition is joined in SQL.
-    """
-    keys = r.keys()
-    if not r.terms or not keys:
+    and the keyword query that found them."""
+    if not r.terms or not r.scope.buckets():
         return KeywordHits(None, [])
     if cache is None:
-        return _keyword_candidates(store, index, r, keys, config)
-    cache_key = (tuple(r.terms), tuple(keys), r.categories, r.include_superseded, r.valid_at, r.top_k)
-    version = index.version
+        return _keyword_candidates(backend, r, config)
+    cache_key = (tuple(r.terms), r.scope, r.top_k)
+    version = backend.version
     hits = cache.get(cache_key, version)
     if hits is None:
-        hits = _keyword_candidates(store, index, r, keys, config)
+        hits = _keyword_candidates(backend, r, config)
         cache.put(cache_key, version, hits)
     return hits
 
 
-def _keyword_candidates(
-    store: MemoryStore, index: VectorIndex, r: SearchRequest, keys: list[BucketKey], config: MemoryConfig
-) -> KeywordHits:
-    # A term in most memories (the user's own name, say) ranks nothing: leave it out.
-    max_df = max(1, int(config.text_max_share * len(index))) if len(index) >= 4 else None
-    query = store.keyword_query(r.terms, config.text_postings_budget, index.watermark, max_df)
+def _keyword_candidates(backend: MemoryBackend, r: SearchRequest, config: MemoryConfig) -> KeywordHits:
+    # A term in most memories (the user's own name, say) ranks nothing: it is left out.
+    query = backend.keyword_query(r.terms, config.text_postings_budget, config.text_max_share)
     if query is None:
         return KeywordHits(None, [])
-    share = 0.0 if r.history else index.visible_share(keys)
-    if share >= 0.5:
-        score = dict(store.text_search(query, None, math.ceil(r.depth / share) + r.depth))
-        return KeywordHits(query, [(pk, score[pk]) for pk in index.keep_visible(score, keys, r.categories)[: r.depth]])
-    return KeywordHits(query, store.text_search(query, r.condition(), r.depth))
+    return KeywordHits(query, backend.keyword_search(query, r.scope, r.depth))
 
 
 def hybrid_search(
-    store: MemoryStore,
-    index: VectorIndex,
+    backend: MemoryBackend,
     r: SearchRequest,
     vector: np.ndarray,
     text: KeywordHits,
@@ -197,11 +134,10 @@ def hybrid_search(
     When fewer than ``top_k`` candidates survive the final checks (repeats collapsed, rows that
     changed meanwhile) and more visible memories exist, the vector side is searched deeper.
     """
-    keys = r.keys()
-    if not keys:
+    if not r.scope.buckets():
         return []
     for _ in range(4):
-        results, deeper = _search_once(store, index, r, vector, text, config, keys)
+        results, deeper = _search_once(backend, r, vector, text, config)
         if len(results) >= r.top_k or not deeper:
             break
         r = replace(r, min_depth=4 * r.depth)
@@ -209,23 +145,18 @@ def hybrid_search(
 
 
 def _search_once(
-    store: MemoryStore,
-    index: VectorIndex,
+    backend: MemoryBackend,
     r: SearchRequest,
     vector: np.ndarray,
     text: KeywordHits,
     config: MemoryConfig,
-    keys: list[BucketKey],
 ) -> tuple[list[SearchResult], bool]:
     """One pass of :func:`hybrid_search` at ``r.depth``; also says whether a deeper pass could
     find more (candidates were dropped as repeats or stale rows, and not every visible vector was
     a candidate). Candidates dropped by ``min_score`` do not count: deeper ones are less similar."""
-    vector_hits = index.search(vector, keys, r.depth, r.categories)
+    vector_hits = backend.nearest(vector, r.scope, r.depth)
     exhausted = len(vector_hits) < r.depth
-    if r.history:  # older versions are not in the graph: score them exactly from the database
-        vector_hits = _merge_history(store, vector, r.condition(), vector_hits, r.depth)
-        exhausted = exhausted and len(vector_hits) < r.depth
-    fused, cosine, vector_rank, text_rank = _fuse(store, index, r, vector, vector_hits, text, config)
+    fused, cosine, vector_rank, text_rank = _fuse(backend, r, vector, vector_hits, text, config)
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
@@ -235,8 +166,8 @@ def _search_once(
     stale = 0
     for start in range(0, len(ordered), chunk):
         pks = ordered[start : start + chunk]
-        rows = store.hydrate(pks, index.versions(pks))
-        scored, dropped = _score(rows, pks, fused, cosine, vector_rank, text_rank, r, vector, set(keys), config)
+        rows = backend.rows(pks)
+        scored, dropped = _score(rows, pks, fused, cosine, vector_rank, text_rank, r, vector, config)
         candidates.extend(scored)
         stale += dropped
         candidates.sort(key=lambda item: item[0], reverse=True)
@@ -249,8 +180,7 @@ def _search_once(
 
 
 def _fuse(
-    store: MemoryStore,
-    index: VectorIndex,
+    backend: MemoryBackend,
     r: SearchRequest,
     vector: np.ndarray,
     vector_hits: list[tuple[int, float]],
@@ -263,9 +193,9 @@ def _fuse(
     text_rank = {pk: rank for rank, (pk, _) in enumerate(text.hits, start=1)}
     keyword = dict(text.hits)
     cosine = dict(vector_hits)
-    cosine.update(_cosines(store, index, vector, [pk for pk in keyword if pk not in cosine]))
+    cosine.update(backend.similarities(vector, [pk for pk in keyword if pk not in cosine]))
     if text.query is not None:
-        keyword.update(store.text_scores(text.query, [pk for pk in cosine if pk not in keyword]))
+        keyword.update(backend.keyword_scores(text.query, [pk for pk in cosine if pk not in keyword]))
     total = config.vector_weight + config.text_weight
     relevance = {
         pk: (config.vector_weight * cos + config.text_weight * keyword.get(pk, 0.0)) / total
@@ -278,13 +208,13 @@ def _fuse(
     # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
     best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
     links: dict[int, list[int]] = {}
-    for pk, found in index.neighbours(best, r.keys(), r.categories).items():
+    for pk, found in backend.neighbours(best, r.scope).items():
         for other in found:
             links.setdefault(pk, []).append(other)
             links.setdefault(other, []).append(pk)
     new = [pk for pk in links if pk not in relevance]
-    new_keyword = store.text_scores(text.query, new) if text.query is not None else {}
-    for pk, cos in _cosines(store, index, vector, new).items():
+    new_keyword = backend.keyword_scores(text.query, new) if text.query is not None and new else {}
+    for pk, cos in (backend.similarities(vector, new) if new else {}).items():
         cosine[pk] = cos
         relevance[pk] = (config.vector_weight * cos + config.text_weight * new_keyword.get(pk, 0.0)) / total
     fused = {}
@@ -292,19 +222,6 @@ def _fuse(
         near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)
         fused[pk] = own + context * max(0.0, near - own)
     return fused, cosine, vector_rank, text_rank
-
-
-def _cosines(store: MemoryStore, index: VectorIndex, vector: np.ndarray, pks: list[int]) -> dict[int, float]:
-    """Cosine similarity of the query to these memories: from the index's matrices when it keeps
-    them, else from the vectors in the database (large buckets, older versions)."""
-    if not pks:
-        return {}
-    out = index.similarities(vector, pks)
-    missing = [pk for pk in pks if pk not in out]
-    if missing:
-        found, vectors = store.vectors_of(missing)
-        out.update(zip(found, (vectors @ vector).tolist() if found else []))
-    return out
 
 
 def _score(
@@ -316,7 +233,6 @@ def _score(
     text_rank: dict[int, int],
     r: SearchRequest,
     vector: np.ndarray,
-    allowed_keys: set[BucketKey],
     config: MemoryConfig,
 ) -> tuple[list[tuple[float, SearchResult, str | None]], int]:
     """Check candidates against their rows; score and weight the ones that still match. Also
@@ -333,7 +249,7 @@ def _score(
             stale += 1
             continue
         memory, stored, print_ = found
-        if not _still_matches(memory, r, allowed_keys):
+        if not r.scope.matches(memory):  # the row changed since the candidate was found
             stale += 1
             continue
         similarity = float(stored @ vector) if stored is not None else cosine[pk]
@@ -346,33 +262,6 @@ def _score(
         )
         scored.append((final, hit, print_))
     return scored, stale
-
-
-def _merge_history(
-    store: MemoryStore,
-    query: np.ndarray,
-    condition: ColumnElement[bool],
-    current_hits: list[tuple[int, float]],
-    depth: int,
-) -> list[tuple[int, float]]:
-    pks, vectors = store.vectors_where(and_(condition, memories.c.valid_to.is_not(None)))
-    merged = dict(current_hits)
-    if pks:
-        for pk, score in zip(pks, vectors @ query):
-            merged[pk] = float(score)
-    return sorted(merged.items(), key=lambda item: item[1], reverse=True)[:depth]
-
-
-def _still_matches(memory: Memory, r: SearchRequest, allowed_keys: set[BucketKey]) -> bool:
-    """Re-check a candidate against its database row (the index may lag a concurrent write)."""
-    key = bucket_key(memory.user_id, memory.scope, memory.session_id, memory.agent_id, memory.turn_id)
-    if key not in allowed_keys:
-        return False
-    if r.categories is not None and memory.category not in r.categories:
-        return False
-    if r.valid_at is not None:
-        return memory.is_valid_at(r.valid_at)
-    return r.include_superseded or memory.is_current
 
 
 def _weighted(relevance: float, memory: Memory, config: MemoryConfig, now: datetime) -> float:

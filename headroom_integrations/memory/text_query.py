@@ -89,12 +89,15 @@ _CLOSING = " \t.,;:!\u2026"
 
 def clean_text(text: str) -> str:
     """``text`` as valid Unicode: surrogate pairs joined into their character, a lone surrogate
-    (half of a UTF-16 pair, which no encoder, tokenizer or database accepts) replaced by U+FFFD.
+    (half of a UTF-16 pair, which no encoder, tokenizer or database accepts) and NUL (which
+    PostgreSQL cannot store) replaced by U+FFFD.
 
     Example:
         >>> clean_text("ok \\ud83d\\ude00"), clean_text("bad \\ud800 x")
         ('ok 😀', 'bad \ufffd x')
     """
+    if "\x00" in text:  # no database text type takes NUL (PostgreSQL refuses it): U+FFFD everywhere
+        text = text.replace("\x00", "\ufffd")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:

@@ -9,14 +9,29 @@ Identifiers are never repaired: two different ids must never become one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from typing import Any
 
 from headroom_integrations.errors import InvalidInputError
-from headroom_integrations.memory.models import as_number
+from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, as_number
 from headroom_integrations.memory.text_query import clean_text
 
-__all__ = ["QUERY_MAX_CHARS", "content_text", "identifier", "importance", "metadata_json", "query_text"]
+__all__ = [
+    "QUERY_MAX_CHARS",
+    "batch_memories",
+    "content_text",
+    "identifier",
+    "importance",
+    "metadata_json",
+    "new_memory",
+    "query_text",
+]
+
+_ADD_FIELDS = frozenset(
+    {"content", "user_id", "session_id", "agent_id", "turn_id", "category", "scope", "importance", "metadata"}
+)
 
 QUERY_MAX_CHARS = 10_000
 """Only this many leading characters of a query are searched (a query never fails on its length)."""
@@ -67,7 +82,7 @@ def identifier(value: object, what: str, required: bool = False) -> str | None:
     if len(value) > 255:
         raise InvalidInputError(f"{what} is longer than 255 characters")
     if clean_text(value) != value:
-        raise InvalidInputError(f"{what} is not valid Unicode (it holds a lone surrogate): {value!r}")
+        raise InvalidInputError(f"{what} is not valid text (it holds a lone surrogate or a NUL): {value!r}")
     return value
 
 
@@ -100,3 +115,72 @@ def metadata_json(value: Mapping[str, Any] | None) -> str:
         return json.dumps(dict(value), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInputError(f"metadata must be JSON-serialisable (no NaN or infinity): {exc}") from None
+
+
+_check_importance = importance  # new_memory's argument of the same name hides it
+
+
+def new_memory(
+    max_chars: int,
+    content: object,
+    user_id: object,
+    session_id: object = None,
+    agent_id: object = None,
+    turn_id: object = None,
+    category: MemoryCategory | str = MemoryCategory.FACT,
+    scope: MemoryScope | str | None = None,
+    importance: object = 0.5,
+    metadata: Mapping[str, Any] | None = None,
+) -> Memory:
+    """A new memory from :meth:`MemoryEngine.add`'s arguments, every one checked (a new id, now).
+
+    Example:
+        >>> m = new_memory(100, "Likes tea", "bob", session_id="s1")
+        >>> m.scope.value, m.chain_id == m.id
+        ('session', True)
+    """
+    text = content_text(content, "content", max_chars)
+    user = identifier(user_id, "user_id", required=True)
+    session = identifier(session_id, "session_id")
+    agent, turn = identifier(agent_id, "agent_id"), identifier(turn_id, "turn_id")
+    resolved = MemoryScope.derive(session, agent, turn) if scope is None else MemoryScope.parse(scope)
+    needs = {MemoryScope.SESSION: ("session_id", session), MemoryScope.AGENT: ("agent_id", agent),
+             MemoryScope.TURN: ("turn_id", turn)}.get(resolved)
+    if needs is not None and needs[1] is None:
+        raise InvalidInputError(f"scope {resolved.value!r} needs {needs[0]}")
+    meta = json.loads(metadata_json(metadata))  # checked, and stored as it reads back
+    stamp = datetime.now(timezone.utc)
+    memory_id = str(uuid.uuid4())
+    return Memory(
+        id=memory_id, content=text, user_id=user, session_id=session, agent_id=agent,  # type: ignore[arg-type]
+        turn_id=turn, scope=resolved, category=MemoryCategory.parse(category), importance=_check_importance(importance),
+        metadata=meta, created_at=stamp, updated_at=stamp, valid_from=stamp, chain_id=memory_id,
+    )
+
+
+
+def batch_memories(max_chars: int, items: object, defaults: Mapping[str, Any]) -> list[Memory]:
+    """The memories of :meth:`MemoryEngine.add_batch`: each item a content string or a mapping
+    of :meth:`MemoryEngine.add`'s arguments, ``defaults`` giving the ids. All or nothing.
+
+    Example:
+        >>> [m.content for m in batch_memories(100, ["a", {"content": "b"}], {"user_id": "u"})]
+        ['a', 'b']
+    """
+    if isinstance(items, (str, Mapping)):
+        items = [items]  # one memory, not a sequence of characters or keys
+    elif not isinstance(items, Iterable):
+        raise InvalidInputError(f"items must be a list of strings or mappings, got {type(items).__name__}")
+    out = []
+    for position, item in enumerate(items):
+        if not isinstance(item, (str, Mapping)):
+            raise InvalidInputError(f"item {position}: expected a string or a mapping, got {type(item).__name__}")
+        fields = {"content": item} if isinstance(item, str) else dict(item)
+        unknown = set(fields) - _ADD_FIELDS
+        if unknown:
+            raise InvalidInputError(f"item {position}: unknown fields {sorted(map(str, unknown))}")
+        try:
+            out.append(new_memory(max_chars, **{**defaults, **fields}))
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"item {position}: {exc}") from None
+    return out

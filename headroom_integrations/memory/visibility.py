@@ -7,20 +7,16 @@
 | agent     | that session + agent                    |
 | turn      | that turn (same session and agent) only |
 
-Nothing is ever visible across ``user_id``. The same rule is expressed twice, once as
-*bucket keys* (used by the in-memory vector index) and once as a SQL condition; both come from
-this module so they cannot drift apart.
+Nothing is ever visible across ``user_id``. The rule is expressed once, as *bucket keys*: the
+SQLite vector index files memories by them, and the SQL condition of a search is built from the
+keys a search may see (``SqlStore.scope_condition``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import ColumnElement, Table, and_, or_
-
 from headroom_integrations.memory.models import MemoryScope
 
-__all__ = ["BucketKey", "bucket_key", "sql_visible", "visible_keys"]
+__all__ = ["BucketKey", "bucket_key", "visible_keys"]
 
 BucketKey = tuple[str, str, str | None, str | None, str | None]
 
@@ -51,35 +47,3 @@ def visible_keys(
     if turn_id is not None:
         keys.append(bucket_key(user_id, MemoryScope.TURN, session_id, agent_id, turn_id))
     return keys
-
-
-def sql_visible(
-    table: Table | Any,
-    user_id: str,
-    session_id: str | None = None,
-    agent_id: str | None = None,
-    turn_id: str | None = None,
-) -> ColumnElement[bool]:
-    """SQL condition equivalent to :func:`visible_keys` over a table with the memory columns."""
-    c = table.c
-    options = [c.scope == MemoryScope.USER.value]
-    if session_id is not None:
-        options.append(and_(c.scope == MemoryScope.SESSION.value, c.session_id == session_id))
-    if agent_id is not None:
-        options.append(
-            and_(
-                c.scope == MemoryScope.AGENT.value,
-                c.session_id.is_not_distinct_from(session_id),
-                c.agent_id == agent_id,
-            )
-        )
-    if turn_id is not None:
-        options.append(
-            and_(
-                c.scope == MemoryScope.TURN.value,
-                c.session_id.is_not_distinct_from(session_id),
-                c.agent_id.is_not_distinct_from(agent_id),
-                c.turn_id == turn_id,
-            )
-        )
-    return and_(c.user_id == user_id, or_(*options))

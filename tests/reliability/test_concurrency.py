@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import defaultdict
-from pathlib import Path
 
 import workers
 from scale import scaled
+from stores import Store
 
-from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
+from headroom_integrations import MemoryEngine, MemoryFilter
 
 PROCESSES, THREADS, SECONDS = 4, 8, scaled(12)
 
@@ -36,8 +36,8 @@ def _live(ops: list[tuple[str, str, str, str, str | None]]) -> tuple[dict[str, t
     return live, superseded, deleted
 
 
-def test_processes_and_threads_lose_nothing(db_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
-    with MemoryEngine(MemoryConfig(db_path=db_path)) as setup:
+def test_processes_and_threads_lose_nothing(store: Store, record_property) -> None:  # type: ignore[no-untyped-def]
+    with MemoryEngine(store.config()) as setup:
         for i in range(4):
             setup.add(f"shared fact number {i}", user_id="shared")
     context = multiprocessing.get_context("spawn")
@@ -45,7 +45,7 @@ def test_processes_and_threads_lose_nothing(db_path: Path, record_property) -> N
     for proc in range(PROCESSES):
         parent, child = context.Pipe()
         process = context.Process(
-            target=workers.concurrent_worker, args=(str(db_path), proc, THREADS, SECONDS, 13, child)
+            target=workers.concurrent_worker, args=(store.spec, proc, THREADS, SECONDS, 13, child)
         )
         process.start()
         pipes.append(parent)
@@ -82,7 +82,7 @@ def test_processes_and_threads_lose_nothing(db_path: Path, record_property) -> N
     assert errors == []
     assert writes > 500, writes  # the run did real work
     assert misses == [], f"{len(misses)} acknowledged memories missed by a later search"
-    with MemoryEngine(MemoryConfig(db_path=db_path)) as engine:
+    with MemoryEngine(store.config()) as engine:
         everything = engine.query(MemoryFilter(include_superseded=True))
         by_id = {m.id: m for m in everything}
         chains: dict[str, list[bool]] = defaultdict(list)

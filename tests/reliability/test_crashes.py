@@ -18,8 +18,9 @@ from pathlib import Path
 
 import workers
 from scale import scaled
+from stores import Store
 
-from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
+from headroom_integrations import MemoryEngine, MemoryFilter
 
 KILLS = scaled(50)
 FRESH, OLDER, FINAL = 25, 10, 400  # searched for after each kill (fresh and earlier) and at the end
@@ -66,8 +67,8 @@ def _missing(engine: MemoryEngine, memories: dict[str, tuple[str, str]], searche
     return out
 
 
-def test_kill_9_loses_no_acknowledged_memory(tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
-    db, log = tmp_path / "memory.db", tmp_path / "acks.jsonl"
+def test_kill_9_loses_no_acknowledged_memory(store: Store, tmp_path: Path, record_property) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "acks.jsonl"
     log.touch()
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["workers", "headroom_integrations", "onnxruntime", "hnswlib", "sqlalchemy"])
@@ -76,7 +77,7 @@ def test_kill_9_loses_no_acknowledged_memory(tmp_path: Path, record_property) ->
     problems: list[str] = []
     for kill in range(KILLS):
         parent, child = context.Pipe()
-        writer = context.Process(target=workers.crash_writer, args=(str(db), str(log), kill, child))
+        writer = context.Process(target=workers.crash_writer, args=(store.spec, str(log), kill, child))
         writer.start()
         assert parent.recv() == "ready"
         time.sleep(rng.uniform(0.01, 0.25))
@@ -87,13 +88,13 @@ def test_kill_9_loses_no_acknowledged_memory(tmp_path: Path, record_property) ->
         fresh = sorted(k for k in live if k not in checked)
         older = sorted(set(live) - set(fresh))
         searched = {*rng.sample(fresh, k=min(FRESH, len(fresh))), *rng.sample(older, k=min(OLDER, len(older)))}
-        with MemoryEngine(MemoryConfig(db_path=db)) as engine:  # a fresh open: the index comes from disk
+        with MemoryEngine(store.config()) as engine:  # a fresh open: the index comes from disk
             problems += [f"kill {kill}: {p}" for p in _missing(engine, live, searched)]
             problems += [f"kill {kill}: {m} still current" for m in superseded
                          if (found := engine.get(m)) is not None and found.is_current]
         checked |= set(fresh)
     live, _ = _acknowledged(log)
-    with MemoryEngine(MemoryConfig(db_path=db)) as engine:
+    with MemoryEngine(store.config()) as engine:
         problems += [f"at the end: {p}" for p in _missing(engine, live, set(rng.sample(sorted(live), k=FINAL)))]
         total = engine.stats()["current"]
     record_property("kills", KILLS)

@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scale import scaled
+from stores import Store
 
-from headroom_integrations import MemoryConfig, MemoryEngine, MemoryFilter
+from headroom_integrations import MemoryEngine, MemoryFilter
 from headroom_integrations.memory.text_query import fingerprint
 
 NAMES = ["Alice", "Alicia", "Bob", "Rob", "Ana", "Anna", "Jon", "John", "Li", "Lee"]
@@ -67,8 +68,8 @@ def test_fingerprints_keep_every_meaningful_difference(template: str, values: di
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> MemoryEngine:
-    with MemoryEngine(MemoryConfig(db_path=tmp_path_factory.mktemp("dedup") / "memory.db")) as opened:
+def engine(module_store: Store) -> MemoryEngine:
+    with MemoryEngine(module_store.config()) as opened:
         yield opened  # type: ignore[misc]
 
 

@@ -5,15 +5,15 @@ content, and what is stored comes back (lone surrogates repaired, nothing else c
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from hostile import hostile_text
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scale import scaled
+from stores import Store
 
-from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations import InvalidInputError, MemoryEngine
 from headroom_integrations.memory.text_query import clean_text
 
 EXAMPLES = scaled(800)  # x 4..16 texts each, every text stored and searched for: over 10,000 inputs
@@ -22,9 +22,8 @@ HUGE = ["x" * 1_000_000, "\ud800" * 300_000 + "tail", ("NEAR(" + '"' * 7 + " ðŸš
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> MemoryEngine:
-    path: Path = tmp_path_factory.mktemp("hostile") / "memory.db"
-    with MemoryEngine(MemoryConfig(db_path=path)) as opened:
+def engine(module_store: Store) -> MemoryEngine:
+    with MemoryEngine(module_store.config()) as opened:
         yield opened  # type: ignore[misc]
 
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import pytest
 from scale import scaled
+from stores import Store
 
-from headroom_integrations import MemoryConfig, MemoryEngine
+from headroom_integrations import MemoryEngine
 
 USERS = [f"user{i}" for i in range(60)]
 SESSIONS = [None, *(f"s{i}" for i in range(12))]
@@ -54,11 +54,11 @@ def _ids(rng: random.Random) -> tuple[str, str | None, str | None, str | None]:
 
 
 @pytest.mark.parametrize("brute_force_max", [8192, 0], ids=["exact", "hnsw"])
-def test_no_search_ever_sees_another_tenant(tmp_path: Path, brute_force_max: int, record_property) -> None:  # type: ignore[no-untyped-def]
+def test_no_search_ever_sees_another_tenant(store: Store, brute_force_max: int, record_property) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(brute_force_max + 8)
     model: dict[str, Stored] = {}
     queries = foreign = missed = 0
-    with MemoryEngine(MemoryConfig(db_path=tmp_path / "memory.db", brute_force_max=brute_force_max)) as engine:
+    with MemoryEngine(store.config(brute_force_max=brute_force_max)) as engine:
         while queries < QUERIES:
             roll = rng.random()
             user, session, agent, turn = _ids(rng)

@@ -18,22 +18,68 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from headroom_integrations.memory.models import MemoryCategory
-from headroom_integrations.memory.store import IndexRow, MemoryStore
 from headroom_integrations.memory.visibility import BucketKey, bucket_key
 
-__all__ = ["VectorIndex"]
+if TYPE_CHECKING:
+    from headroom_integrations.memory.backends.sqlite.backend import SqliteBackend
+
+__all__ = ["Changes", "IndexRow", "VectorIndex", "index_row"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
 _CATEGORY_CODE = {c.value: i for i, c in enumerate(MemoryCategory)}
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """What the vector index needs to know about one memory (no content)."""
+
+    pk: int
+    seq: int
+    current: bool
+    user_id: str
+    scope: str
+    session_id: str | None
+    agent_id: str | None
+    turn_id: str | None
+    category: str
+    embedding: np.ndarray | None
+
+
+def index_row(m: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
+    """The index row of a ``memories`` row (a mapping with at least its index columns).
+
+    Example:
+        >>> row = index_row({"pk": 1, "seq": 4, "valid_to": None, "user_id": "u", "scope": "user",
+        ...                  "session_id": None, "agent_id": None, "turn_id": None, "category": "fact"}, None)
+        >>> row.current, row.embedding
+        (True, None)
+    """
+    return IndexRow(
+        pk=m["pk"], seq=m["seq"], current=m["valid_to"] is None, user_id=m["user_id"], scope=m["scope"],
+        session_id=m["session_id"], agent_id=m["agent_id"], turn_id=m["turn_id"], category=m["category"],
+        embedding=vector,
+    )
+
+
+@dataclass(frozen=True)
+class Changes:
+    """Writes committed after a watermark: rows to (re)index or drop, deleted primary keys and,
+    among them, the erased ones (whose vectors must be overwritten, not only dropped)."""
+
+    seq: int
+    rows: list[IndexRow]
+    deleted: list[int]
+    erased: list[int] = field(default_factory=list)
 
 
 class _Bucket:
@@ -92,16 +138,15 @@ class VectorIndex:
     """HNSW over every current memory of one database, shared by all engines on that file.
 
     Example:
-        >>> from headroom_integrations.memory.store import MemoryStore
-        >>> index = VectorIndex(MemoryStore(None), dim=4, path=None)
-        >>> index.open()
-        >>> len(index)
-        0
+        >>> from headroom_integrations.memory.backends.sqlite.backend import SqliteBackend
+        >>> backend = SqliteBackend(None, "test/model", 4)  # it opens its own index
+        >>> len(backend.index), backend.index.dim
+        (0, 4)
     """
 
     def __init__(
         self,
-        store: MemoryStore,
+        store: SqliteBackend,
         dim: int,
         path: Path | None,
         m: int = 16,

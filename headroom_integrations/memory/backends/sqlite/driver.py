@@ -1,7 +1,7 @@
-"""Everything SQLite-specific, behind one small seam: connection pragmas and the FTS5 index.
+"""SQLite itself: connection pragmas, the FTS5 index, driver-SQL fast paths and error diagnosis.
 
-The rest of the engine writes through portable SQLAlchemy Core; this module is the only place
-that knows about WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` and FTS5.
+Only the SQLite backend imports this module; it is the one place that knows about WAL,
+``busy_timeout``, ``BEGIN IMMEDIATE`` and FTS5.
 """
 
 from __future__ import annotations
@@ -42,10 +42,11 @@ except ImportError:  # not on Windows
 from sqlalchemy.pool import StaticPool
 
 from headroom_integrations.errors import HeadroomError, StorageError
-from headroom_integrations.memory.schema import memories
+from headroom_integrations.memory.backends.schema import build_tables
 
 __all__ = [
     "SNAPSHOT",
+    "TABLES",
     "WRITE",
     "ChangeProbe",
     "checkpoint_truncate",
@@ -62,6 +63,10 @@ __all__ = [
     "storage_errors",
     "vectors_by_pk",
 ]
+
+TABLES = build_tables()
+"""The SQLite layout (vectors stored as float32 bytes)."""
+memories = TABLES.memories
 
 WRITE = {"headroom_begin": "BEGIN IMMEDIATE"}
 """Execution options of a write transaction: it takes the database write lock up front."""

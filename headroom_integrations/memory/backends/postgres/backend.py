@@ -1,0 +1,472 @@
+"""The shared backend: PostgreSQL with pgvector (HNSW, cosine) and a ``tsvector`` GIN index.
+
+Nothing is kept in process RAM between calls: every search asks the database, with the scope
+visibility and validity inside the SQL of the nearest-neighbour query, so any number of processes
+on any number of hosts share one database and see each other's writes on their next call.
+
+Keyword scores are computed exactly as on SQLite (BM25 from term statistics, FTS5's formula):
+the GIN index finds the rows holding a query term; their indexed text is scored in Python.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Column, Connection, Index, Integer, create_engine, func, select, text
+from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.pool import NullPool
+
+from headroom_integrations.errors import HeadroomError, MissingDependencyError, StorageError
+from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
+from headroom_integrations.memory.backends.schema import Tables, build_tables
+from headroom_integrations.memory.backends.sql_store import SqlStore, row_to_memory
+from headroom_integrations.memory.lru import LRU
+from headroom_integrations.memory.models import Memory, MemoryFilter
+from headroom_integrations.memory.visibility import bucket_key
+
+__all__ = ["PostgresBackend", "masked", "recorded_meta", "url_key"]
+
+logger = logging.getLogger(__name__)
+
+EXACT_MAX = 2000
+"""Up to this many visible vectors a search is exact (a scan of the caller's rows), above it the
+HNSW index is walked with the restriction inside the query (see :meth:`PostgresBackend.nearest`)."""
+
+_LOCK_ID = 0x68656164  # advisory lock taken while creating or upgrading the schema ("head")
+_MAX_LEXEME_BYTES = 2000  # PostgreSQL refuses lexemes of 2 KiB and more
+_MAX_TSVECTOR_BYTES = 900_000  # and tsvectors of 1 MiB
+
+
+def _driver() -> None:
+    try:
+        import pgvector  # noqa: F401
+        import psycopg  # noqa: F401
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "psycopg", "postgres", "a PostgreSQL memory store") from None
+
+
+def masked(url: str) -> str:
+    """A database URL with its password hidden, for messages.
+
+    Example:
+        >>> masked("postgresql+psycopg://bob:secret@db:5432/app")
+        'postgresql+psycopg://bob:***@db:5432/app'
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: show nothing after the scheme
+        return url.split("://", 1)[0] + "://…"
+
+
+def url_key(url: str) -> str:
+    """The identity of a database within one process (its URL, normalised)."""
+    return make_url(url).render_as_string(hide_password=False)
+
+
+def recorded_meta(url: str, key: str) -> str | None:
+    """A value of an existing store's ``meta`` table, read without creating anything; None if absent."""
+    _driver()
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT to_regclass('meta')")).scalar() is None:
+                return None
+            return conn.execute(text("SELECT value FROM meta WHERE key = :key"), {"key": key}).scalar()
+    except SQLAlchemyError:  # unreachable or not a store: opening it reports the real problem
+        return None
+    finally:
+        engine.dispose()
+
+
+def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
+    from pgvector.sqlalchemy import VECTOR
+
+    tables = build_tables(
+        VECTOR(dimension),
+        Column("tsv", TSVECTOR),
+        Column("n_terms", Integer),
+        Index("ix_memories_tsv", "tsv", postgresql_using="gin"),
+        Index("ix_memories_waiting", "pk", postgresql_where=text("embedding IS NULL")),
+    )
+    m = tables.memories
+    Index(
+        "ix_memories_embedding", m.c.embedding, postgresql_using="hnsw",
+        postgresql_with={"m": hnsw_m, "ef_construction": hnsw_ef_construction},
+        postgresql_ops={"embedding": "vector_cosine_ops"}, postgresql_where=m.c.valid_to.is_(None),
+    )
+    return tables
+
+
+def _lexeme(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def _tsvector(search_text: str) -> str:
+    """The ``tsvector`` literal of an indexed text: its terms taken verbatim (no parser, no stemming:
+    they are normalised in Python, as for FTS5)."""
+    out, size = [], 0
+    for term in dict.fromkeys(search_text.split()):
+        if len(term.encode("utf-8")) >= _MAX_LEXEME_BYTES:
+            continue
+        size += len(term.encode("utf-8")) + 4
+        if size > _MAX_TSVECTOR_BYTES:
+            break
+        out.append(_lexeme(term))
+    return " ".join(out)
+
+
+def _tsquery(terms: Iterable[str]) -> str:
+    """A ``tsquery`` matching any of the terms, each quoted (no operator typed by a user survives)."""
+    return " | ".join(_lexeme(t) for t in terms if len(t.encode("utf-8")) < _MAX_LEXEME_BYTES)
+
+
+class PostgresBackend(SqlStore):
+    """The memory backend over a PostgreSQL database with the pgvector extension.
+
+    Args:
+        url: a SQLAlchemy URL with the psycopg 3 driver (``postgresql+psycopg://user:pw@host/db``).
+        embedder_name: the embedder the vectors come from (recorded; another one is refused).
+        dimension: its vector dimension (the ``vector(n)`` column).
+        hnsw_m, hnsw_ef_construction: the HNSW index's build parameters (used when it is created).
+        hnsw_ef_search: the search breadth (raised per query when the caller sees a small share).
+        brute_force_max: up to this many visible vectors (capped at :data:`EXACT_MAX`) search is exact.
+        pool_size: connections kept open per process (plus as many again under load).
+
+    Example::
+
+        backend = PostgresBackend("postgresql+psycopg://postgres@/postgres?host=/tmp/pg", "test/model", 8)
+        backend.stats(None)["total"]  # 0
+        backend.close()
+    """
+
+    def __init__(
+        self,
+        url: str,
+        embedder_name: str,
+        dimension: int,
+        *,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 200,
+        hnsw_ef_search: int = 50,
+        brute_force_max: int = 8192,
+        pool_size: int = 5,
+    ) -> None:
+        _driver()
+        self.location = masked(url)
+        self.dimension = dimension
+        self.ef_search = hnsw_ef_search
+        self.exact_max = min(brute_force_max, EXACT_MAX)
+        self.tables = _tables(dimension, hnsw_m, hnsw_ef_construction)
+        self._setup_statements()
+        self._version = 0
+        self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
+        self._totals = (0, 0, 0, -(10**9))  # (rows, current rows, terms, seq read at)
+        self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
+        with self._errors("open"):
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+        try:
+            self._create()
+            self.check_embedder(embedder_name, dimension)
+        except BaseException:
+            self.engine.dispose()
+            raise
+
+    # -- hooks of the SQL store -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Driver errors as one :class:`StorageError` naming the database (password masked). A lost
+        connection is dropped from the pool, so the next call connects anew."""
+        try:
+            yield
+        except HeadroomError:
+            raise
+        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            if "connection" in reason.lower() and ("refused" in reason.lower() or "no such file" in reason.lower()):
+                reason += " (is the PostgreSQL server running and reachable?)"
+            raise StorageError(f"cannot {action} memory store {self.location}: {reason}") from exc
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction seeing one snapshot (REPEATABLE READ)."""
+        with self._errors("read"), self.engine.connect() as conn:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _lock_writes(self, conn: Connection) -> None:
+        """Writers queue on the change counter's row: a write sees every write committed before it
+        (the duplicate check, supersede's "still current?") and change numbers follow commit order."""
+        conn.execute(select(self.tables.counters.c.value).where(self.tables.counters.c.name == "seq").with_for_update())
+
+    def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+        if "search_text" in row:
+            row["tsv"] = _tsvector(row["search_text"])
+            row["n_terms"] = len(row["search_text"].split())
+        return row
+
+    def _vector_value(self, vector: np.ndarray) -> Any:
+        return np.asarray(vector, dtype=np.float32)
+
+    def _create(self) -> None:
+        """Create the extension and tables on first open, under an advisory lock (several
+        processes may open a new database at once); refuse a newer schema."""
+        t = self.tables
+        with self._errors("open"), self.engine.connect() as conn, conn.begin():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _LOCK_ID})
+            self._vector_extension(conn)
+            t.metadata.create_all(conn, tables=[t.meta, t.counters])
+            self._check_schema(conn)
+            t.metadata.create_all(conn)
+            self._refingerprint(conn)
+
+    def _vector_extension(self, conn: Connection) -> None:
+        installed = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")).first()
+        if installed is not None:
+            return
+        try:
+            with conn.begin_nested():
+                conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
+        except DBAPIError as exc:
+            raise StorageError(
+                f"memory store {self.location} needs the pgvector extension, and this user may not create "
+                "it: run CREATE EXTENSION vector; in that database as its owner or a superuser "
+                f"({str(exc.orig).splitlines()[0]})"
+            ) from exc
+
+    # -- memories ---------------------------------------------------------------------------------
+
+    def insert(
+        self, new: Sequence[Memory], vectors: Sequence[np.ndarray | None], dedupe: bool
+    ) -> list[tuple[Memory, int | None]]:
+        """See :meth:`MemoryBackend.insert`."""
+        outcome = self.insert_rows(new, vectors, dedupe)
+        return [(memory, None) if row is None else (row_to_memory(row), row["pk"]) for memory, row in outcome]
+
+    def supersede(
+        self, old_id: str, new_id: str, revision: Revision, vector: np.ndarray | None, revive: bool
+    ) -> tuple[Memory, int]:
+        """See :meth:`MemoryBackend.supersede` (one transaction)."""
+        _, new = self.supersede_row(old_id, new_id, revision, vector, revive)
+        return row_to_memory(new), new["pk"]
+
+    def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
+        """See :meth:`MemoryBackend.update`."""
+        return row_to_memory(self.update_row(memory_id, revision, vector))
+
+    def delete(self, memory_id: str, all_versions: bool) -> int:
+        """See :meth:`MemoryBackend.delete`."""
+        return len(self._delete_where(self._delete_condition(memory_id, all_versions))[0])
+
+    def delete_matching(self, flt: MemoryFilter) -> int:
+        """See :meth:`MemoryBackend.delete_matching`."""
+        return len(self._delete_where(self.filter_condition(flt))[0])
+
+    def erase_user(self, user_id: str) -> tuple[int, int]:
+        """Delete a user's memories and messages, then ``VACUUM`` both tables so the dead rows'
+        space is reclaimed. PostgreSQL's write-ahead log, replicas and backups keep their own
+        copies until they are recycled: that is the database operator's side (see docs/postgres.md)."""
+        flt = MemoryFilter(user_id=user_id, include_superseded=True)
+        removed = len(self._delete_where(self.filter_condition(flt), erase=True)[0])
+        messages = self.delete_messages(user_id, None)
+        with self._errors("vacuum"), self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            conn.execute(text("VACUUM memories, chat_messages"))
+        return removed, messages
+
+    def load(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
+        """See :meth:`MemoryBackend.load`."""
+        return len(self.load_rows(rows))
+
+    def set_embeddings(self, vectors: Mapping[int, np.ndarray]) -> bool:
+        """See :meth:`MemoryBackend.set_embeddings` (False: not written, nothing kept)."""
+        if not vectors:
+            return True
+        try:
+            self.store_vectors(vectors)
+        except StorageError as exc:
+            logger.warning("could not store %d vector(s); the next search retries: %s", len(vectors), exc)
+            return False
+        return True
+
+    # -- change detection -------------------------------------------------------------------------
+
+    def refresh(self) -> list[int]:
+        """The change counter (one query) and the current rows still waiting for a vector."""
+        with self.connect() as conn:
+            seq, waiting = conn.execute(text(
+                "SELECT (SELECT value FROM counters WHERE name = 'seq'), "
+                "ARRAY(SELECT pk FROM memories WHERE embedding IS NULL AND valid_to IS NULL ORDER BY pk LIMIT 1000)"
+            )).one()
+        self._version = int(seq or 0)
+        return list(waiting)
+
+    @property
+    def version(self) -> int:
+        """The change counter as of the last :meth:`refresh`."""
+        return self._version
+
+    # -- keyword side -----------------------------------------------------------------------------
+
+    def _frequencies(self, conn: Connection, terms: list[str]) -> tuple[dict[str, int], int, int, float]:
+        """Document frequencies, rows, current rows and the average indexed length; cached and
+        re-read after 256 changes (stale counts only shift the BM25 statistics a little)."""
+        seq = self._version
+        missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
+        if missing:
+            searchable = [t for t in missing if _tsquery([t])]  # a lexeme of 2 KiB or more matches nothing
+            counts = conn.execute(
+                text("SELECT (SELECT count(*) FROM memories WHERE tsv @@ CAST(q AS tsquery)) "
+                     "FROM unnest(CAST(:queries AS text[])) WITH ORDINALITY AS u(q, n) ORDER BY n"),
+                {"queries": [_tsquery([t]) for t in searchable]},
+            ).scalars().all() if searchable else []
+            found = dict(zip(searchable, counts))
+            if len(self._df) > 50_000:
+                self._df.clear()
+            for term in missing:
+                self._df[term] = (int(found.get(term, 0)), seq)
+        if seq - self._totals[3] > 256:
+            rows, current, n_terms = conn.execute(text(
+                "SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL), coalesce(sum(n_terms), 0) FROM memories"
+            )).one()
+            self._totals = (int(rows), int(current), int(n_terms), seq)
+        rows, current, n_terms, _ = self._totals
+        return {t: self._df[t][0] for t in terms}, rows, current, n_terms / rows if rows else 0.0
+
+    def keyword_query(self, terms: list[str], postings_budget: int, max_share: float) -> KeywordQuery | None:
+        """See :meth:`MemoryBackend.keyword_query`."""
+        if not terms:
+            return None
+        with self.connect() as conn:
+            frequencies, rows, current, average = self._frequencies(conn, terms)
+        max_df = max(1, int(max_share * current)) if current >= 4 else None
+        return keyword_weights(terms, frequencies, rows, average, postings_budget, max_df)
+
+    def keyword_search(self, query: KeywordQuery, scope: SearchScope, limit: int) -> list[tuple[int, float]]:
+        """See :meth:`MemoryBackend.keyword_search`: the GIN index finds the visible rows holding a
+        term, BM25 ranks them (ties: older first)."""
+        m = self.tables.memories
+        statement = (
+            select(m.c.pk, m.c.search_text)
+            .where(m.c.tsv.op("@@")(text("CAST(:match AS tsquery)")), self.scope_condition(scope))
+            .order_by(m.c.pk)
+        )
+        with self.connect() as conn:
+            texts = conn.execute(statement, {"match": _tsquery(query.terms)}).all()
+        scores = bm25_scores(texts, query)  # type: ignore[arg-type]
+        return sorted(scores.items(), key=lambda item: -item[1])[:limit]
+
+    def keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
+        """See :meth:`MemoryBackend.keyword_scores`."""
+        if not pks:
+            return {}
+        m = self.tables.memories
+        with self.connect() as conn:
+            texts = conn.execute(select(m.c.pk, m.c.search_text).where(m.c.pk.in_(list(pks)))).all()
+        return bm25_scores(texts, query)  # type: ignore[arg-type]
+
+    # -- vector side ------------------------------------------------------------------------------
+
+    def _visible_count(self, conn: Connection, scope: SearchScope) -> int:
+        """How many vectors the scope sees (cached; re-counted after 256 changes)."""
+        key = (tuple(scope.buckets()), scope.categories)
+        cached = self._visible.get(key)
+        if cached is not None and self._version - cached[1] <= 256:
+            return cached[0]
+        m = self.tables.memories
+        count = int(conn.execute(
+            select(func.count()).select_from(m).where(self.scope_condition(scope), m.c.embedding.is_not(None))
+        ).scalar_one())
+        self._visible.put(key, (count, self._version))
+        return count
+
+    def nearest(self, vector: np.ndarray, scope: SearchScope, k: int) -> list[tuple[int, float]]:
+        """See :meth:`MemoryBackend.nearest`.
+
+        Few visible vectors (or older versions, which the HNSW index leaves out): an exact scan of
+        the caller's rows. Many: the HNSW index with the visibility restriction in the same query
+        and ``hnsw.ef_search`` raised in proportion to how small a share of the store the caller
+        sees; should the index still return fewer than ``k`` rows, the exact scan answers.
+        """
+        m = self.tables.memories
+        distance = m.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
+        condition = [self.scope_condition(scope), m.c.embedding.is_not(None)]
+        with self._errors("search"), self.engine.connect() as conn, conn.begin():
+            visible = self._visible_count(conn, scope) if not scope.history else 0
+            if not scope.history and visible > self.exact_max:
+                if self._totals[3] < 0:
+                    self._frequencies(conn, [])
+                share = visible / max(1, self._totals[1], visible)
+                ef = int(min(1000, max(self.ef_search, k, 2 * k / max(share, 1e-3))))
+                conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
+                hits = conn.execute(select(m.c.pk, distance).where(*condition).order_by(distance).limit(k)).all()
+                if len(hits) >= min(k, visible):
+                    return [(pk, 1.0 - float(d)) for pk, d in hits]
+            # "+ 0" keeps the planner from ordering by the HNSW index: exact distances of the visible rows.
+            hits = conn.execute(select(m.c.pk, distance).where(*condition).order_by(distance + 0).limit(k)).all()
+        return [(pk, 1.0 - float(d)) for pk, d in hits]
+
+    def similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
+        """See :meth:`MemoryBackend.similarities`."""
+        pks = list(pks)
+        if not pks:
+            return {}
+        m = self.tables.memories
+        distance = m.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
+        with self.connect() as conn:
+            rows = conn.execute(select(m.c.pk, distance).where(m.c.pk.in_(pks), m.c.embedding.is_not(None))).all()
+        return {pk: 1.0 - float(d) for pk, d in rows}
+
+    def neighbours(self, pks: Iterable[int], scope: SearchScope, reach: int = 8) -> dict[int, list[int]]:
+        """See :meth:`MemoryBackend.neighbours`: the nearest visible current row of the same bucket
+        on each side, at most ``reach`` primary keys away (the same rule as the SQLite index)."""
+        pks = list(pks)
+        if not pks:
+            return {}
+        m = self.tables.memories
+        around = sorted({pk + d for pk in pks for d in range(-reach, reach + 1)})
+        current = SearchScope(scope.user_id, scope.session_id, scope.agent_id, scope.turn_id, scopes=scope.scopes)
+        with self.connect() as conn:
+            rows = conn.execute(
+                select(m.c.pk, m.c.user_id, m.c.scope, m.c.session_id, m.c.agent_id, m.c.turn_id, m.c.category)
+                .where(m.c.pk.in_(around), self.scope_condition(current), m.c.embedding.is_not(None))
+            ).all()
+        bucket = {r.pk: bucket_key(r.user_id, r.scope, r.session_id, r.agent_id, r.turn_id) for r in rows}
+        allowed = None if scope.categories is None else {c.value for c in scope.categories}
+        category = {r.pk: r.category for r in rows}
+        out: dict[int, list[int]] = {}
+        for pk in pks:
+            own = bucket.get(pk)
+            if own is None:
+                continue
+            found = []
+            for step in (-1, 1):
+                for distance in range(1, reach + 1):
+                    other = pk + step * distance
+                    if other in bucket and bucket[other] == own:  # the first row of the same owner
+                        if allowed is None or category[other] in allowed:
+                            found.append(other)
+                        break
+            out[pk] = found
+        return out
+
+    def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
+        """See :meth:`MemoryBackend.rows`."""
+        return self.stored_rows(pks)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Nothing to save: PostgreSQL holds everything."""
+
+    def close(self) -> None:
+        """Return every pooled connection."""
+        self.engine.dispose()

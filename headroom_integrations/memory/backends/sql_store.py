@@ -1,0 +1,605 @@
+"""The memory tables over SQLAlchemy Core, shared by the SQLite and PostgreSQL backends.
+
+Everything here is portable SQL: writes, versioning, filters, history, stats, the chat log and
+the copy used by migration. A backend subclass supplies its engine, its tables and a few hooks
+(how transactions begin, how errors are named, how vectors are stored, fast row reads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+
+from headroom_integrations.errors import (
+    EmbedderMismatchError,
+    MemoryAlreadySupersededError,
+    MemoryNotFoundError,
+    StorageError,
+)
+from headroom_integrations.memory.backends.base import Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
+from headroom_integrations.memory.models import ChatRecord, Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
+from headroom_integrations.memory.text_query import FINGERPRINT_VERSION, fingerprint, index_text
+from headroom_integrations.memory.validation import metadata_json
+from headroom_integrations.memory.visibility import bucket_key
+
+__all__ = ["INDEX_COLUMNS", "SqlStore", "now_utc", "row_to_memory"]
+
+INDEX_COLUMNS = ("pk", "seq", "valid_to", "user_id", "scope", "session_id", "agent_id", "turn_id", "category")
+"""The columns that say where a row belongs in a vector index (no content)."""
+
+
+def now_utc() -> datetime:
+    """The current time as naive UTC, the form stored in SQL."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def _naive(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value).replace(tzinfo=None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+def row_to_memory(m: Mapping[str, Any]) -> Memory:
+    """Build a :class:`Memory` from a mapping with the ``memories`` columns."""
+    return Memory(
+        id=m["id"], content=m["content"], user_id=m["user_id"], session_id=m["session_id"],
+        agent_id=m["agent_id"], turn_id=m["turn_id"], scope=MemoryScope(m["scope"]),
+        category=MemoryCategory(m["category"]), importance=float(m["importance"]),
+        metadata=json.loads(m["meta_json"]), created_at=_aware(m["created_at"]),  # type: ignore[arg-type]
+        updated_at=_aware(m["updated_at"]), valid_from=_aware(m["valid_from"]), valid_to=_aware(m["valid_to"]),
+        supersedes=m["supersedes"], superseded_by=m["superseded_by"], chain_id=m["chain_id"],
+    )
+
+
+def memory_row(memory: Memory) -> dict[str, Any]:
+    """The ``memories`` columns of a memory (without embedding, pk and seq)."""
+    return {
+        "id": memory.id, "content": memory.content, "user_id": memory.user_id, "session_id": memory.session_id,
+        "agent_id": memory.agent_id, "turn_id": memory.turn_id, "scope": memory.scope.value,
+        "category": memory.category.value, "importance": memory.importance,
+        "meta_json": metadata_json(memory.metadata), "created_at": _naive(memory.created_at),
+        "updated_at": _naive(memory.updated_at or memory.created_at),
+        "valid_from": _naive(memory.valid_from or memory.created_at), "valid_to": _naive(memory.valid_to),
+        "supersedes": memory.supersedes, "superseded_by": memory.superseded_by,
+        "chain_id": memory.chain_id or memory.id,
+        "search_text": index_text(memory.content), "fingerprint": fingerprint(memory.content),
+    }
+
+
+class SqlStore:
+    """Blocking, thread-safe access to the memory tables of one database (portable SQL).
+
+    Subclasses set :attr:`engine`, :attr:`tables`, :attr:`location` and may override the hooks
+    ``_errors``, ``write``, ``read``, ``_lock_writes``, ``_prepare``, ``_vector_value``,
+    ``_vector_of`` and ``_read_rows``.
+
+    Example (the SQLite backend is one)::
+
+        store = SqliteBackend(None, "test/model", 8)
+        store.stats(None)["total"]  # 0
+    """
+
+    engine: Engine
+    tables: Tables
+    location: str
+
+    def _setup_statements(self) -> None:
+        t = self.tables
+        m = t.memories
+        self._no_embedding = [c for c in m.c if c.name not in ("embedding", "search_text", "fingerprint", "tsv")]
+        self._columns = [c.name for c in self._no_embedding]
+        # Statements of the write path are built once: building one costs SQLAlchemy more than running it.
+        self._bump = (
+            update(t.counters).where(t.counters.c.name == "seq")
+            .values(value=t.counters.c.value + bindparam("count", type_=BigInteger)).returning(t.counters.c.value)
+        )
+        self._twins = select(*self._no_embedding).where(
+            m.c.user_id == bindparam("user_id"), m.c.fingerprint == bindparam("fingerprint"), m.c.valid_to.is_(None)
+        )
+        self._insert = insert(m).returning(m.c.pk, sort_by_parameter_order=True)
+        self._current_seq = select(t.counters.c.value).where(t.counters.c.name == "seq")
+
+    # -- hooks ------------------------------------------------------------------------------------
+
+    def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """Turns driver errors inside the block into a :class:`StorageError` naming the store."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction."""
+        with self._errors("write"), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction (one consistent snapshot)."""
+        with self._errors("read"), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for single-statement reads."""
+        with self._errors("read"), self.engine.connect() as conn:
+            yield conn
+
+    def _lock_writes(self, conn: Connection) -> None:
+        """Serialise writers from here to the commit (SQLite's ``BEGIN IMMEDIATE`` already does)."""
+
+    def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Backend columns derived from a row before it is written (e.g. a ``tsvector``)."""
+        return row
+
+    def _vector_value(self, vector: np.ndarray) -> Any:
+        """A vector as the ``embedding`` column stores it."""
+        return np.asarray(vector, dtype=np.float32).tobytes()
+
+    def _vector_of(self, value: Any) -> np.ndarray | None:
+        """A stored ``embedding`` value as a float32 vector."""
+        if value is None:
+            return None
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return np.frombuffer(value, dtype=np.float32)
+        return np.asarray(value, dtype=np.float32)
+
+    def _read_rows(self, conn: Connection, columns: list[str], pks: Sequence[int]) -> list[dict[str, Any]]:
+        """The given columns of these rows as mappings (SQLite overrides it with driver SQL)."""
+        m = self.tables.memories
+        statement = select(*[m.c[name] for name in columns]).where(m.c.pk.in_(list(pks)))
+        return [dict(r._mapping) for r in conn.execute(statement)]
+
+    # -- schema -----------------------------------------------------------------------------------
+
+    def _check_schema(self, conn: Connection) -> None:
+        """Record the schema version on a new store; refuse a store written by newer code."""
+        meta = self.tables.meta
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
+        if found is None:
+            conn.execute(insert(meta).values(key="schema_version", value=SCHEMA_VERSION))
+        elif int(found) > int(SCHEMA_VERSION):
+            raise StorageError(
+                f"memory store {self.location} has schema version {found}, newer than this version of "
+                f"headroom_integrations knows ({SCHEMA_VERSION}); upgrade the package to open it"
+            )
+        counters = self.tables.counters
+        if conn.execute(select(counters.c.value).where(counters.c.name == "seq")).first() is None:
+            conn.execute(insert(counters).values(name="seq", value=0))
+
+    def _refingerprint(self, conn: Connection) -> None:
+        """Recompute every stored fingerprint when the fingerprint function changed (older stores)."""
+        meta, m = self.tables.meta, self.tables.memories
+        found = conn.execute(select(meta.c.value).where(meta.c.key == "fingerprint_version")).scalar()
+        if found == FINGERPRINT_VERSION:
+            return
+        last = 0
+        while True:
+            rows = conn.execute(select(m.c.pk, m.c.content).where(m.c.pk > last).order_by(m.c.pk).limit(5000)).all()
+            if not rows:
+                break
+            last = rows[-1][0]
+            conn.execute(
+                update(m).where(m.c.pk == bindparam("row_pk")).values(fingerprint=bindparam("print")),
+                [{"row_pk": pk, "print": fingerprint(content)} for pk, content in rows],
+            )
+        conn.execute(delete(meta).where(meta.c.key == "fingerprint_version"))
+        conn.execute(insert(meta).values(key="fingerprint_version", value=FINGERPRINT_VERSION))
+
+    def check_embedder(self, name: str, dimension: int) -> None:
+        """Record the embedder on first use; refuse another embedder afterwards.
+
+        Raises:
+            EmbedderMismatchError: the database holds vectors of another embedder or dimension.
+        """
+        meta = self.tables.meta
+        stored = self.meta()
+        old_name, old_dim = stored.get("embedder_name"), stored.get("embedder_dimension")
+        if old_name == name and old_dim == str(dimension):
+            return
+        with self.write() as conn:
+            has_rows = conn.execute(select(self.tables.memories.c.pk).limit(1)).first() is not None
+            if old_name is not None and has_rows:
+                raise EmbedderMismatchError(
+                    f"database {self.location} was written with embedder {old_name!r} "
+                    f"({old_dim} dimensions) but this configuration uses {name!r} ({dimension} dimensions); "
+                    "open it with the same embedder or use another database"
+                )
+            for key, value in (("embedder_name", name), ("embedder_dimension", str(dimension))):
+                conn.execute(delete(meta).where(meta.c.key == key))
+                conn.execute(insert(meta).values(key=key, value=value))
+
+    def meta(self) -> dict[str, str]:
+        """Store-wide facts (schema version, embedder name and dimension, ...)."""
+        meta = self.tables.meta
+        with self.connect() as conn:
+            return dict(conn.execute(select(meta.c.key, meta.c.value)).all())  # type: ignore[arg-type]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Record a store-wide fact."""
+        meta = self.tables.meta
+        with self.write() as conn:
+            conn.execute(delete(meta).where(meta.c.key == key))
+            conn.execute(insert(meta).values(key=key, value=value))
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def _bump_seq(self, conn: Connection, count: int = 1) -> int:
+        """Reserve ``count`` change numbers; return the last one."""
+        return int(conn.execute(self._bump, {"count": count}).scalar_one())
+
+    def insert_rows(
+        self, new: Sequence[Memory], vectors: Sequence[np.ndarray | None], dedupe: bool
+    ) -> list[tuple[Memory, dict[str, Any] | None]]:
+        """Store new memories in one transaction; per memory, the stored value and its written row
+        (with ``pk`` and ``seq``), or the existing twin and None (``dedupe``)."""
+        rows = []
+        for memory, vector in zip(new, vectors):
+            row = memory_row(memory)
+            row["embedding"] = None if vector is None else self._vector_value(vector)
+            rows.append(self._prepare(row))
+        outcome: list[tuple[Memory, dict[str, Any] | None]] = []
+        with self.write() as conn:
+            self._lock_writes(conn)
+            fresh = []
+            seen: dict[tuple[str, Any], Memory] = {}
+            for memory, row in zip(new, rows):
+                twin = None
+                if dedupe:
+                    key = (row["fingerprint"], bucket_key(memory.user_id, memory.scope, memory.session_id,
+                                                          memory.agent_id, memory.turn_id))
+                    twin = seen.get(key) or self._twin(conn, row, key[1])
+                    if twin is None:
+                        seen[key] = memory
+                outcome.append((twin or memory, None if twin else row))
+                if twin is None:
+                    fresh.append(row)
+            if fresh:
+                last = self._bump_seq(conn, len(fresh))
+                for offset, row in enumerate(fresh):
+                    row["seq"] = last - len(fresh) + 1 + offset
+                for row, pk in zip(fresh, conn.execute(self._insert, fresh).scalars()):
+                    row["pk"] = pk
+        return outcome
+
+    def _twin(self, conn: Connection, row: dict[str, Any], bucket: Any) -> Memory | None:
+        for candidate in conn.execute(self._twins, {"user_id": row["user_id"], "fingerprint": row["fingerprint"]}):
+            memory = row_to_memory(candidate._mapping)
+            if bucket_key(memory.user_id, memory.scope, memory.session_id, memory.agent_id, memory.turn_id) == bucket:
+                return memory
+        return None
+
+    def supersede_row(
+        self, old_id: str, new_id: str, revision: Revision, vector: np.ndarray | None, revive: bool
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Close ``old_id``'s validity and insert its successor in one transaction; the old row (as
+        it was, with ``pk``) and the new row (with ``pk`` and ``seq``; the old row's is ``seq - 1``)."""
+        m = self.tables.memories
+        with self.write() as conn:
+            self._lock_writes(conn)
+            found = conn.execute(select(*self._no_embedding).where(m.c.id == old_id)).first()
+            if found is None:
+                raise MemoryNotFoundError(old_id)
+            old_row = dict(found._mapping)
+            old = row_to_memory(old_row)
+            if not old.is_current:
+                headless = conn.execute(
+                    select(m.c.pk).where(m.c.chain_id == old.chain_id, m.c.valid_to.is_(None))
+                ).first() is None
+                if not (revive and headless):
+                    raise MemoryAlreadySupersededError(old_id, old.superseded_by, successor_deleted=headless)
+            stamp = now_utc()
+            content = revision.content if revision.content is not None else old.content
+            new = memory_row(Memory(
+                id=new_id, content=content, user_id=old.user_id, session_id=old.session_id,
+                agent_id=old.agent_id, turn_id=old.turn_id, scope=old.scope,
+                category=revision.category or old.category,
+                importance=old.importance if revision.importance is None else revision.importance,
+                metadata=dict(old.metadata if revision.metadata is None else revision.metadata),
+                created_at=stamp, updated_at=stamp, valid_from=stamp, supersedes=old_id, chain_id=old.chain_id,
+            ))
+            new = self._prepare({**new, "embedding": None if vector is None else self._vector_value(vector)})
+            last = self._bump_seq(conn, 2)
+            closed = {"valid_to": stamp} if old.is_current else {}
+            conn.execute(update(m).where(m.c.id == old_id).values(**closed, superseded_by=new_id, updated_at=stamp,
+                                                                   seq=last - 1))
+            new["seq"] = last
+            new["pk"] = conn.execute(insert(m).returning(m.c.pk), new).scalar_one()
+        old_row.update(closed, superseded_by=new_id, seq=last - 1)
+        return old_row, new
+
+    def update_row(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> dict[str, Any]:
+        """Change a memory in place; its row as written (with ``pk`` and ``seq``)."""
+        m = self.tables.memories
+        values: dict[str, Any] = {}
+        if revision.content is not None:
+            values.update(content=revision.content, search_text=index_text(revision.content),
+                          fingerprint=fingerprint(revision.content))
+            values["embedding"] = None if vector is None else self._vector_value(vector)
+        if revision.category is not None:
+            values["category"] = revision.category.value
+        if revision.importance is not None:
+            values["importance"] = revision.importance
+        if revision.metadata is not None:
+            values["meta_json"] = metadata_json(revision.metadata)
+        values = self._prepare(values)
+        with self.write() as conn:
+            self._lock_writes(conn)
+            seq = self._bump_seq(conn)
+            found = conn.execute(
+                update(m).where(m.c.id == memory_id).values(**values, updated_at=now_utc(), seq=seq)
+                .returning(*self._no_embedding)
+            ).first()
+            if found is None:
+                raise MemoryNotFoundError(memory_id)
+        return dict(found._mapping)
+
+    def _delete_where(self, condition: ColumnElement[bool], erase: bool = False) -> tuple[list[int], int]:
+        """Delete the memories matching ``condition``; their pks and the change number. ``erase``
+        marks the deletion as an erasure (every process overwrites the vectors too)."""
+        m, tombstones = self.tables.memories, self.tables.tombstones
+        with self.write() as conn:
+            self._lock_writes(conn)
+            pks = list(conn.execute(select(m.c.pk).where(condition)).scalars())
+            if not pks:
+                return [], 0
+            seq = self._bump_seq(conn)
+            for start in range(0, len(pks), 500):
+                chunk = pks[start : start + 500]
+                conn.execute(delete(m).where(m.c.pk.in_(chunk)))
+                conn.execute(insert(tombstones), [{"pk": pk, "seq": seq, "scrub": int(erase)} for pk in chunk])
+        return pks, seq
+
+    def _delete_condition(self, memory_id: str, all_versions: bool) -> ColumnElement[bool]:
+        m = self.tables.memories
+        if not all_versions:
+            return m.c.id == memory_id
+        return m.c.chain_id == select(m.c.chain_id).where(m.c.id == memory_id).scalar_subquery()
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory | None:
+        """The memory with this id, or None."""
+        m = self.tables.memories
+        with self.connect() as conn:
+            row = conn.execute(select(*self._no_embedding).where(m.c.id == memory_id)).first()
+        return None if row is None else row_to_memory(row._mapping)
+
+    def query(self, flt: MemoryFilter) -> list[Memory]:
+        """Memories matching a filter, oldest first."""
+        m = self.tables.memories
+        statement = (
+            select(*self._no_embedding).where(self.filter_condition(flt))
+            .order_by(m.c.created_at, m.c.pk).offset(flt.offset)
+        )
+        if flt.limit is not None:
+            statement = statement.limit(flt.limit)
+        with self.connect() as conn:
+            return [row_to_memory(row._mapping) for row in conn.execute(statement)]
+
+    def history(self, memory_id: str) -> list[Memory]:
+        """Every version of the fact ``memory_id`` belongs to, oldest first.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+        """
+        m = self.tables.memories
+        with self.read() as conn:
+            chain = conn.execute(select(m.c.chain_id).where(m.c.id == memory_id)).scalar()
+            if chain is None:
+                raise MemoryNotFoundError(memory_id)
+            rows = conn.execute(
+                select(*self._no_embedding).where(m.c.chain_id == chain).order_by(m.c.valid_from, m.c.pk)
+            ).all()
+        return [row_to_memory(row._mapping) for row in rows]
+
+    def stats(self, user_id: str | None) -> dict[str, Any]:
+        """Counts: total rows, current, superseded, current ones by category and by scope."""
+        m = self.tables.memories
+        where = true() if user_id is None else m.c.user_id == user_id
+        current = and_(where, m.c.valid_to.is_(None))
+        with self.read() as conn:
+            total = conn.execute(select(func.count()).select_from(m).where(where)).scalar_one()
+            by = {
+                column: dict(conn.execute(select(m.c[column], func.count()).where(current).group_by(m.c[column])).all())
+                for column in ("category", "scope")
+            }
+        n_current = sum(by["scope"].values())
+        return {
+            "total": int(total), "current": int(n_current), "superseded": int(total - n_current),
+            "categories": {c.value: int(by["category"].get(c.value, 0)) for c in MemoryCategory},
+            "scopes": {s.value: int(by["scope"].get(s.value, 0)) for s in MemoryScope},
+        }
+
+    def stored_rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
+        """The given memories with their vectors and fingerprints (missing ones left out)."""
+        if not pks:
+            return {}
+        with self.connect() as conn:
+            rows = self._read_rows(conn, [*self._columns, "embedding", "fingerprint"], pks)
+        return {m["pk"]: StoredRow(row_to_memory(m), self._vector_of(m["embedding"]), m["fingerprint"]) for m in rows}
+
+    def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
+        """(pk, content) of current rows still waiting for their vector (all, or among ``pks``)."""
+        m = self.tables.memories
+        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None), m.c.valid_to.is_(None))
+        if pks is not None:
+            if not pks:
+                return []
+            statement = statement.where(m.c.pk.in_(list(pks)))
+        with self.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(statement.order_by(m.c.pk))]
+
+    def store_vectors(self, vectors: Mapping[int, np.ndarray]) -> list[dict[str, Any]]:
+        """Store vectors of rows that had none; the index columns of the rows updated (each with a
+        new change number)."""
+        m = self.tables.memories
+        updated = []
+        with self.write() as conn:
+            self._lock_writes(conn)
+            for pk, vector in vectors.items():
+                seq = self._bump_seq(conn)
+                row = conn.execute(
+                    update(m).where(m.c.pk == pk, m.c.embedding.is_(None))
+                    .values(embedding=self._vector_value(vector), seq=seq)
+                    .returning(*[m.c[name] for name in INDEX_COLUMNS])
+                ).first()
+                if row is not None:
+                    updated.append(dict(row._mapping))
+        return updated
+
+    # -- filters ----------------------------------------------------------------------------------
+
+    def filter_condition(self, flt: MemoryFilter) -> ColumnElement[bool]:
+        """The SQL condition of a :class:`MemoryFilter` (exact id matches, validity, categories…)."""
+        c = self.tables.memories.c
+        parts: list[ColumnElement[bool]] = []
+        for name in ("user_id", "session_id", "agent_id", "turn_id"):
+            value = getattr(flt, name)
+            if value is not None:
+                parts.append(c[name] == value)
+        if flt.categories is not None:
+            parts.append(c.category.in_([cat.value for cat in flt.categories]))
+        if flt.scopes is not None:
+            parts.append(c.scope.in_([scope.value for scope in flt.scopes]))
+        parts.append(self.validity_condition(flt.include_superseded, flt.valid_at))
+        if flt.created_after is not None:
+            parts.append(c.created_at >= _naive(flt.created_after))
+        if flt.created_before is not None:
+            parts.append(c.created_at < _naive(flt.created_before))
+        if flt.min_importance is not None:
+            parts.append(c.importance >= flt.min_importance)
+        return and_(*parts)
+
+    def validity_condition(self, include_superseded: bool, valid_at: datetime | None) -> ColumnElement[bool]:
+        """Current rows only, every version, or the versions valid at a point in time."""
+        c = self.tables.memories.c
+        if valid_at is not None:
+            at = _naive(valid_at)
+            return and_(c.valid_from <= at, or_(c.valid_to.is_(None), c.valid_to > at))
+        if include_superseded:
+            return true()
+        return c.valid_to.is_(None)
+
+    def scope_condition(self, scope: SearchScope) -> ColumnElement[bool]:
+        """The SQL condition of a search scope: visibility, validity, categories and scopes."""
+        c = self.tables.memories.c
+        options = []
+        for _user, kind, session, agent, turn in scope.buckets():
+            parts = [c.scope == kind]
+            if kind != MemoryScope.USER.value:
+                parts.append(c.session_id.is_(None) if session is None else c.session_id == session)
+            if kind in (MemoryScope.AGENT.value, MemoryScope.TURN.value):
+                parts.append(c.agent_id.is_(None) if agent is None else c.agent_id == agent)
+            if kind == MemoryScope.TURN.value:
+                parts.append(c.turn_id == turn)
+            options.append(and_(*parts))
+        parts = [c.user_id == scope.user_id, or_(*options) if options else c.pk.is_(None),
+                 self.validity_condition(scope.include_superseded, scope.valid_at)]
+        if scope.categories is not None:
+            parts.append(c.category.in_([cat.value for cat in scope.categories]))
+        return and_(*parts)
+
+    # -- conversation log -------------------------------------------------------------------------
+
+    def append_messages(self, rows: list[dict[str, Any]]) -> None:
+        """Log chat messages (rows with user_id, session_id, role, content, payload, created_at)."""
+        if rows:
+            with self.write() as conn:
+                conn.execute(insert(self.tables.chat_messages), rows)
+
+    def messages(self, user_id: str, session_id: str, limit: int | None) -> list[ChatRecord]:
+        """A session's messages, oldest first (only the last ``limit`` when given)."""
+        c = self.tables.chat_messages.c
+        statement = select(c.pk, c.role, c.content, c.payload, c.created_at).where(
+            c.user_id == user_id, c.session_id == session_id
+        )
+        statement = statement.order_by(c.pk) if limit is None else statement.order_by(c.pk.desc()).limit(limit)
+        with self.connect() as conn:
+            rows = conn.execute(statement).all()
+        if limit is not None:
+            rows.reverse()
+        return [ChatRecord(r.role, r.content, json.loads(r.payload), _aware(r.created_at)) for r in rows]
+
+    def delete_messages(self, user_id: str, session_id: str | None) -> int:
+        """Delete a session's messages (every session of the user when ``session_id`` is None)."""
+        c = self.tables.chat_messages.c
+        condition = c.user_id == user_id
+        if session_id is not None:
+            condition = and_(condition, c.session_id == session_id)
+        with self.write() as conn:
+            return int(conn.execute(delete(self.tables.chat_messages).where(condition)).rowcount or 0)
+
+    # -- copying ----------------------------------------------------------------------------------
+
+    def dump(self, batch_size: int = 1000) -> Iterator[list[tuple[Memory, np.ndarray | None]]]:
+        """Every memory (all versions) with its vector, in batches, in primary-key order."""
+        m = self.tables.memories
+        last = 0
+        while True:
+            with self.connect() as conn:
+                rows = conn.execute(
+                    select(*self._no_embedding, m.c.embedding).where(m.c.pk > last).order_by(m.c.pk).limit(batch_size)
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].pk
+            yield [(row_to_memory(r._mapping), self._vector_of(r.embedding)) for r in rows]
+
+    def load_rows(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> list[dict[str, Any]]:
+        """Store memories exactly as given; ids already present are skipped. The rows written."""
+        m = self.tables.memories
+        if not rows:
+            return []
+        with self.write() as conn:
+            self._lock_writes(conn)
+            ids = [memory.id for memory, _ in rows]
+            present = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
+            fresh = []
+            for memory, vector in rows:
+                if memory.id in present:
+                    continue
+                present.add(memory.id)
+                row = memory_row(memory)
+                row["embedding"] = None if vector is None else self._vector_value(vector)
+                fresh.append(self._prepare(row))
+            if fresh:
+                last = self._bump_seq(conn, len(fresh))
+                for offset, row in enumerate(fresh):
+                    row["seq"] = last - len(fresh) + 1 + offset
+                for row, pk in zip(fresh, conn.execute(self._insert, fresh).scalars()):
+                    row["pk"] = pk
+        return fresh
+
+    def dump_messages(self, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        """Every logged chat message, in batches, in the order they were logged."""
+        table = self.tables.chat_messages
+        last = 0
+        while True:
+            with self.connect() as conn:
+                rows = conn.execute(select(table).where(table.c.pk > last).order_by(table.c.pk).limit(batch_size)).all()
+            if not rows:
+                return
+            last = rows[-1].pk
+            yield [{k: v for k, v in r._mapping.items() if k != "pk"} for r in rows]

@@ -1,0 +1,598 @@
+"""MemoryEngine: the blocking, thread-safe memory engine over one storage backend.
+
+The engine validates what callers hand it, embeds, and asks the backend (see
+:mod:`.backends.base`) to store and search; it never sees SQL or an index. Stores are shared by
+every engine of a process on the same file or URL (:mod:`.registry`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
+from headroom_integrations.memory.backends import Revision, SearchScope
+from headroom_integrations.memory.config import MemoryConfig
+from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
+from headroom_integrations.memory.models import (
+    ChatRecord,
+    Memory,
+    MemoryCategory,
+    MemoryFilter,
+    MemoryScope,
+    SearchResult,
+    as_count,
+    as_number,
+)
+from headroom_integrations.memory.registry import acquire, background, recorded_embedder_name, release
+from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
+from headroom_integrations.memory.text_query import clean_text, query_terms
+from headroom_integrations.memory.validation import (
+    batch_memories,
+    content_text,
+    identifier,
+    metadata_json,
+    new_memory,
+    query_text,
+)
+from headroom_integrations.memory.validation import importance as _importance
+
+__all__ = ["MemoryEngine"]
+
+logger = logging.getLogger(__name__)
+
+
+def _checked_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """Metadata checked (JSON-serialisable, no NaN) and as it will read back."""
+    return json.loads(metadata_json(metadata))  # type: ignore[no-any-return]
+
+
+def _release(key: str, owned_embedder: Embedder | None = None) -> None:
+    if owned_embedder is not None:
+        owned_embedder.close()
+    release(key)
+
+
+class MemoryEngine:
+    """The blocking memory engine. Thread-safe; every public method may be called from any thread.
+
+    Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly
+    (or ``HierarchicalMemory.open(...).sync``).
+
+    Args:
+        config: the configuration (defaults: ``headroom_memory.db`` and local MiniLM).
+
+    Example::
+
+        with MemoryEngine(MemoryConfig(db_path="memory.db")) as engine:
+            engine.add("Prefers Go for performance-critical code", user_id="bob", category="preference")
+            hits = engine.search("which language?", user_id="bob")
+            print(hits[0].content)  # Prefers Go for performance-critical code
+    """
+
+    def __init__(self, config: MemoryConfig | str | os.PathLike[str] | None = None) -> None:
+        if isinstance(config, (str, os.PathLike)):
+            config = MemoryConfig(db_path=config)  # MemoryEngine("memory.db"): the path is the config
+        elif config is not None and not isinstance(config, MemoryConfig):
+            raise InvalidInputError(f"config must be a MemoryConfig or a database path, got {type(config).__name__}")
+        self.config = config or MemoryConfig()
+        self.embedder = build_embedder(self.config, recorded_embedder_name(self.config))
+        # HTTP embedders are built for this engine and closed with it; local models are shared.
+        owned = None if self.config.embedder is not None or isinstance(self.embedder, LocalEmbedder) else self.embedder
+        self._cache = QueryCache(self.config.cache_max_size) if self.config.cache_enabled else None
+        self._keywords = KeywordCache(self.config.cache_max_size) if self.config.cache_enabled else None
+        try:
+            self._key, shared = acquire(self.config, self.embedder.name, self.embedder.dimension)
+        except BaseException:
+            if owned is not None:
+                owned.close()
+            raise
+        self._shared = shared
+        self.backend = shared.backend
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release, self._key, owned)
+        if shared.users == 1:  # first engine on this store here: finish embeddings a crash left undone
+            self._embed_now([pk for pk, _ in self.backend.without_embedding()])
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInputError("this memory engine is closed")
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        limit = self.config.embed_max_chars
+        return self.embedder.embed([text[:limit] for text in texts])
+
+    def _insert(self, new: list[Memory], dedupe: bool, defer_embedding: bool) -> list[Memory]:
+        vectors: list[np.ndarray | None]
+        vectors = [None] * len(new) if defer_embedding else list(self._embed([m.content for m in new]))
+        outcome = self.backend.insert(new, vectors, dedupe)
+        fresh = [pk for _, pk in outcome if pk is not None]
+        if fresh and defer_embedding:  # the background embedding starts once this call's own work is done
+            self._embed_later(fresh)
+        return [memory for memory, _ in outcome]
+
+    def _embed_now(self, pks: list[int]) -> None:
+        """Embed rows stored without a vector, store the vectors and index them.
+
+        When the vectors cannot be stored (a read-only file, a full disk), the index still gets
+        them, so searches in this process find the rows; storing is retried by the next search.
+        """
+        waiting = self.backend.without_embedding(pks)
+        if not waiting:
+            return
+        vectors = self._embed([content for _, content in waiting])
+        by_pk = {pk: vector for (pk, _), vector in zip(waiting, vectors)}
+        if not self.backend.set_embeddings(by_pk):
+            with self._shared.lock:
+                self._shared.failed.update(by_pk)
+
+    def _embed_later(self, pks: list[int]) -> None:
+        shared = self._shared
+
+        def run() -> None:
+            try:
+                self._embed_now(pks)
+            except Exception as exc:  # the rows are committed: the next search embeds them
+                logger.warning("deferred embedding of %d memories failed (%s); the next search retries", len(pks), exc)
+                with shared.lock:
+                    shared.failed.update(pks)
+
+        job = background().submit(run)
+        shared.pending.add(job)
+        job.add_done_callback(shared.pending.discard)
+
+    def _catch_up(self) -> None:
+        """Before a search: every acknowledged write, of any process, is searchable by vector.
+
+        Deferred embeddings of this process are awaited; rows another process stored without a
+        vector yet are embedded here (if that process stores its vector first, the second pull
+        brings it in), and embeddings that failed earlier are retried.
+        """
+        self._shared.wait_pending()
+        waiting = self.backend.refresh()
+        retry = self._shared.take_failed()
+        if not waiting and not retry:
+            return
+        try:
+            self._embed_now(sorted({*waiting, *retry}))
+        except BaseException:
+            with self._shared.lock:
+                self._shared.failed.update(retry)
+            raise
+        self.backend.refresh()
+
+    def flush(self) -> None:
+        """Wait until memories stored with ``defer_embedding=True`` are embedded and indexed.
+
+        Searches do this by themselves; call it before measuring or shutting down.
+        """
+        self._check_open()
+        self._catch_up()
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        category: MemoryCategory | str = MemoryCategory.FACT,
+        scope: MemoryScope | str | None = None,
+        importance: float = 0.5,
+        metadata: Mapping[str, Any] | None = None,
+        dedupe: bool = False,
+        defer_embedding: bool = False,
+    ) -> Memory:
+        """Store one memory (durable when this returns) and index it.
+
+        Args:
+            content: the fact, stored whole (only the first ``embed_max_chars`` are embedded).
+            user_id: owner; nothing is ever visible to another user.
+            session_id: session it was learned in.
+            agent_id: agent it was learned by.
+            turn_id: turn it was learned in.
+            category: a :class:`MemoryCategory` or its name.
+            scope: visibility; by default the narrowest scope the given ids allow.
+            importance: 0..1.
+            metadata: JSON-serialisable extra data.
+            dedupe: if a current memory with the same wording (case, punctuation, stop words and
+                word endings aside) is visible in the same scope, return it instead of storing a copy.
+            defer_embedding: return as soon as the row is committed (about a millisecond) and embed
+                it in a background thread; keyword search sees it at once, and every search, in
+                this process or another, waits for or computes its vector first.
+
+        Raises:
+            InvalidInputError: empty or oversized content, unknown category/scope, bad ids or importance.
+        """
+        self._check_open()
+        memory = new_memory(self.config.max_content_chars, content, user_id, session_id, agent_id, turn_id,
+                            category, scope, importance, metadata)
+        return self._insert([memory], dedupe, defer_embedding)[0]
+
+    def add_batch(
+        self,
+        items: Iterable[str | Mapping[str, Any]],
+        *,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        dedupe: bool = False,
+        defer_embedding: bool = False,
+    ) -> list[Memory]:
+        """Store many memories in one transaction with one batched embedding call.
+
+        Each item is a content string or a mapping with :meth:`add`'s arguments; the keyword
+        arguments give defaults for the ids. Every item is validated before anything is stored.
+        ``dedupe`` and ``defer_embedding`` work as in :meth:`add`.
+
+        Raises:
+            InvalidInputError: any item is invalid (nothing is stored then).
+        """
+        self._check_open()
+        defaults = {"user_id": user_id, "session_id": session_id, "agent_id": agent_id, "turn_id": turn_id}
+        new = batch_memories(self.config.max_content_chars, items, defaults)
+        if not new:
+            return []
+        return self._insert(new, dedupe, defer_embedding)
+
+    def supersede(
+        self,
+        old_memory_id: str,
+        new_content: str,
+        *,
+        category: MemoryCategory | str | None = None,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        defer_embedding: bool = False,
+    ) -> Memory:
+        """Replace a fact with a new version; the old one stays in the history, no longer current.
+
+        The new version inherits owner, scope ids, category and importance unless given.
+        ``defer_embedding`` works as in :meth:`add`.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            MemoryAlreadySupersededError: the memory was superseded already (supersede the current one).
+            InvalidInputError: empty or oversized content, unknown category, bad importance.
+        """
+        self._check_open()
+        return self._new_version(
+            identifier(old_memory_id, "old_memory_id", required=True), new_content,  # type: ignore[arg-type]
+            category, importance, metadata, defer_embedding,
+        )
+
+    def _new_version(
+        self,
+        old_id: str,
+        new_content: object,
+        category: MemoryCategory | str | None,
+        importance: object,
+        metadata: Mapping[str, Any] | None,
+        defer_embedding: bool = False,
+        revive: bool = False,
+    ) -> Memory:
+        """Supersede ``old_id`` (with ``revive``, also the last version of a fact without a current one)."""
+        revision = Revision(
+            content=content_text(new_content, "new_content", self.config.max_content_chars),
+            category=None if category is None else MemoryCategory.parse(category),
+            importance=None if importance is None else _importance(importance),
+            metadata=None if metadata is None else _checked_metadata(metadata),
+        )
+        vector = None if defer_embedding else self._embed([revision.content])[0]  # type: ignore[list-item]
+        new, pk = self.backend.supersede(old_id, str(uuid.uuid4()), revision, vector, revive)
+        if vector is None:
+            self._embed_later([pk])
+        return new
+
+    def update(
+        self,
+        memory_id: str,
+        *,
+        content: str | None = None,
+        category: MemoryCategory | str | None = None,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Memory:
+        """Edit a memory in place (no new version); new content is re-embedded and re-indexed.
+
+        Use :meth:`supersede` instead when a fact *changed* and its history matters.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            InvalidInputError: invalid new values.
+        """
+        self._check_open()
+        memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
+        revision = Revision(
+            content=None if content is None else content_text(content, "content", self.config.max_content_chars),
+            category=None if category is None else MemoryCategory.parse(category),
+            importance=None if importance is None else _importance(importance),
+            metadata=None if metadata is None else _checked_metadata(metadata),
+        )
+        if revision == Revision():
+            memory = self.backend.get(memory_id)
+            if memory is None:
+                raise MemoryNotFoundError(memory_id)
+            return memory
+        vector = None if revision.content is None else self._embed([revision.content])[0]
+        return self.backend.update(memory_id, revision, vector)
+
+    def rollback(self, memory_id: str) -> Memory:
+        """Make an older version of a fact current again.
+
+        The rollback is itself recorded: the current version is superseded by a new version
+        carrying the old content (``metadata["rolled_back_to"]`` names the restored version), so
+        the history and point-in-time queries stay truthful. A fact whose current version was
+        deleted can be rolled back too: the restored version becomes its new current version.
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+            InvalidInputError: the memory is already current.
+        """
+        self._check_open()
+        chain = self.get_history(memory_id)
+        target = next(m for m in chain if m.id == memory_id)
+        if target.is_current:
+            raise InvalidInputError(f"memory {memory_id!r} is already the current version")
+        head = next((m for m in chain if m.is_current), None)
+        metadata = {**target.metadata, "rolled_back_to": target.id}
+        base = head if head is not None else chain[-1]  # headless: continue from the latest version
+        return self._new_version(
+            base.id, target.content, target.category, target.importance, metadata, revive=head is None
+        )
+
+    def delete(self, memory_id: str, *, all_versions: bool = False) -> bool:
+        """Delete one version of a fact, or with ``all_versions=True`` the fact's whole history.
+
+        Deleting the current version does not bring an older one back: the fact is no longer
+        found by searches (it was deleted), while its older versions stay in :meth:`get_history`,
+        in point-in-time queries and can be restored with :meth:`rollback`. Returns False if
+        there was no such memory.
+        """
+        self._check_open()
+        memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
+        if not isinstance(all_versions, bool):
+            raise InvalidInputError(f"all_versions must be True or False, got {all_versions!r}")
+        return self.backend.delete(memory_id, all_versions) > 0
+
+    def clear(
+        self,
+        user_id: str,
+        *,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        scope: MemoryScope | str | None = None,
+    ) -> int:
+        """Delete a user's memories (every version), optionally only those recorded with the given ids.
+
+        ``clear("alice", session_id="s1")`` deletes what was recorded in session ``s1`` (any scope);
+        add ``scope="session"`` to keep the user-level facts learned there. Returns how many rows
+        were deleted. Deleted rows are overwritten in the database file; copies may remain in the
+        write-ahead log, the full-text index's older segments and the vector index until they are
+        rewritten: :meth:`purge` erases a user from all of them (and their logged messages).
+        """
+        self._check_open()
+        flt = MemoryFilter(
+            user_id=identifier(user_id, "user_id", required=True), session_id=identifier(session_id, "session_id"),
+            agent_id=identifier(agent_id, "agent_id"), turn_id=identifier(turn_id, "turn_id"),
+            scopes=None if scope is None else [scope], include_superseded=True,
+        )
+        return self.backend.delete_matching(flt)
+
+    def purge(self, user_id: str) -> dict[str, int]:
+        """Erase a user (the right to erasure): every memory and version, every logged message,
+        and every copy of them left in the store's files.
+
+        Deleted rows are overwritten in the database file (SQLite ``secure_delete``), the
+        full-text index is merged so deleted terms leave its older segments, the write-ahead log
+        is copied in and truncated, and the user's vectors are overwritten in the vector index
+        and its saved file. Other processes drop the vectors too on their next search.
+
+        Returns:
+            ``{"memories": n, "messages": m}``: how many rows were deleted.
+
+        Raises:
+            StorageError: the store could not be written (what was deleted by then stays deleted;
+                call it again to finish the erasure).
+        """
+        self._check_open()
+        user = identifier(user_id, "user_id", required=True)
+        self._shared.wait_pending()
+        removed, messages = self.backend.erase_user(user)  # type: ignore[arg-type]
+        if self._cache is not None:
+            self._cache.clear()
+        if self._keywords is not None:
+            self._keywords.clear()
+        return {"memories": removed, "messages": messages}
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get(self, memory_id: str) -> Memory | None:
+        """The memory with this id, or None."""
+        self._check_open()
+        return self.backend.get(identifier(memory_id, "memory_id", required=True))  # type: ignore[arg-type]
+
+    def query(self, flt: MemoryFilter | None = None) -> list[Memory]:
+        """Memories matching a :class:`MemoryFilter` (exact id matches), oldest first."""
+        self._check_open()
+        if flt is not None and not isinstance(flt, MemoryFilter):
+            raise InvalidInputError(f"query() takes a MemoryFilter, got {type(flt).__name__}")
+        return self.backend.query(flt or MemoryFilter())
+
+    def get_history(self, memory_id: str) -> list[Memory]:
+        """Every version of this memory's fact, oldest first (``is_current`` marks the live one).
+
+        Raises:
+            MemoryNotFoundError: no such memory.
+        """
+        self._check_open()
+        return self.backend.history(identifier(memory_id, "memory_id", required=True))  # type: ignore[arg-type]
+
+    def search(
+        self,
+        query: str,
+        user_id: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        turn_id: str | None = None,
+        *,
+        top_k: int = 5,
+        categories: Iterable[MemoryCategory | str] | None = None,
+        scopes: Iterable[MemoryScope | str] | None = None,
+        include_superseded: bool = False,
+        valid_at: datetime | date | str | None = None,
+        min_score: float | None = None,
+    ) -> list[SearchResult]:
+        """Hybrid (vector + keyword) search over what these ids may see; best first.
+
+        Args:
+            query: free text; any characters are safe (operators, quotes, control characters and
+                broken surrogates are plain text; only the first 10,000 characters are used). An
+                empty or whitespace-only query finds nothing.
+            user_id: whose memories to search.
+            session_id: also see this session's session-level memories.
+            agent_id: also see this (session, agent)'s agent-level memories.
+            turn_id: also see this turn's turn-level memories.
+            top_k: how many hits at most (as many as that when that many memories are visible).
+            categories: only these categories (one name or a list).
+            scopes: only memories stored at these scopes (one name or a list).
+            include_superseded: also search older versions.
+            valid_at: search the versions that were valid at this time (a datetime, a date or an
+                ISO 8601 string) instead of the current ones.
+            min_score: drop hits whose cosine similarity is below this (-1..1).
+
+        Raises:
+            InvalidInputError: a query that is not a string, bad ids, ``top_k``, ``min_score`` or
+                ``valid_at``, an unknown category or scope.
+        """
+        self._check_open()
+        text = query_text(query)
+        user = identifier(user_id, "user_id", required=True)
+        session, agent = identifier(session_id, "session_id"), identifier(agent_id, "agent_id")
+        turn = identifier(turn_id, "turn_id")
+        as_count(top_k, "top_k", minimum=1)
+        flt = MemoryFilter(categories=categories, scopes=scopes, include_superseded=include_superseded,
+                           valid_at=valid_at)  # parses and validates these
+        scope = SearchScope(
+            user_id=user, session_id=session, agent_id=agent, turn_id=turn,  # type: ignore[arg-type]
+            categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
+            include_superseded=include_superseded, valid_at=flt.valid_at,
+        )
+        request = SearchRequest(
+            terms=query_terms(text), scope=scope, top_k=top_k, min_score=as_number(min_score, "min_score", -1.0, 1.0)
+        )
+        if not text.strip():
+            return []
+        self._catch_up()
+        text = text[: self.config.embed_max_chars]
+        vector = None if self._cache is None else self._cache.get(text)
+        if vector is None:
+            # Embedding the query is the slow part: run the keyword search beside it.
+            keyword_job = background().submit(keyword_candidates, self.backend, request, self.config, self._keywords)
+            try:
+                vector = self.embedder.embed_one(text)
+            finally:
+                text_hits = keyword_job.result()
+            if self._cache is not None:
+                self._cache.put(text, vector)
+        else:
+            text_hits = keyword_candidates(self.backend, request, self.config, self._keywords)
+        return hybrid_search(self.backend, request, vector, text_hits, self.config)
+
+    def stats(self, user_id: str | None = None) -> dict[str, Any]:
+        """Counts for one user (or the whole store): ``total``, ``current``, ``superseded``,
+        ``categories`` and ``scopes`` (the last two over current memories)."""
+        self._check_open()
+        return self.backend.stats(identifier(user_id, "user_id"))
+
+    # -- conversation log -------------------------------------------------------------------------
+
+    def append_messages(self, user_id: str, session_id: str, messages: Iterable[Mapping[str, Any]]) -> None:
+        """Log chat messages of a session, in order (for chat-history adapters).
+
+        Each message is a mapping with ``role`` and ``content`` (text) and optionally ``payload``,
+        the framework's own JSON-compatible serialisation, returned as is by :meth:`get_messages`.
+
+        Raises:
+            InvalidInputError: missing ids, a role or content that is not a string, a payload that
+                is not JSON-serialisable (nothing is logged then).
+        """
+        self._check_open()
+        user = identifier(user_id, "user_id", required=True)
+        session = identifier(session_id, "session_id", required=True)
+        if isinstance(messages, Mapping) or not isinstance(messages, Iterable):
+            raise InvalidInputError("messages must be a list of mappings with role and content")
+        stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+        rows = []
+        for position, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                raise InvalidInputError(f"message {position}: expected a mapping, got {type(message).__name__}")
+            role, content = message.get("role"), message.get("content")
+            if not isinstance(role, str) or not role or not isinstance(content, str):
+                raise InvalidInputError(f"message {position}: role and content must be strings")
+            if len(role) > 32:
+                raise InvalidInputError(f"message {position}: role is longer than 32 characters")
+            if len(content) > self.config.max_content_chars:
+                raise InvalidInputError(f"message {position} is longer than max_content_chars")
+            rows.append({
+                "user_id": user, "session_id": session, "role": clean_text(role), "content": clean_text(content),
+                "payload": metadata_json(message.get("payload") or {}), "created_at": stamp,
+            })
+        self.backend.append_messages(rows)
+
+    def get_messages(self, user_id: str, session_id: str, limit: int | None = None) -> list[ChatRecord]:
+        """A session's logged messages, oldest first (only the last ``limit`` when given)."""
+        self._check_open()
+        if limit is not None:
+            as_count(limit, "limit")
+        user = identifier(user_id, "user_id", required=True)
+        session = identifier(session_id, "session_id", required=True)
+        return self.backend.messages(user, session, limit)  # type: ignore[arg-type]
+
+    def clear_messages(self, user_id: str, session_id: str | None = None) -> int:
+        """Delete a session's logged messages (all of the user's sessions when ``session_id`` is None)."""
+        self._check_open()
+        user = identifier(user_id, "user_id", required=True)
+        return self.backend.delete_messages(user, identifier(session_id, "session_id"))  # type: ignore[arg-type]
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def save_index(self) -> None:
+        """Write what the backend keeps in RAM now: the SQLite vector index sidecar (it is also
+        written on close and at exit); nothing to do on PostgreSQL.
+
+        Raises:
+            StorageError: the file could not be written.
+        """
+        self._check_open()
+        self.backend.save()
+
+    def close(self) -> None:
+        """Release this engine; the last engine on a file saves the index and closes the database."""
+        if not self._closed:
+            self._closed = True
+            self._shared.wait_pending()  # deferred embeddings land before the store is released
+            self._finalizer()
+
+    def __enter__(self) -> MemoryEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+

@@ -1,0 +1,110 @@
+"""Stores open in this process, shared by every engine on the same file or database URL, and the
+small thread pool engines use for work beside the query embedding and for deferred embeddings."""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import threading
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from headroom_integrations.errors import EmbedderMismatchError
+from headroom_integrations.memory.backends import MemoryBackend, backend_key, open_backend, recorded_meta
+from headroom_integrations.memory.config import MemoryConfig
+
+__all__ = ["SharedStore", "acquire", "background", "recorded_embedder_name", "release"]
+
+
+@dataclass
+class SharedStore:
+    """One store's backend, shared by every engine of this process on it."""
+
+    backend: MemoryBackend
+    embedder_name: str
+    dimension: int
+    users: int = 0
+    pending: set[Future[None]] = field(default_factory=set)  # deferred embeddings under way
+    failed: set[int] = field(default_factory=set)  # rows whose deferred embedding failed: retried by search
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_pending(self) -> None:
+        """Block until every deferred embedding started so far has finished (failed ones are in ``failed``)."""
+        concurrent.futures.wait(list(self.pending))
+
+    def take_failed(self) -> list[int]:
+        """The rows whose deferred embedding failed, handed over to the caller to retry."""
+        with self.lock:
+            taken, self.failed = sorted(self.failed), set()
+        return taken
+
+
+_OPEN: dict[str, SharedStore] = {}
+_LOCK = threading.Lock()
+_POOL: ThreadPoolExecutor | None = None
+
+
+def background() -> ThreadPoolExecutor:
+    """A small shared pool for work that overlaps with embedding (keyword search, deferred embeddings)."""
+    global _POOL
+    with _LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-memory")
+        return _POOL
+
+
+def recorded_embedder_name(config: MemoryConfig) -> str | None:
+    """The embedder name the configured store was written with (None for a new store).
+
+    Only ``local_runtime="auto"`` looks at it (to keep a full-precision store on full precision).
+    """
+    if config.embedder is not None or config.local_runtime != "auto" or config.in_memory:
+        return None
+    key = backend_key(config)
+    with _LOCK:
+        shared = _OPEN.get(key) if key is not None else None
+    return shared.embedder_name if shared is not None else recorded_meta(config, "embedder_name")
+
+
+def acquire(config: MemoryConfig, embedder_name: str, dimension: int) -> tuple[str, SharedStore]:
+    """The shared store of this configuration (opened on first use) and its registry key.
+
+    Raises:
+        EmbedderMismatchError: the store is open in this process with another embedder.
+    """
+    key = backend_key(config) or f":memory:{uuid.uuid4()}"
+    with _LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            backend = open_backend(config, embedder_name, dimension)
+            shared = _OPEN[key] = SharedStore(backend, embedder_name, dimension)
+        elif (shared.embedder_name, shared.dimension) != (embedder_name, dimension):
+            raise EmbedderMismatchError(
+                f"{shared.backend.location} is open in this process with embedder {shared.embedder_name!r} "
+                f"({shared.dimension} dimensions); this configuration uses {embedder_name!r} "
+                f"({dimension} dimensions)"
+            )
+        shared.users += 1
+    return key, shared
+
+
+def release(key: str) -> None:
+    """One engine fewer on this store; the last one closes it (saving what it keeps in RAM)."""
+    with _LOCK:
+        shared = _OPEN.get(key)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _OPEN[key]
+    shared.backend.close()
+
+
+@atexit.register
+def _save_all() -> None:
+    for shared in list(_OPEN.values()):
+        with contextlib.suppress(Exception):  # best effort at interpreter exit
+            shared.backend.save()

@@ -1,0 +1,223 @@
+"""Choosing and opening a backend: URLs, schema versions, pooling, lost connections, migration.
+
+The engine's behaviour itself is the contract suite (every test taking ``store``/``engine`` runs on
+both backends); this module covers what is about the storage seam: how a store is named and
+opened, what happens when the server is gone, and copying a store from one backend to the other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from stores import Store, pg_schema_url
+
+from headroom_integrations import (
+    EmbedderMismatchError,
+    InvalidInputError,
+    MemoryConfig,
+    MemoryEngine,
+    MemoryFilter,
+    StorageError,
+)
+from headroom_integrations.cli import main as cli
+from headroom_integrations.memory.backends import open_backend
+from headroom_integrations.memory.migration import migrate
+from headroom_integrations.memory.validation import new_memory
+
+FACTS = [
+    "Prefers Go for performance-critical code", "Moved to Lisbon in 2023", "Moved to Lisbon in 2024",
+    "Is allergic to peanuts", "Is not allergic to peanuts", "Has a greyhound named Pixel",
+    "Works at Anthropic", "Plays chess on Sundays", "Keeps bees on the roof", "Dentist on 2024-03-05",
+]
+QUERIES = ["which language for fast code?", "where does the user live", "allergies", "pets", "weekend hobby"]
+
+
+@pytest.mark.parametrize(
+    ("url", "backend", "driver_url"),
+    [
+        ("postgresql://bob:pw@db:5432/app", "postgres", "postgresql+psycopg://bob:pw@db:5432/app"),
+        ("postgres://bob@db/app", "postgres", "postgresql+psycopg://bob@db/app"),
+        ("postgresql+psycopg://bob@/app?host=/tmp/x", "postgres", "postgresql+psycopg://bob@/app?host=/tmp/x"),
+        ("sqlite:///memory.db", "sqlite", None),
+        ("sqlite://", "sqlite", None),
+    ],
+)
+def test_db_url_forms(url: str, backend: str, driver_url: str | None) -> None:
+    config = MemoryConfig(db_url=url)
+    assert (config.backend, config.postgres_url) == (backend, driver_url)
+    if url == "sqlite:///memory.db":
+        assert config.resolved_db_path == Path("memory.db").resolve()
+    if url == "sqlite://":
+        assert config.in_memory
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"db_url": "mysql://u@h/db"}, "unknown scheme 'mysql'"),
+        ({"db_url": "memory.db"}, "unknown scheme"),
+        ({"db_url": ""}, "db_url must be"),
+        ({"db_url": 5}, "db_url must be"),
+        ({"db_url": "postgresql://h/db", "db_path": "x.db"}, "not both"),
+    ],
+)
+def test_bad_db_urls_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        MemoryConfig(**options)  # type: ignore[arg-type]
+
+
+def test_unreachable_server_is_named_with_its_password_masked(tmp_path: Path) -> None:
+    for url in (f"postgresql://bob:s3cret@/app?host={tmp_path}", "postgresql://bob:s3cret@127.0.0.1:9/app"):
+        with pytest.raises(StorageError) as caught:
+            MemoryEngine(MemoryConfig(db_url=url))
+        message = str(caught.value)
+        assert "s3cret" not in message and "bob:***@" in message
+        assert "is the PostgreSQL server running" in message
+
+
+def test_engines_on_one_url_share_one_pool_returned_on_close(
+    make_engine: Callable[..., MemoryEngine], store: Store
+) -> None:
+    first, second = make_engine(), make_engine()
+    assert first.backend is second.backend
+    first.add("Likes tea", user_id="u")
+    first.close()
+    assert second.search("tea", user_id="u")[0].content == "Likes tea"
+    backend = second.backend
+    second.close()
+    if store.kind == "postgres":
+        assert backend.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+def test_a_newer_schema_is_refused(make_engine: Callable[..., MemoryEngine], store: Store) -> None:
+    engine = make_engine()
+    engine.add("Likes tea", user_id="u")
+    engine.backend.set_meta("schema_version", "99")
+    engine.close()
+    with pytest.raises(StorageError, match="schema version 99, newer than"):
+        MemoryEngine(store.config())
+
+
+@pytest.mark.postgres_only
+def test_server_going_away_gives_a_clear_error_and_the_next_call_reconnects(
+    engine: MemoryEngine, pg_server_url: str
+) -> None:
+    engine.add("Likes tea", user_id="u")
+    engine.search("tea", user_id="u")  # connections are pooled now
+    admin = sqlalchemy.create_engine(pg_server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                     poolclass=sqlalchemy.NullPool)
+    with admin.begin() as conn:
+        killed = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).scalar()
+    admin.dispose()
+    assert killed
+    with pytest.raises(StorageError) as caught:
+        engine.stats("u")
+    assert engine.backend.location in str(caught.value)
+    assert engine.stats("u")["total"] == 1  # a new connection
+    assert engine.search("tea", user_id="u")[0].content == "Likes tea"
+
+
+@pytest.mark.postgres_only
+def test_database_without_the_vector_extension(engine: MemoryEngine, pg_server_url: str) -> None:
+    """A user who may not create the extension is told which statement its owner must run."""
+    admin = sqlalchemy.create_engine(pg_server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                     isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql("DROP DATABASE IF EXISTS noext")
+        conn.exec_driver_sql("DROP ROLE IF EXISTS plain")
+        conn.exec_driver_sql("CREATE ROLE plain LOGIN")
+        conn.exec_driver_sql("CREATE DATABASE noext OWNER plain")
+    try:
+        url = sqlalchemy.make_url(pg_server_url).set(username="plain", database="noext").render_as_string(False)
+        with pytest.raises(StorageError, match="CREATE EXTENSION vector"):
+            MemoryEngine(MemoryConfig(db_url=url))
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE noext")
+            conn.exec_driver_sql("DROP ROLE plain")
+        admin.dispose()
+
+
+def _snapshot(engine: MemoryEngine) -> list[dict[str, object]]:
+    """Every memory (all versions) of the store as plain values, in id order."""
+    rows = []
+    for user in ("alice", "bob"):
+        for m in engine.query(MemoryFilter(user_id=user, include_superseded=True)):
+            rows.append({**m.__dict__, "scope": m.scope.value, "category": m.category.value})
+    return sorted(rows, key=lambda r: str(r["id"]))
+
+
+def _fill(engine: MemoryEngine) -> None:
+    engine.add_batch([{"content": fact, "metadata": {"n": i}} for i, fact in enumerate(FACTS)], user_id="alice")
+    engine.add("Prefers tea", user_id="bob", session_id="s1", scope="session")
+    old = engine.add("Works at Google", user_id="bob")
+    new = engine.supersede(old.id, "Works at Anthropic")
+    engine.supersede(new.id, "Works at a startup")
+    engine.append_messages("bob", "s1", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+
+
+def _searches(engine: MemoryEngine) -> list[list[tuple[str, float]]]:
+    return [[(h.id, round(h.score, 4)) for h in engine.search(q, user_id=user, session_id="s1", top_k=5)]
+            for q in QUERIES for user in ("alice", "bob")]
+
+
+@pytest.mark.parametrize("direction", ["sqlite-to-postgres", "postgres-to-sqlite"])
+def test_migrate_round_trips_a_store(direction: str, tmp_path: Path, pg_server_url: str) -> None:
+    admin = sqlalchemy.create_engine(pg_server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                     poolclass=sqlalchemy.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA m_{direction[0]}")
+    admin.dispose()
+    stores = [str(tmp_path / "memory.db"), pg_schema_url(pg_server_url, f"m_{direction[0]}")]
+    source, target = stores if direction == "sqlite-to-postgres" else stores[::-1]
+    with MemoryEngine(_config(source)) as engine:
+        _fill(engine)
+        before, searched = _snapshot(engine), _searches(engine)
+    report = migrate(source, target, batch_size=4)
+    assert (report.memories, report.skipped, report.messages) == (len(before), 0, 2)
+    with MemoryEngine(_config(target)) as engine:
+        assert _snapshot(engine) == before  # ids, chains, metadata, timestamps
+        assert _searches(engine) == searched  # the same hits in the same order, with the same vectors
+        assert [r.content for r in engine.get_messages("bob", "s1")] == ["hi", "hello"]
+        engine.append_messages("bob", "s1", [{"role": "user", "content": "later"}])
+    again = migrate(source, target)
+    assert (again.memories, again.skipped, again.messages) == (0, len(before), 0)  # nothing twice
+    with MemoryEngine(_config(target)) as engine:
+        assert len(engine.get_messages("bob", "s1")) == 3
+
+
+def _config(spec: str) -> MemoryConfig:
+    return MemoryConfig(db_url=spec) if "://" in spec else MemoryConfig(db_path=spec)
+
+
+def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], store: Store) -> None:
+    source = tmp_path / "source.db"
+    with MemoryEngine(MemoryConfig(db_path=source)) as engine:
+        engine.add_batch(FACTS, user_id="alice")
+    assert cli(["migrate", "--from", str(source), "--to", store.spec if store.kind == "postgres"
+                else str(tmp_path / "copy.db"), "--batch-size", "3"]) == 0
+    out = capsys.readouterr()
+    assert f"copied {len(FACTS)} memories (0 already there) and 0 messages" in out.out
+    assert f"{len(FACTS):,}/{len(FACTS):,} memories" in out.err  # the progress bar's last state
+    assert "***" in out.out or store.kind == "sqlite"
+    assert cli(["migrate", "--from", str(tmp_path / "missing.db"), "--to", str(tmp_path / "x.db")]) == 2
+    assert "no memory store" in capsys.readouterr().err
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_migrate_refuses_a_target_with_another_embedder(tmp_path: Path) -> None:
+    source, target = tmp_path / "a.db", tmp_path / "b.db"
+    with MemoryEngine(MemoryConfig(db_path=source)) as engine:
+        engine.add("Likes tea", user_id="u")
+        dimension = engine.embedder.dimension
+    other = open_backend(MemoryConfig(db_path=target), "other/model", dimension)
+    other.load([(new_memory(100, "Has a cat", "u"), None)])
+    other.close()
+    with pytest.raises(EmbedderMismatchError, match="other/model"):
+        migrate(source, target)
