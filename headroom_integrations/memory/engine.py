@@ -13,7 +13,7 @@ import os
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,12 @@ from headroom_integrations.memory.models import (
 )
 from headroom_integrations.memory.registry import acquire, background, recorded_embedder_name, release
 from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
-from headroom_integrations.memory.text_query import clean_text, query_terms
+from headroom_integrations.memory.text_query import query_terms
 from headroom_integrations.memory.validation import (
     batch_memories,
     content_text,
     identifier,
+    message_rows,
     metadata_json,
     new_memory,
     query_text,
@@ -100,7 +101,7 @@ class MemoryEngine:
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._key, owned)
         if shared.users == 1:  # first engine on this store here: finish embeddings a crash left undone
-            self._embed_now([pk for pk, _ in self.backend.without_embedding()])
+            self._shared.embed_now(self._embed, [pk for pk, _ in self.backend.without_embedding()])
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -112,64 +113,25 @@ class MemoryEngine:
         limit = self.config.embed_max_chars
         return self.embedder.embed([text[:limit] for text in texts])
 
+    def _revision(
+        self, content: object, what: str, category: object, importance: object, metadata: Mapping[str, Any] | None
+    ) -> Revision:
+        """New values for a memory, each checked (None: keep the old one)."""
+        return Revision(
+            content=None if content is None else content_text(content, what, self.config.max_content_chars),
+            category=None if category is None else MemoryCategory.parse(category),  # type: ignore[arg-type]
+            importance=None if importance is None else _importance(importance),
+            metadata=None if metadata is None else _checked_metadata(metadata),
+        )
+
     def _insert(self, new: list[Memory], dedupe: bool, defer_embedding: bool) -> list[Memory]:
         vectors: list[np.ndarray | None]
         vectors = [None] * len(new) if defer_embedding else list(self._embed([m.content for m in new]))
         outcome = self.backend.insert(new, vectors, dedupe)
         fresh = [pk for _, pk in outcome if pk is not None]
         if fresh and defer_embedding:  # the background embedding starts once this call's own work is done
-            self._embed_later(fresh)
+            self._shared.embed_later(self._embed, fresh)
         return [memory for memory, _ in outcome]
-
-    def _embed_now(self, pks: list[int]) -> None:
-        """Embed rows stored without a vector, store the vectors and index them.
-
-        When the vectors cannot be stored (a read-only file, a full disk), the index still gets
-        them, so searches in this process find the rows; storing is retried by the next search.
-        """
-        waiting = self.backend.without_embedding(pks)
-        if not waiting:
-            return
-        vectors = self._embed([content for _, content in waiting])
-        by_pk = {pk: vector for (pk, _), vector in zip(waiting, vectors)}
-        if not self.backend.set_embeddings(by_pk):
-            with self._shared.lock:
-                self._shared.failed.update(by_pk)
-
-    def _embed_later(self, pks: list[int]) -> None:
-        shared = self._shared
-
-        def run() -> None:
-            try:
-                self._embed_now(pks)
-            except Exception as exc:  # the rows are committed: the next search embeds them
-                logger.warning("deferred embedding of %d memories failed (%s); the next search retries", len(pks), exc)
-                with shared.lock:
-                    shared.failed.update(pks)
-
-        job = background().submit(run)
-        shared.pending.add(job)
-        job.add_done_callback(shared.pending.discard)
-
-    def _catch_up(self) -> None:
-        """Before a search: every acknowledged write, of any process, is searchable by vector.
-
-        Deferred embeddings of this process are awaited; rows another process stored without a
-        vector yet are embedded here (if that process stores its vector first, the second pull
-        brings it in), and embeddings that failed earlier are retried.
-        """
-        self._shared.wait_pending()
-        waiting = self.backend.refresh()
-        retry = self._shared.take_failed()
-        if not waiting and not retry:
-            return
-        try:
-            self._embed_now(sorted({*waiting, *retry}))
-        except BaseException:
-            with self._shared.lock:
-                self._shared.failed.update(retry)
-            raise
-        self.backend.refresh()
 
     def flush(self) -> None:
         """Wait until memories stored with ``defer_embedding=True`` are embedded and indexed.
@@ -177,7 +139,7 @@ class MemoryEngine:
         Searches do this by themselves; call it before measuring or shutting down.
         """
         self._check_open()
-        self._catch_up()
+        self._shared.catch_up(self._embed)
 
     # -- writing --------------------------------------------------------------------------------
 
@@ -286,16 +248,12 @@ class MemoryEngine:
         revive: bool = False,
     ) -> Memory:
         """Supersede ``old_id`` (with ``revive``, also the last version of a fact without a current one)."""
-        revision = Revision(
-            content=content_text(new_content, "new_content", self.config.max_content_chars),
-            category=None if category is None else MemoryCategory.parse(category),
-            importance=None if importance is None else _importance(importance),
-            metadata=None if metadata is None else _checked_metadata(metadata),
-        )
+        text = content_text(new_content, "new_content", self.config.max_content_chars)  # required here
+        revision = self._revision(text, "new_content", category, importance, metadata)
         vector = None if defer_embedding else self._embed([revision.content])[0]  # type: ignore[list-item]
         new, pk = self.backend.supersede(old_id, str(uuid.uuid4()), revision, vector, revive)
         if vector is None:
-            self._embed_later([pk])
+            self._shared.embed_later(self._embed, [pk])
         return new
 
     def update(
@@ -317,12 +275,7 @@ class MemoryEngine:
         """
         self._check_open()
         memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
-        revision = Revision(
-            content=None if content is None else content_text(content, "content", self.config.max_content_chars),
-            category=None if category is None else MemoryCategory.parse(category),
-            importance=None if importance is None else _importance(importance),
-            metadata=None if metadata is None else _checked_metadata(metadata),
-        )
+        revision = self._revision(content, "content", category, importance, metadata)
         if revision == Revision():
             memory = self.backend.get(memory_id)
             if memory is None:
@@ -498,7 +451,7 @@ class MemoryEngine:
         )
         if not text.strip():
             return []
-        self._catch_up()
+        self._shared.catch_up(self._embed)
         text = text[: self.config.embed_max_chars]
         vector = None if self._cache is None else self._cache.get(text)
         if vector is None:
@@ -535,24 +488,7 @@ class MemoryEngine:
         self._check_open()
         user = identifier(user_id, "user_id", required=True)
         session = identifier(session_id, "session_id", required=True)
-        if isinstance(messages, Mapping) or not isinstance(messages, Iterable):
-            raise InvalidInputError("messages must be a list of mappings with role and content")
-        stamp = datetime.now(timezone.utc).replace(tzinfo=None)
-        rows = []
-        for position, message in enumerate(messages):
-            if not isinstance(message, Mapping):
-                raise InvalidInputError(f"message {position}: expected a mapping, got {type(message).__name__}")
-            role, content = message.get("role"), message.get("content")
-            if not isinstance(role, str) or not role or not isinstance(content, str):
-                raise InvalidInputError(f"message {position}: role and content must be strings")
-            if len(role) > 32:
-                raise InvalidInputError(f"message {position}: role is longer than 32 characters")
-            if len(content) > self.config.max_content_chars:
-                raise InvalidInputError(f"message {position} is longer than max_content_chars")
-            rows.append({
-                "user_id": user, "session_id": session, "role": clean_text(role), "content": clean_text(content),
-                "payload": metadata_json(message.get("payload") or {}), "created_at": stamp,
-            })
+        rows = message_rows(user, session, messages, self.config.max_content_chars)  # type: ignore[arg-type]
         self.backend.append_messages(rows)
 
     def get_messages(self, user_id: str, session_id: str, limit: int | None = None) -> list[ChatRecord]:

@@ -6,10 +6,14 @@ from __future__ import annotations
 import atexit
 import concurrent.futures
 import contextlib
+import logging
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from headroom_integrations.errors import EmbedderMismatchError
 from headroom_integrations.memory.backends import MemoryBackend, backend_key, open_backend, recorded_meta
@@ -17,10 +21,16 @@ from headroom_integrations.memory.config import MemoryConfig
 
 __all__ = ["SharedStore", "acquire", "background", "recorded_embedder_name", "release"]
 
+logger = logging.getLogger(__name__)
+
+Embed = Callable[[list[str]], np.ndarray]
+"""How an engine embeds texts (its embedder, with its length limit)."""
+
 
 @dataclass
 class SharedStore:
-    """One store's backend, shared by every engine of this process on it."""
+    """One store's backend, shared by every engine of this process on it, and the state of the
+    embeddings this process computes after the fact (deferred ones under way, failed ones)."""
 
     backend: MemoryBackend
     embedder_name: str
@@ -39,6 +49,54 @@ class SharedStore:
         with self.lock:
             taken, self.failed = sorted(self.failed), set()
         return taken
+
+    def embed_now(self, embed: Embed, pks: list[int]) -> None:
+        """Embed rows stored without a vector and store the vectors. When they cannot be stored
+        (a read-only file, a full disk) the rows are remembered and retried by the next search (the
+        SQLite backend still searches with them from RAM meanwhile)."""
+        waiting = self.backend.without_embedding(pks)
+        if not waiting:
+            return
+        vectors = embed([content for _, content in waiting])
+        by_pk = {pk: vector for (pk, _), vector in zip(waiting, vectors)}
+        if not self.backend.set_embeddings(by_pk):
+            with self.lock:
+                self.failed.update(by_pk)
+
+    def embed_later(self, embed: Embed, pks: list[int]) -> None:
+        """Embed rows in the background (``defer_embedding=True``); searches wait for it."""
+
+        def run() -> None:
+            try:
+                self.embed_now(embed, pks)
+            except Exception as exc:  # the rows are committed: the next search embeds them
+                logger.warning("deferred embedding of %d memories failed (%s); the next search retries", len(pks), exc)
+                with self.lock:
+                    self.failed.update(pks)
+
+        job = background().submit(run)
+        self.pending.add(job)
+        job.add_done_callback(self.pending.discard)
+
+    def catch_up(self, embed: Embed) -> None:
+        """Before a search: every acknowledged write, of any process, is searchable by vector.
+
+        Deferred embeddings of this process are awaited; rows another process stored without a
+        vector yet are embedded here (if that process stores its vector first, the second refresh
+        brings it in), and embeddings that failed earlier are retried.
+        """
+        self.wait_pending()
+        waiting = self.backend.refresh()
+        retry = self.take_failed()
+        if not waiting and not retry:
+            return
+        try:
+            self.embed_now(embed, sorted({*waiting, *retry}))
+        except BaseException:
+            with self.lock:
+                self.failed.update(retry)
+            raise
+        self.backend.refresh()
 
 
 _OPEN: dict[str, SharedStore] = {}

@@ -21,6 +21,7 @@ from headroom_integrations.memory.text_query import clean_text
 __all__ = [
     "QUERY_MAX_CHARS",
     "batch_memories",
+    "message_rows",
     "content_text",
     "identifier",
     "importance",
@@ -184,3 +185,32 @@ def batch_memories(max_chars: int, items: object, defaults: Mapping[str, Any]) -
         except InvalidInputError as exc:
             raise InvalidInputError(f"item {position}: {exc}") from None
     return out
+
+
+def message_rows(user_id: str, session_id: str, messages: object, max_chars: int) -> list[dict[str, Any]]:
+    """The rows of :meth:`MemoryEngine.append_messages`: each message a mapping with a ``role`` (at
+    most 32 characters) and a text ``content``, and optionally a JSON-compatible ``payload``.
+
+    Example:
+        >>> [r["role"] for r in message_rows("u", "s", [{"role": "user", "content": "Hi"}], 100)]
+        ['user']
+    """
+    if isinstance(messages, Mapping) or not isinstance(messages, Iterable):
+        raise InvalidInputError("messages must be a list of mappings with role and content")
+    stamp = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = []
+    for position, message in enumerate(messages):
+        if not isinstance(message, Mapping):
+            raise InvalidInputError(f"message {position}: expected a mapping, got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role or not isinstance(content, str):
+            raise InvalidInputError(f"message {position}: role and content must be strings")
+        if len(role) > 32:
+            raise InvalidInputError(f"message {position}: role is longer than 32 characters")
+        if len(content) > max_chars:
+            raise InvalidInputError(f"message {position} is longer than max_content_chars")
+        rows.append({
+            "user_id": user_id, "session_id": session_id, "role": clean_text(role), "content": clean_text(content),
+            "payload": metadata_json(message.get("payload") or {}), "created_at": stamp,
+        })
+    return rows

@@ -8,9 +8,7 @@ the copy used by migration. A backend subclass supplies its engine, its tables a
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,6 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
     true,
     update,
@@ -37,59 +34,22 @@ from headroom_integrations.errors import (
     StorageError,
 )
 from headroom_integrations.memory.backends.base import Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.rows import memory_row, now_utc, row_to_memory
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
-from headroom_integrations.memory.models import ChatRecord, Memory, MemoryCategory, MemoryFilter, MemoryScope, utc
+from headroom_integrations.memory.backends.sql_chat import SqlChatLog
+from headroom_integrations.memory.backends.sql_filters import filter_condition, scope_condition
+from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope
 from headroom_integrations.memory.text_query import FINGERPRINT_VERSION, fingerprint, index_text
 from headroom_integrations.memory.validation import metadata_json
 from headroom_integrations.memory.visibility import bucket_key
 
-__all__ = ["INDEX_COLUMNS", "SqlStore", "now_utc", "row_to_memory"]
+__all__ = ["INDEX_COLUMNS", "SqlStore"]
 
 INDEX_COLUMNS = ("pk", "seq", "valid_to", "user_id", "scope", "session_id", "agent_id", "turn_id", "category")
 """The columns that say where a row belongs in a vector index (no content)."""
 
 
-def now_utc() -> datetime:
-    """The current time as naive UTC, the form stored in SQL."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
-
-
-def _naive(value: datetime | None) -> datetime | None:
-    return None if value is None else utc(value).replace(tzinfo=None)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=timezone.utc)
-
-
-def row_to_memory(m: Mapping[str, Any]) -> Memory:
-    """Build a :class:`Memory` from a mapping with the ``memories`` columns."""
-    return Memory(
-        id=m["id"], content=m["content"], user_id=m["user_id"], session_id=m["session_id"],
-        agent_id=m["agent_id"], turn_id=m["turn_id"], scope=MemoryScope(m["scope"]),
-        category=MemoryCategory(m["category"]), importance=float(m["importance"]),
-        metadata=json.loads(m["meta_json"]), created_at=_aware(m["created_at"]),  # type: ignore[arg-type]
-        updated_at=_aware(m["updated_at"]), valid_from=_aware(m["valid_from"]), valid_to=_aware(m["valid_to"]),
-        supersedes=m["supersedes"], superseded_by=m["superseded_by"], chain_id=m["chain_id"],
-    )
-
-
-def memory_row(memory: Memory) -> dict[str, Any]:
-    """The ``memories`` columns of a memory (without embedding, pk and seq)."""
-    return {
-        "id": memory.id, "content": memory.content, "user_id": memory.user_id, "session_id": memory.session_id,
-        "agent_id": memory.agent_id, "turn_id": memory.turn_id, "scope": memory.scope.value,
-        "category": memory.category.value, "importance": memory.importance,
-        "meta_json": metadata_json(memory.metadata), "created_at": _naive(memory.created_at),
-        "updated_at": _naive(memory.updated_at or memory.created_at),
-        "valid_from": _naive(memory.valid_from or memory.created_at), "valid_to": _naive(memory.valid_to),
-        "supersedes": memory.supersedes, "superseded_by": memory.superseded_by,
-        "chain_id": memory.chain_id or memory.id,
-        "search_text": index_text(memory.content), "fingerprint": fingerprint(memory.content),
-    }
-
-
-class SqlStore:
+class SqlStore(SqlChatLog):
     """Blocking, thread-safe access to the memory tables of one database (portable SQL).
 
     Subclasses set :attr:`engine`, :attr:`tables`, :attr:`location` and may override the hooks
@@ -275,13 +235,18 @@ class SqlStore:
                 outcome.append((twin or memory, None if twin else row))
                 if twin is None:
                     fresh.append(row)
-            if fresh:
-                last = self._bump_seq(conn, len(fresh))
-                for offset, row in enumerate(fresh):
-                    row["seq"] = last - len(fresh) + 1 + offset
-                for row, pk in zip(fresh, conn.execute(self._insert, fresh).scalars()):
-                    row["pk"] = pk
+            self._insert_rows(conn, fresh)
         return outcome
+
+    def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert rows with consecutive new change numbers; each row gets its ``seq`` and ``pk``."""
+        if not rows:
+            return
+        last = self._bump_seq(conn, len(rows))
+        for offset, row in enumerate(rows):
+            row["seq"] = last - len(rows) + 1 + offset
+        for row, pk in zip(rows, conn.execute(self._insert, rows).scalars()):
+            row["pk"] = pk
 
     def _twin(self, conn: Connection, row: dict[str, Any], bucket: Any) -> Memory | None:
         for candidate in conn.execute(self._twins, {"user_id": row["user_id"], "fingerprint": row["fingerprint"]}):
@@ -472,84 +437,12 @@ class SqlStore:
     # -- filters ----------------------------------------------------------------------------------
 
     def filter_condition(self, flt: MemoryFilter) -> ColumnElement[bool]:
-        """The SQL condition of a :class:`MemoryFilter` (exact id matches, validity, categories…)."""
-        c = self.tables.memories.c
-        parts: list[ColumnElement[bool]] = []
-        for name in ("user_id", "session_id", "agent_id", "turn_id"):
-            value = getattr(flt, name)
-            if value is not None:
-                parts.append(c[name] == value)
-        if flt.categories is not None:
-            parts.append(c.category.in_([cat.value for cat in flt.categories]))
-        if flt.scopes is not None:
-            parts.append(c.scope.in_([scope.value for scope in flt.scopes]))
-        parts.append(self.validity_condition(flt.include_superseded, flt.valid_at))
-        if flt.created_after is not None:
-            parts.append(c.created_at >= _naive(flt.created_after))
-        if flt.created_before is not None:
-            parts.append(c.created_at < _naive(flt.created_before))
-        if flt.min_importance is not None:
-            parts.append(c.importance >= flt.min_importance)
-        return and_(*parts)
-
-    def validity_condition(self, include_superseded: bool, valid_at: datetime | None) -> ColumnElement[bool]:
-        """Current rows only, every version, or the versions valid at a point in time."""
-        c = self.tables.memories.c
-        if valid_at is not None:
-            at = _naive(valid_at)
-            return and_(c.valid_from <= at, or_(c.valid_to.is_(None), c.valid_to > at))
-        if include_superseded:
-            return true()
-        return c.valid_to.is_(None)
+        """The SQL condition of a :class:`MemoryFilter`."""
+        return filter_condition(self.tables.memories, flt)
 
     def scope_condition(self, scope: SearchScope) -> ColumnElement[bool]:
-        """The SQL condition of a search scope: visibility, validity, categories and scopes."""
-        c = self.tables.memories.c
-        options = []
-        for _user, kind, session, agent, turn in scope.buckets():
-            parts = [c.scope == kind]
-            if kind != MemoryScope.USER.value:
-                parts.append(c.session_id.is_(None) if session is None else c.session_id == session)
-            if kind in (MemoryScope.AGENT.value, MemoryScope.TURN.value):
-                parts.append(c.agent_id.is_(None) if agent is None else c.agent_id == agent)
-            if kind == MemoryScope.TURN.value:
-                parts.append(c.turn_id == turn)
-            options.append(and_(*parts))
-        parts = [c.user_id == scope.user_id, or_(*options) if options else c.pk.is_(None),
-                 self.validity_condition(scope.include_superseded, scope.valid_at)]
-        if scope.categories is not None:
-            parts.append(c.category.in_([cat.value for cat in scope.categories]))
-        return and_(*parts)
-
-    # -- conversation log -------------------------------------------------------------------------
-
-    def append_messages(self, rows: list[dict[str, Any]]) -> None:
-        """Log chat messages (rows with user_id, session_id, role, content, payload, created_at)."""
-        if rows:
-            with self.write() as conn:
-                conn.execute(insert(self.tables.chat_messages), rows)
-
-    def messages(self, user_id: str, session_id: str, limit: int | None) -> list[ChatRecord]:
-        """A session's messages, oldest first (only the last ``limit`` when given)."""
-        c = self.tables.chat_messages.c
-        statement = select(c.pk, c.role, c.content, c.payload, c.created_at).where(
-            c.user_id == user_id, c.session_id == session_id
-        )
-        statement = statement.order_by(c.pk) if limit is None else statement.order_by(c.pk.desc()).limit(limit)
-        with self.connect() as conn:
-            rows = conn.execute(statement).all()
-        if limit is not None:
-            rows.reverse()
-        return [ChatRecord(r.role, r.content, json.loads(r.payload), _aware(r.created_at)) for r in rows]
-
-    def delete_messages(self, user_id: str, session_id: str | None) -> int:
-        """Delete a session's messages (every session of the user when ``session_id`` is None)."""
-        c = self.tables.chat_messages.c
-        condition = c.user_id == user_id
-        if session_id is not None:
-            condition = and_(condition, c.session_id == session_id)
-        with self.write() as conn:
-            return int(conn.execute(delete(self.tables.chat_messages).where(condition)).rowcount or 0)
+        """The SQL condition of a search scope."""
+        return scope_condition(self.tables.memories, scope)
 
     # -- copying ----------------------------------------------------------------------------------
 
@@ -584,22 +477,5 @@ class SqlStore:
                 row = memory_row(memory)
                 row["embedding"] = None if vector is None else self._vector_value(vector)
                 fresh.append(self._prepare(row))
-            if fresh:
-                last = self._bump_seq(conn, len(fresh))
-                for offset, row in enumerate(fresh):
-                    row["seq"] = last - len(fresh) + 1 + offset
-                for row, pk in zip(fresh, conn.execute(self._insert, fresh).scalars()):
-                    row["pk"] = pk
+            self._insert_rows(conn, fresh)
         return fresh
-
-    def dump_messages(self, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
-        """Every logged chat message, in batches, in the order they were logged."""
-        table = self.tables.chat_messages
-        last = 0
-        while True:
-            with self.connect() as conn:
-                rows = conn.execute(select(table).where(table.c.pk > last).order_by(table.c.pk).limit(batch_size)).all()
-            if not rows:
-                return
-            last = rows[-1].pk
-            yield [{k: v for k, v in r._mapping.items() if k != "pk"} for r in rows]

@@ -25,8 +25,9 @@ from sqlalchemy.pool import NullPool
 from headroom_integrations.errors import HeadroomError, MissingDependencyError, StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
+from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import Tables, build_tables
-from headroom_integrations.memory.backends.sql_store import SqlStore, row_to_memory
+from headroom_integrations.memory.backends.sql_store import SqlStore
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, MemoryFilter
 from headroom_integrations.memory.visibility import bucket_key

@@ -20,8 +20,9 @@ from sqlalchemy import Connection, select
 from headroom_integrations.errors import StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
+from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION
-from headroom_integrations.memory.backends.sql_store import INDEX_COLUMNS, SqlStore, row_to_memory
+from headroom_integrations.memory.backends.sql_store import INDEX_COLUMNS, SqlStore
 from headroom_integrations.memory.backends.sqlite.driver import (
     SNAPSHOT,
     TABLES,
@@ -40,7 +41,8 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     storage_errors,
     vectors_by_pk,
 )
-from headroom_integrations.memory.backends.sqlite.vector_index import Changes, VectorIndex, index_row
+from headroom_integrations.memory.backends.sqlite.index_rows import Changes, index_row
+from headroom_integrations.memory.backends.sqlite.vector_index import VectorIndex
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, MemoryFilter
 from headroom_integrations.memory.text_query import FINGERPRINT_VERSION

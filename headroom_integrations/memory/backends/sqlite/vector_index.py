@@ -18,120 +18,25 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from headroom_integrations.memory.backends.sqlite.buckets import CATEGORY_CODE, Bucket
+from headroom_integrations.memory.backends.sqlite.index_rows import IndexRow
 from headroom_integrations.memory.models import MemoryCategory
 from headroom_integrations.memory.visibility import BucketKey, bucket_key
 
 if TYPE_CHECKING:
     from headroom_integrations.memory.backends.sqlite.backend import SqliteBackend
 
-__all__ = ["Changes", "IndexRow", "VectorIndex", "index_row"]
+__all__ = ["VectorIndex"]
 
 logger = logging.getLogger(__name__)
 
 _FORMAT = 1
-_CATEGORY_CODE = {c.value: i for i, c in enumerate(MemoryCategory)}
-
-
-@dataclass(frozen=True)
-class IndexRow:
-    """What the vector index needs to know about one memory (no content)."""
-
-    pk: int
-    seq: int
-    current: bool
-    user_id: str
-    scope: str
-    session_id: str | None
-    agent_id: str | None
-    turn_id: str | None
-    category: str
-    embedding: np.ndarray | None
-
-
-def index_row(m: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
-    """The index row of a ``memories`` row (a mapping with at least its index columns).
-
-    Example:
-        >>> row = index_row({"pk": 1, "seq": 4, "valid_to": None, "user_id": "u", "scope": "user",
-        ...                  "session_id": None, "agent_id": None, "turn_id": None, "category": "fact"}, None)
-        >>> row.current, row.embedding
-        (True, None)
-    """
-    return IndexRow(
-        pk=m["pk"], seq=m["seq"], current=m["valid_to"] is None, user_id=m["user_id"], scope=m["scope"],
-        session_id=m["session_id"], agent_id=m["agent_id"], turn_id=m["turn_id"], category=m["category"],
-        embedding=vector,
-    )
-
-
-@dataclass(frozen=True)
-class Changes:
-    """Writes committed after a watermark: rows to (re)index or drop, deleted primary keys and,
-    among them, the erased ones (whose vectors must be overwritten, not only dropped)."""
-
-    seq: int
-    rows: list[IndexRow]
-    deleted: list[int]
-    erased: list[int] = field(default_factory=list)
-
-
-class _Bucket:
-    """Memories of one visibility bucket: their keys and a dense matrix of their vectors (swap-remove
-    keeps it dense).
-
-    While the bucket is small the matrix is float32 and serves exact search. A bucket that grows
-    past ``limit`` is searched through the HNSW graph from then on, and its matrix is halved to
-    float16: it then only serves the cosine of a few extra candidates per search (keyword-only hits,
-    neighbouring memories), for which reading vectors back from the graph or the database is slower.
-    """
-
-    def __init__(self, dim: int, limit: int) -> None:
-        self.limit = limit
-        self.pks: list[int] = []
-        self.row_of: dict[int, int] = {}
-        self.vectors: np.ndarray = np.zeros((8, dim), dtype=np.float32)
-        self.categories: np.ndarray = np.zeros(8, dtype=np.int8)
-
-    @property
-    def exact(self) -> bool:
-        """True while the bucket is searched exactly (its matrix is float32)."""
-        return self.vectors.dtype == np.float32
-
-    def put_many(self, pks: list[int], vectors: np.ndarray, categories: np.ndarray) -> None:
-        """Add or replace memories (vectors as an (n, dim) array)."""
-        rows = []
-        for pk in pks:
-            row = self.row_of.get(pk)
-            if row is None:
-                row = self.row_of[pk] = len(self.pks)
-                self.pks.append(pk)
-            rows.append(row)
-        if self.exact and len(self.pks) > self.limit:
-            self.vectors = self.vectors.astype(np.float16)
-        if len(self.pks) > len(self.vectors):
-            grow = max(len(self.pks), 2 * len(self.vectors)) - len(self.vectors)
-            self.vectors = np.concatenate([self.vectors, np.zeros((grow, self.vectors.shape[1]), self.vectors.dtype)])
-            self.categories = np.concatenate([self.categories, np.zeros(grow, np.int8)])
-        self.vectors[rows] = vectors
-        self.categories[rows] = categories
-
-    def remove(self, pk: int) -> None:
-        row = self.row_of.pop(pk)
-        last = len(self.pks) - 1
-        if row != last:
-            moved = self.pks[last]
-            self.pks[row] = moved
-            self.row_of[moved] = row
-            self.vectors[row] = self.vectors[last]
-            self.categories[row] = self.categories[last]
-        self.pks.pop()
 
 
 class VectorIndex:
@@ -180,7 +85,7 @@ class VectorIndex:
         self._where: dict[int, tuple[int, int]] = {}  # pk -> (bucket id, category code)
         self._seq_of: dict[int, int] = {}  # pk -> change number of the version applied
         self._bucket_ids: dict[BucketKey, int] = {}
-        self._buckets: list[_Bucket] = []
+        self._buckets: list[Bucket] = []
 
     def __len__(self) -> int:
         return len(self._where)
@@ -189,7 +94,7 @@ class VectorIndex:
         bid = self._bucket_ids.get(key)
         if bid is None:
             bid = self._bucket_ids[key] = len(self._buckets)
-            self._buckets.append(_Bucket(self.dim, self.brute_force_max))
+            self._buckets.append(Bucket(self.dim, self.brute_force_max))
         return bid
 
     # -- applying rows ------------------------------------------------------------------------------
@@ -198,7 +103,7 @@ class VectorIndex:
         """File rows (pk, seq, bucket key, category) with their vectors into buckets and bookkeeping."""
         by_bucket: dict[int, list[int]] = {}
         for position, (pk, seq, key, category) in enumerate(rows):
-            bid, code = self._bucket(key), _CATEGORY_CODE[category]
+            bid, code = self._bucket(key), CATEGORY_CODE[category]
             old = self._where.get(pk)
             if old is not None and old[0] != bid:
                 self._buckets[old[0]].remove(pk)
@@ -207,7 +112,7 @@ class VectorIndex:
             by_bucket.setdefault(bid, []).append(position)
         for bid, positions in by_bucket.items():
             pks = [rows[i][0] for i in positions]
-            codes = np.fromiter((_CATEGORY_CODE[rows[i][3]] for i in positions), dtype=np.int8, count=len(positions))
+            codes = np.fromiter((CATEGORY_CODE[rows[i][3]] for i in positions), dtype=np.int8, count=len(positions))
             self._buckets[bid].put_many(pks, vectors[positions], codes)
 
     def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> list[int]:
@@ -474,7 +379,7 @@ class VectorIndex:
         categories: Iterable[MemoryCategory] | None = None,
     ) -> list[tuple[int, float]]:
         """The ``k`` nearest visible memories as (primary key, cosine similarity), best first."""
-        codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
+        codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             bids, visible = self._visible(keys)
             if visible == 0 or k <= 0:
@@ -493,7 +398,7 @@ class VectorIndex:
         self, pks: Iterable[int], keys: list[BucketKey], categories: Iterable[MemoryCategory] | None = None
     ) -> list[int]:
         """The given primary keys that are current and visible from ``keys``, order kept."""
-        codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
+        codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             bids = {self._bucket_ids[key] for key in keys if key in self._bucket_ids}
             out = []
@@ -532,7 +437,7 @@ class VectorIndex:
     ) -> dict[int, list[int]]:
         """For each given memory, the visible memories of its own bucket stored just before and just
         after it (the nearest primary key on each side, looking at most ``reach`` keys away)."""
-        codes = None if categories is None else {_CATEGORY_CODE[c.value] for c in categories}
+        codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             where = self._where
             bids = {self._bucket_ids[key] for key in keys if key in self._bucket_ids}
