@@ -69,7 +69,9 @@ def run(scale: float, checks: list[str], fixed: bool) -> dict[str, dict[str, obj
     results: dict[str, dict[str, object]] = {}
     for case in tree.iter("testcase"):
         module = case.get("classname", "").rsplit(".", 1)[-1]
-        entry = results.setdefault(module, {"tests": 0, "failed": 0, "seconds": 0.0, "counts": {}})
+        name = case.get("name", "")  # the parametrised store, if the test has one
+        backend = "PostgreSQL" if "[postgres" in name else "SQLite" if "[sqlite" in name else "any"
+        entry = results.setdefault(f"{module}|{backend}", {"tests": 0, "failed": 0, "seconds": 0.0, "counts": {}})
         entry["tests"] += 1  # type: ignore[operator]
         entry["seconds"] += float(case.get("time", 0))  # type: ignore[operator]
         if case.find("failure") is not None or case.find("error") is not None:
@@ -89,17 +91,19 @@ def markdown(results: dict[str, dict[str, object]], label: str) -> str:
         f"### {label} run (scale {meta['scale']:g}, {time.strftime('%Y-%m-%d', time.gmtime())}, "
         f"{meta['wall_seconds']:.0f} s)",
         "",
-        "| # | check | what was tried | tests failed | lost or let through | time |",
-        "|---|---|---|---:|---:|---:|",
+        "| # | check | store | what was tried | tests failed | lost or let through | time |",
+        "|---|---|---|---|---:|---:|---:|",
     ]
     for module, (number, title) in CHECKS.items():
-        entry = results.get(module)
-        if entry is None:
-            continue
-        tried = ", ".join(f"{v:,.0f} {UNITS[k]}" for k, v in entry["counts"].items()) or "fixed cases"  # type: ignore[union-attr]
-        lost = "0" if not entry["failed"] else "see the failing test"
-        lines.append(f"| {number} | {title} | {tried} | {entry['failed']} of {entry['tests']} | {lost} | "
-                     f"{entry['seconds']:.0f} s |")
+        for backend in ("any", "SQLite", "PostgreSQL"):
+            entry = results.get(f"{module}|{backend}")
+            if entry is None:
+                continue
+            counts = entry["counts"]
+            tried = ", ".join(f"{v:,.0f} {UNITS[k]}" for k, v in counts.items()) or "fixed cases"  # type: ignore[union-attr]
+            lost = "0" if not entry["failed"] else "see the failing test"
+            lines.append(f"| {number} | {title} | {backend} | {tried} | {entry['failed']} of {entry['tests']} | "
+                         f"{lost} | {entry['seconds']:.0f} s |")
     return "\n".join(lines)
 
 

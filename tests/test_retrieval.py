@@ -46,7 +46,7 @@ def test_keyword_scores_are_normalised_by_the_query(engine: MemoryEngine) -> Non
         assert keyword_query is not None
         hits = dict(store.keyword_search(keyword_query, SearchScope("u"), 10))
         # Scoring given memories (candidates the ranking did not reach) gives the same scores.
-        assert store.keyword_scores(keyword_query, [*hits, 10**6]) == pytest.approx(hits)
+        assert store.candidate_scores(np.zeros(384, np.float32), keyword_query, [], [*hits, 10**6])[1] == pytest.approx(hits)
         return hits
 
     hits = ranked("greyhound named Pixel?")
@@ -174,7 +174,8 @@ def test_a_memory_the_keyword_ranking_cut_off_keeps_its_keyword_score(engine: Me
 
 
 def test_keyword_scores_of_given_memories_equal_sqlite_bm25(engine: MemoryEngine) -> None:
-    """text_scores (BM25 computed from the indexed text) gives exactly the scores FTS5 ranks with."""
+    """candidate_scores (BM25 computed from the indexed text) gives exactly the scores the keyword ranking gives
+    (on SQLite: FTS5's own bm25)."""
     engine.add_batch([
         "Bob adopted a greyhound named Pixel; Pixel the greyhound loves Pixel treats",
         "Naïve café owner in Zürich serves crème brûlée", "東京 で ラーメン を 食べた greyhound",
@@ -186,4 +187,21 @@ def test_keyword_scores_of_given_memories_equal_sqlite_bm25(engine: MemoryEngine
         query = store.keyword_query(query_terms(question), 1000, 1.0)
         assert query is not None
         ranked = dict(store.keyword_search(query, SearchScope("u"), 100))
-        assert ranked and store.keyword_scores(query, list(ranked)) == pytest.approx(ranked, rel=1e-9)
+        assert ranked and store.candidate_scores(np.zeros(384, np.float32), query, [], list(ranked))[1] == pytest.approx(
+            ranked, rel=1e-9)
+
+
+@pytest.mark.parametrize("brute_force_max", [0, 8192])  # 0: every search walks the HNSW graph
+def test_a_user_owning_a_tiny_share_finds_all_of_their_memories(
+    make_engine: Callable[..., MemoryEngine], brute_force_max: int
+) -> None:
+    """Visibility is applied inside the nearest-neighbour search, not after a fixed top-k: a user
+    with 5 of 1,505 memories gets all 5 (and nobody else's), ranked by similarity."""
+    engine = make_engine(brute_force_max=brute_force_max)
+    engine.add_batch(Corpus(seed=5).memories(1500), user_id="big")
+    small = engine.add_batch(["Keeps bees on the roof", "Plays the cello", "Allergic to peanuts",
+                              "Drives a green van", "Grew up in Porto"], user_id="small")
+    for query in ("beekeeping", "musical instrument", "food allergy", "car", "childhood city"):
+        hits = engine.search(query, user_id="small", top_k=5)
+        assert sorted(h.id for h in hits) == sorted(m.id for m in small)
+    assert engine.search("cello", user_id="small", top_k=1)[0].content == "Plays the cello"

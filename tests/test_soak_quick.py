@@ -18,6 +18,8 @@ def test_soak_script_at_a_small_scale(tmp_path: Path) -> None:
                                   "test_dedup_meaning", "--out", str(page), "--json", str(raw)])
     assert code == 0
     results = json.loads(raw.read_text())
-    assert results["test_protocol_fuzz"]["failed"] == 0 and results["test_protocol_fuzz"]["counts"]["replies"] == 500
+    fuzz = results["test_protocol_fuzz|any"]  # the parser alone: no store
+    assert fuzz["failed"] == 0 and fuzz["counts"]["replies"] == 500
+    assert results["test_protocol_fuzz|PostgreSQL"]["failed"] == 0  # replies through the SDK, stored on PostgreSQL
     text = page.read_text()
-    assert text.startswith("# Reliability\n\nintro kept\n") and "| 5 | Inline protocol fuzz | 500 generated replies" in text
+    assert text.startswith("# Reliability\n\nintro kept\n") and "| 5 | Inline protocol fuzz | any | 500 generated replies" in text

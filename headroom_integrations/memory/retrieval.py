@@ -193,9 +193,11 @@ def _fuse(
     text_rank = {pk: rank for rank, (pk, _) in enumerate(text.hits, start=1)}
     keyword = dict(text.hits)
     cosine = dict(vector_hits)
-    cosine.update(backend.similarities(vector, [pk for pk in keyword if pk not in cosine]))
-    if text.query is not None:
-        keyword.update(backend.keyword_scores(text.query, [pk for pk in cosine if pk not in keyword]))
+    found_cosine, found_keyword = backend.candidate_scores(
+        vector, text.query, [pk for pk in keyword if pk not in cosine], [pk for pk in cosine if pk not in keyword]
+    )
+    cosine.update(found_cosine)
+    keyword.update(found_keyword)
     total = config.vector_weight + config.text_weight
     relevance = {
         pk: (config.vector_weight * cos + config.text_weight * keyword.get(pk, 0.0)) / total
@@ -213,8 +215,8 @@ def _fuse(
             links.setdefault(pk, []).append(other)
             links.setdefault(other, []).append(pk)
     new = [pk for pk in links if pk not in relevance]
-    new_keyword = backend.keyword_scores(text.query, new) if text.query is not None and new else {}
-    for pk, cos in (backend.similarities(vector, new) if new else {}).items():
+    new_cosine, new_keyword = backend.candidate_scores(vector, text.query, new, new)
+    for pk, cos in new_cosine.items():
         cosine[pk] = cos
         relevance[pk] = (config.vector_weight * cos + config.text_weight * new_keyword.get(pk, 0.0)) / total
     fused = {}

@@ -206,17 +206,18 @@ class MemoryBackend(Protocol):
     def keyword_search(self, query: KeywordQuery, scope: SearchScope, limit: int) -> list[tuple[int, float]]:
         """(pk, normalised BM25) of the best visible matches, best first."""
 
-    def keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
-        """Normalised BM25 of the given memories (those matching no term are left out)."""
-
     # -- vector side ------------------------------------------------------------------------------
 
     def nearest(self, vector: np.ndarray, scope: SearchScope, k: int) -> list[tuple[int, float]]:
         """The ``k`` visible memories nearest to ``vector`` as (pk, cosine), best first; the
         restriction is applied inside the search, so recall holds however many users share the store."""
 
-    def similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
-        """Cosine of ``vector`` to each given memory that has a vector."""
+    def candidate_scores(
+        self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """The scores a candidate found by one side lacks from the other: the cosine of ``vector``
+        to each memory of ``need_cosine`` that has a vector, and the normalised BM25 of each
+        memory of ``need_keyword`` that matches a term of ``query`` (none without a query)."""
 
     def neighbours(self, pks: Iterable[int], scope: SearchScope) -> dict[int, list[int]]:
         """For each given memory, the visible current memories of its own bucket stored right before

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Column, Connection, Index, Integer, create_engine, func, select, text
+from sqlalchemy import Column, Connection, Index, Integer, create_engine, select, text
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 from headroom_integrations.errors import HeadroomError, MissingDependencyError, StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
+from headroom_integrations.memory.backends.postgres.driver import register_vector_types, scope_sql
 from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import Tables, build_tables
 from headroom_integrations.memory.backends.sql_store import SqlStore
@@ -84,6 +85,12 @@ def recorded_meta(url: str, key: str) -> str | None:
         return None
     finally:
         engine.dispose()
+
+
+def _psycopg_error() -> type[Exception]:
+    import psycopg
+
+    return psycopg.Error
 
 
 def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
@@ -172,9 +179,13 @@ class PostgresBackend(SqlStore):
         self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
         with self._errors("open"):
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+            # Single-statement reads run in autocommit: no BEGIN/ROLLBACK round trips around each one.
+            self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         try:
             self._create()
             self.check_embedder(embedder_name, dimension)
+            with self.connect() as conn:
+                self._vector_oid = int(conn.execute(text("SELECT 'vector'::regtype::oid")).scalar_one())
         except BaseException:
             self.engine.dispose()
             raise
@@ -189,11 +200,34 @@ class PostgresBackend(SqlStore):
             yield
         except HeadroomError:
             raise
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        except (DBAPIError, SQLAlchemyError, OSError, _psycopg_error()) as exc:
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             if "connection" in reason.lower() and ("refused" in reason.lower() or "no such file" in reason.lower()):
                 reason += " (is the PostgreSQL server running and reachable?)"
             raise StorageError(f"cannot {action} memory store {self.location}: {reason}") from exc
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        """A connection for single-statement reads (autocommit)."""
+        with self._errors("read"), self._reader.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _raw(self, action: str = "search") -> Iterator[Any]:
+        """The psycopg connection of a pooled autocommit connection, taught pgvector's binary form
+        (see :mod:`.driver`). A connection that broke is dropped from the pool."""
+        import psycopg
+
+        with self._errors(action), self._reader.connect() as conn:
+            raw = conn.connection.driver_connection
+            if getattr(raw, "_headroom_vectors", None) != self._vector_oid:
+                register_vector_types(raw, self._vector_oid)
+                raw._headroom_vectors = self._vector_oid  # type: ignore[union-attr]
+            try:
+                yield raw
+            except psycopg.OperationalError:
+                conn.invalidate()
+                raise
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -302,11 +336,11 @@ class PostgresBackend(SqlStore):
 
     def refresh(self) -> list[int]:
         """The change counter (one query) and the current rows still waiting for a vector."""
-        with self.connect() as conn:
-            seq, waiting = conn.execute(text(
-                "SELECT (SELECT value FROM counters WHERE name = 'seq'), "
-                "ARRAY(SELECT pk FROM memories WHERE embedding IS NULL AND valid_to IS NULL ORDER BY pk LIMIT 1000)"
-            )).one()
+        with self._raw("read") as raw:
+            seq, waiting = raw.execute(
+                "SELECT (SELECT value FROM counters WHERE name = 'seq'), ARRAY(SELECT pk FROM memories "
+                "WHERE embedding IS NULL AND valid_to IS NULL ORDER BY pk LIMIT 1000)"
+            ).fetchone()
         self._version = int(seq or 0)
         return list(waiting)
 
@@ -317,27 +351,27 @@ class PostgresBackend(SqlStore):
 
     # -- keyword side -----------------------------------------------------------------------------
 
-    def _frequencies(self, conn: Connection, terms: list[str]) -> tuple[dict[str, int], int, int, float]:
+    def _frequencies(self, raw: Any, terms: list[str]) -> tuple[dict[str, int], int, int, float]:
         """Document frequencies, rows, current rows and the average indexed length; cached and
         re-read after 256 changes (stale counts only shift the BM25 statistics a little)."""
         seq = self._version
         missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
         if missing:
             searchable = [t for t in missing if _tsquery([t])]  # a lexeme of 2 KiB or more matches nothing
-            counts = conn.execute(
-                text("SELECT (SELECT count(*) FROM memories WHERE tsv @@ CAST(q AS tsquery)) "
-                     "FROM unnest(CAST(:queries AS text[])) WITH ORDINALITY AS u(q, n) ORDER BY n"),
+            counts = [row[0] for row in raw.execute(
+                "SELECT (SELECT count(*) FROM memories WHERE tsv @@ CAST(q AS tsquery)) "
+                "FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
                 {"queries": [_tsquery([t]) for t in searchable]},
-            ).scalars().all() if searchable else []
+            )] if searchable else []
             found = dict(zip(searchable, counts))
             if len(self._df) > 50_000:
                 self._df.clear()
             for term in missing:
                 self._df[term] = (int(found.get(term, 0)), seq)
         if seq - self._totals[3] > 256:
-            rows, current, n_terms = conn.execute(text(
+            rows, current, n_terms = raw.execute(
                 "SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL), coalesce(sum(n_terms), 0) FROM memories"
-            )).one()
+            ).fetchone()
             self._totals = (int(rows), int(current), int(n_terms), seq)
         rows, current, n_terms, _ = self._totals
         return {t: self._df[t][0] for t in terms}, rows, current, n_terms / rows if rows else 0.0
@@ -346,46 +380,34 @@ class PostgresBackend(SqlStore):
         """See :meth:`MemoryBackend.keyword_query`."""
         if not terms:
             return None
-        with self.connect() as conn:
-            frequencies, rows, current, average = self._frequencies(conn, terms)
+        with self._raw() as raw:
+            frequencies, rows, current, average = self._frequencies(raw, terms)
         max_df = max(1, int(max_share * current)) if current >= 4 else None
         return keyword_weights(terms, frequencies, rows, average, postings_budget, max_df)
 
     def keyword_search(self, query: KeywordQuery, scope: SearchScope, limit: int) -> list[tuple[int, float]]:
         """See :meth:`MemoryBackend.keyword_search`: the GIN index finds the visible rows holding a
         term, BM25 ranks them (ties: older first)."""
-        m = self.tables.memories
-        statement = (
-            select(m.c.pk, m.c.search_text)
-            .where(m.c.tsv.op("@@")(text("CAST(:match AS tsquery)")), self.scope_condition(scope))
-            .order_by(m.c.pk)
-        )
-        with self.connect() as conn:
-            texts = conn.execute(statement, {"match": _tsquery(query.terms)}).all()
-        scores = bm25_scores(texts, query)  # type: ignore[arg-type]
+        where, params = scope_sql(scope)
+        with self._raw() as raw:
+            texts = raw.execute(
+                f"SELECT pk, search_text FROM memories WHERE tsv @@ %(match)s::tsquery AND {where} ORDER BY pk",
+                {**params, "match": _tsquery(query.terms)},
+            ).fetchall()
+        scores = bm25_scores(texts, query)
         return sorted(scores.items(), key=lambda item: -item[1])[:limit]
-
-    def keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
-        """See :meth:`MemoryBackend.keyword_scores`."""
-        if not pks:
-            return {}
-        m = self.tables.memories
-        with self.connect() as conn:
-            texts = conn.execute(select(m.c.pk, m.c.search_text).where(m.c.pk.in_(list(pks)))).all()
-        return bm25_scores(texts, query)  # type: ignore[arg-type]
 
     # -- vector side ------------------------------------------------------------------------------
 
-    def _visible_count(self, conn: Connection, scope: SearchScope) -> int:
+    def _visible_count(self, raw: Any, scope: SearchScope) -> int:
         """How many vectors the scope sees (cached; re-counted after 256 changes)."""
         key = (tuple(scope.buckets()), scope.categories)
         cached = self._visible.get(key)
         if cached is not None and self._version - cached[1] <= 256:
             return cached[0]
-        m = self.tables.memories
-        count = int(conn.execute(
-            select(func.count()).select_from(m).where(self.scope_condition(scope), m.c.embedding.is_not(None))
-        ).scalar_one())
+        where, params = scope_sql(scope)
+        count = int(raw.execute(f"SELECT count(*) FROM memories WHERE {where} AND embedding IS NOT NULL",
+                                params).fetchone()[0])
         self._visible.put(key, (count, self._version))
         return count
 
@@ -397,34 +419,43 @@ class PostgresBackend(SqlStore):
         and ``hnsw.ef_search`` raised in proportion to how small a share of the store the caller
         sees; should the index still return fewer than ``k`` rows, the exact scan answers.
         """
-        m = self.tables.memories
-        distance = m.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
-        condition = [self.scope_condition(scope), m.c.embedding.is_not(None)]
-        with self._errors("search"), self.engine.connect() as conn, conn.begin():
-            visible = self._visible_count(conn, scope) if not scope.history else 0
+        where, params = scope_sql(scope)
+        params.update(q=np.asarray(vector, dtype=np.float32), k=k)
+        select_ = f"SELECT pk, 1 - (embedding <=> %(q)s) FROM memories WHERE {where} AND embedding IS NOT NULL"
+        with self._raw() as raw:
+            visible = self._visible_count(raw, scope) if not scope.history else 0
             if not scope.history and visible > self.exact_max:
                 if self._totals[3] < 0:
-                    self._frequencies(conn, [])
+                    self._frequencies(raw, [])
                 share = visible / max(1, self._totals[1], visible)
                 ef = int(min(1000, max(self.ef_search, k, 2 * k / max(share, 1e-3))))
-                conn.execute(text("SELECT set_config('hnsw.ef_search', :ef, true)"), {"ef": str(ef)})
-                hits = conn.execute(select(m.c.pk, distance).where(*condition).order_by(distance).limit(k)).all()
+                if getattr(raw, "_headroom_ef", None) != ef:  # a session setting: kept by the pooled connection
+                    raw.execute("SELECT set_config('hnsw.ef_search', %(ef)s, false)", {"ef": str(ef)})
+                    raw._headroom_ef = ef
+                hits = raw.execute(select_ + " ORDER BY embedding <=> %(q)s LIMIT %(k)s", params).fetchall()
                 if len(hits) >= min(k, visible):
-                    return [(pk, 1.0 - float(d)) for pk, d in hits]
+                    return [(pk, float(cos)) for pk, cos in hits]
             # "+ 0" keeps the planner from ordering by the HNSW index: exact distances of the visible rows.
-            hits = conn.execute(select(m.c.pk, distance).where(*condition).order_by(distance + 0).limit(k)).all()
-        return [(pk, 1.0 - float(d)) for pk, d in hits]
+            hits = raw.execute(select_ + " ORDER BY (embedding <=> %(q)s) + 0 LIMIT %(k)s", params).fetchall()
+        return [(pk, float(cos)) for pk, cos in hits]
 
-    def similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
-        """See :meth:`MemoryBackend.similarities`."""
-        pks = list(pks)
-        if not pks:
-            return {}
-        m = self.tables.memories
-        distance = m.c.embedding.cosine_distance(np.asarray(vector, dtype=np.float32))
-        with self.connect() as conn:
-            rows = conn.execute(select(m.c.pk, distance).where(m.c.pk.in_(pks), m.c.embedding.is_not(None))).all()
-        return {pk: 1.0 - float(d) for pk, d in rows}
+    def candidate_scores(
+        self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """See :meth:`MemoryBackend.candidate_scores` (one query for both)."""
+        wanted = {*need_cosine, *need_keyword}
+        if not wanted:
+            return {}, {}
+        with self._raw() as raw:
+            rows = raw.execute(
+                "SELECT pk, 1 - (embedding <=> %(q)s), search_text FROM memories WHERE pk = ANY(%(pks)s)",
+                {"q": np.asarray(vector, dtype=np.float32), "pks": sorted(wanted)},
+            ).fetchall()
+        cosine_of = set(need_cosine)
+        cosines = {pk: float(cos) for pk, cos, _ in rows if pk in cosine_of and cos is not None}
+        keyword_of = set(need_keyword)
+        texts = [(pk, text) for pk, _, text in rows if pk in keyword_of]
+        return cosines, bm25_scores(texts, query) if query is not None else {}
 
     def neighbours(self, pks: Iterable[int], scope: SearchScope, reach: int = 8) -> dict[int, list[int]]:
         """See :meth:`MemoryBackend.neighbours`: the nearest visible current row of the same bucket
@@ -432,17 +463,17 @@ class PostgresBackend(SqlStore):
         pks = list(pks)
         if not pks:
             return {}
-        m = self.tables.memories
         around = sorted({pk + d for pk in pks for d in range(-reach, reach + 1)})
-        current = SearchScope(scope.user_id, scope.session_id, scope.agent_id, scope.turn_id, scopes=scope.scopes)
-        with self.connect() as conn:
-            rows = conn.execute(
-                select(m.c.pk, m.c.user_id, m.c.scope, m.c.session_id, m.c.agent_id, m.c.turn_id, m.c.category)
-                .where(m.c.pk.in_(around), self.scope_condition(current), m.c.embedding.is_not(None))
-            ).all()
-        bucket = {r.pk: bucket_key(r.user_id, r.scope, r.session_id, r.agent_id, r.turn_id) for r in rows}
+        where, params = scope_sql(SearchScope(scope.user_id, scope.session_id, scope.agent_id, scope.turn_id,
+                                              scopes=scope.scopes))
+        with self._raw() as raw:
+            rows = raw.execute(
+                "SELECT pk, user_id, scope, session_id, agent_id, turn_id, category FROM memories "
+                f"WHERE pk = ANY(%(around)s) AND {where} AND embedding IS NOT NULL", {**params, "around": around},
+            ).fetchall()
+        bucket = {r[0]: bucket_key(r[1], r[2], r[3], r[4], r[5]) for r in rows}
+        category = {r[0]: r[6] for r in rows}
         allowed = None if scope.categories is None else {c.value for c in scope.categories}
-        category = {r.pk: r.category for r in rows}
         out: dict[int, list[int]] = {}
         for pk in pks:
             own = bucket.get(pk)
@@ -460,8 +491,18 @@ class PostgresBackend(SqlStore):
         return out
 
     def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
-        """See :meth:`MemoryBackend.rows`."""
-        return self.stored_rows(pks)
+        """See :meth:`MemoryBackend.rows` (vectors read in binary)."""
+        if not pks:
+            return {}
+        columns = [*self._columns, "embedding", "fingerprint"]
+        with self._raw() as raw, raw.cursor(binary=True) as cursor:
+            found = cursor.execute(f"SELECT {', '.join(columns)} FROM memories WHERE pk = ANY(%(pks)s)",
+                                   {"pks": list(pks)}).fetchall()
+        out = {}
+        for values in found:
+            m = dict(zip(columns, values))
+            out[m["pk"]] = StoredRow(row_to_memory(m), m["embedding"], m["fingerprint"])
+        return out
 
     # -- lifecycle --------------------------------------------------------------------------------
 

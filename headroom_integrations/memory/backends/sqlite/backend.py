@@ -364,9 +364,16 @@ class SqliteBackend(SqlStore):
                 hits = fts_search(conn, query.terms, self.scope_condition(scope), limit)
         return [(pk, score / query.scale) for pk, score in hits]
 
-    def keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
-        """See :meth:`MemoryBackend.keyword_scores`: computed from the rows' indexed text (asking
-        FTS5 would recount every term's matches per statement)."""
+    def candidate_scores(
+        self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
+    ) -> tuple[dict[int, float], dict[int, float]]:
+        """See :meth:`MemoryBackend.candidate_scores`."""
+        cosines = self._similarities(vector, need_cosine) if need_cosine else {}
+        return cosines, self._keyword_scores(query, need_keyword) if query is not None else {}
+
+    def _keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
+        """BM25 computed from the rows' indexed text (asking FTS5 would recount every term's
+        matches per statement)."""
         if not pks:
             return {}
         with self.connect() as conn:
@@ -393,9 +400,9 @@ class SqliteBackend(SqlStore):
             merged.update(zip([r[0] for r in rows], (matrix @ vector).tolist()))
         return sorted(merged.items(), key=lambda item: item[1], reverse=True)[:k]
 
-    def similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
-        """See :meth:`MemoryBackend.similarities`: from the index's matrices when it keeps them,
-        else from the vectors in the database (older versions)."""
+    def _similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
+        """Cosines from the index's matrices when it keeps them, else from the vectors in the
+        database (older versions)."""
         pks = list(pks)
         out = self.index.similarities(vector, pks)
         missing = [pk for pk in pks if pk not in out]

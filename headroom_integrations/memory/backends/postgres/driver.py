@@ -1,0 +1,103 @@
+"""Driver SQL for the PostgreSQL backend's search path (psycopg 3, binary vectors).
+
+A search asks the database about ten small questions; through SQLAlchemy's statement building
+and pgvector's text format each cost about a millisecond of Python, several times what the
+server spends. Here each is one prepared statement on the raw psycopg connection, with vectors
+sent and read in pgvector's binary form (two 16-bit counts, then big-endian float32s). The scope
+restriction is the same rule as :func:`~headroom_integrations.memory.backends.sql_filters.scope_condition`,
+written as SQL text (the contract suite runs both on the same searches).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+
+from headroom_integrations.memory.backends.base import SearchScope
+from headroom_integrations.memory.backends.rows import naive
+from headroom_integrations.memory.models import MemoryScope
+
+__all__ = ["register_vector_types", "scope_sql", "vector_of"]
+
+_HEADER = struct.Struct(">HH")
+
+
+def vector_of(data: bytes | memoryview | None) -> np.ndarray | None:
+    """A pgvector value in binary form as a float32 vector (None stays None)."""
+    if data is None:
+        return None
+    return np.frombuffer(data, dtype=">f4", offset=4).astype(np.float32)
+
+
+def register_vector_types(connection: Any, oid: int) -> None:
+    """Teach one psycopg connection to send numpy vectors as pgvector values (binary) and to read
+    them back as numpy arrays; only this connection is affected (not the process's psycopg)."""
+    from psycopg.adapt import Dumper, Loader
+    from psycopg.pq import Format
+
+    class VectorDumper(Dumper):
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            vector = np.asarray(obj, dtype=">f4")
+            return _HEADER.pack(vector.shape[0], 0) + vector.tobytes()
+
+    class VectorLoader(Loader):
+        format = Format.BINARY
+
+        def load(self, data: Any) -> np.ndarray:
+            return vector_of(data)  # type: ignore[return-value]
+
+    class VectorTextLoader(Loader):
+        format = Format.TEXT
+
+        def load(self, data: Any) -> np.ndarray:
+            text = bytes(data).decode()
+            return np.array(text[1:-1].split(","), dtype=np.float32)
+
+    VectorDumper.oid = oid
+    connection.adapters.register_dumper(np.ndarray, VectorDumper)
+    connection.adapters.register_loader(oid, VectorLoader)
+    connection.adapters.register_loader(oid, VectorTextLoader)
+
+
+def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict[str, Any]]:
+    """The SQL condition (psycopg placeholders) and parameters of a search scope: the user, the
+    visibility buckets it may see, validity (``current_only`` forces current versions) and categories.
+
+    Example:
+        >>> sql, params = scope_sql(SearchScope("alice", session_id="s1"))
+        >>> print(sql.replace(" OR ", "\n OR "))
+        user_id = %(user)s AND (scope = 'user'
+         OR (scope = 'session' AND session_id = %(s1)s)) AND valid_to IS NULL
+        >>> params
+        {'user': 'alice', 's1': 's1'}
+    """
+    params: dict[str, Any] = {"user": scope.user_id}
+    options = []
+    for number, (_, kind, session, agent, turn) in enumerate(scope.buckets()):
+        parts = [f"scope = '{MemoryScope(kind).value}'"]
+        for column, value, short in (("session_id", session, "s"), ("agent_id", agent, "a"), ("turn_id", turn, "t")):
+            if kind == MemoryScope.USER.value or (column != "session_id" and kind == MemoryScope.SESSION.value) or (
+                column == "turn_id" and kind == MemoryScope.AGENT.value
+            ):
+                continue
+            if value is None:
+                parts.append(f"{column} IS NULL")
+            else:
+                name = f"{short}{number}"
+                params[name] = value
+                parts.append(f"{column} = %({name})s")
+        options.append(parts[0] if len(parts) == 1 else "(" + " AND ".join(parts) + ")")
+    sql = [f"user_id = %(user)s AND ({' OR '.join(options) if options else 'FALSE'})"]
+    if current_only or not (scope.include_superseded or scope.valid_at is not None):
+        sql.append("valid_to IS NULL")
+    elif scope.valid_at is not None:
+        params["at"] = naive(scope.valid_at)
+        sql.append("valid_from <= %(at)s AND (valid_to IS NULL OR valid_to > %(at)s)")
+    if scope.categories is not None:
+        params["categories"] = [c.value for c in scope.categories]
+        sql.append("category = ANY(%(categories)s)")
+    return " AND ".join(sql), params
