@@ -106,8 +106,19 @@ def test_server_going_away_gives_a_clear_error_and_the_next_call_reconnects(
     engine: MemoryEngine, pg_server_url: str
 ) -> None:
     engine.add("Likes tea", user_id="u")
-    engine.search("tea", user_id="u")  # connections are pooled now
-    admin = sqlalchemy.create_engine(pg_server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+    for call in (lambda: engine.stats("u"), lambda: engine.search("tea", user_id="u")):
+        engine.search("tea", user_id="u")  # connections are pooled now
+        assert _terminate_clients(pg_server_url)
+        with pytest.raises(StorageError) as caught:
+            call()
+        assert engine.backend.location in str(caught.value)
+        assert engine.stats("u")["total"] == 1  # a new connection
+        assert engine.search("tea", user_id="u")[0].content == "Likes tea"
+
+
+def _terminate_clients(server_url: str) -> int:
+    """Disconnect every client of the server (as a restart or a failover does); how many."""
+    admin = sqlalchemy.create_engine(server_url.replace("postgresql://", "postgresql+psycopg://", 1),
                                      poolclass=sqlalchemy.NullPool)
     with admin.begin() as conn:
         killed = conn.exec_driver_sql(
@@ -115,12 +126,7 @@ def test_server_going_away_gives_a_clear_error_and_the_next_call_reconnects(
             "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
         ).scalar()
     admin.dispose()
-    assert killed
-    with pytest.raises(StorageError) as caught:
-        engine.stats("u")
-    assert engine.backend.location in str(caught.value)
-    assert engine.stats("u")["total"] == 1  # a new connection
-    assert engine.search("tea", user_id="u")[0].content == "Likes tea"
+    return int(killed or 0)
 
 
 @pytest.mark.postgres_only

@@ -562,12 +562,11 @@ def test_mismatch_while_the_first_engine_is_still_open(
 
 
 def test_an_empty_database_may_change_embedder(
-    server: EmbeddingServer, open_engine: Callable[..., MemoryEngine], tmp_path: Path
+    server: EmbeddingServer, open_engine: Callable[..., MemoryEngine], store: Store
 ) -> None:
-    db = tmp_path / "empty.db"
-    open_engine(**openai_options(server, vector_dimension=64), db_path=db).close()
+    open_engine(**openai_options(server, vector_dimension=64), **store.where).close()
 
-    engine = open_engine(**ollama_options(server), db_path=db)
+    engine = open_engine(**ollama_options(server), **store.where)  # another dimension too
     engine.add("Alice works at Google", user_id="alice")
     assert engine.search("Google", user_id="alice")[0].content == "Alice works at Google"
 

@@ -184,6 +184,7 @@ class PostgresBackend(SqlStore):
         try:
             self._create()
             self.check_embedder(embedder_name, dimension)
+            self._fit_vector_column(dimension)
             with self.connect() as conn:
                 self._vector_oid = int(conn.execute(text("SELECT 'vector'::regtype::oid")).scalar_one())
         except BaseException:
@@ -226,7 +227,9 @@ class PostgresBackend(SqlStore):
             try:
                 yield raw
             except psycopg.OperationalError:
-                conn.invalidate()
+                if raw.closed or raw.broken:  # the server went away: every pooled connection is suspect
+                    conn.invalidate()
+                    self.engine.dispose()
                 raise
 
     @contextlib.contextmanager
@@ -262,6 +265,16 @@ class PostgresBackend(SqlStore):
             self._check_schema(conn)
             t.metadata.create_all(conn)
             self._refingerprint(conn)
+
+    def _fit_vector_column(self, dimension: int) -> None:
+        """An empty store may change embedder (``check_embedder`` allowed it): the ``vector(n)``
+        column follows the new dimension (its HNSW index is rebuilt with it)."""
+        with self._errors("open"), self.engine.connect() as conn, conn.begin():
+            found = conn.execute(text(
+                "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'memories'::regclass AND attname = 'embedding'"
+            )).scalar()
+            if found is not None and int(found) != dimension:
+                conn.execute(text(f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimension)})"))
 
     def _vector_extension(self, conn: Connection) -> None:
         installed = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")).first()

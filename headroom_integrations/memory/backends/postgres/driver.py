@@ -69,9 +69,8 @@ def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict
 
     Example:
         >>> sql, params = scope_sql(SearchScope("alice", session_id="s1"))
-        >>> print(sql.replace(" OR ", "\n OR "))
-        user_id = %(user)s AND (scope = 'user'
-         OR (scope = 'session' AND session_id = %(s1)s)) AND valid_to IS NULL
+        >>> "(scope = 'session' AND session_id = %(s1)s)" in sql, sql.endswith("valid_to IS NULL")
+        (True, True)
         >>> params
         {'user': 'alice', 's1': 's1'}
     """
