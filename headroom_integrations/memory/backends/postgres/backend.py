@@ -100,7 +100,8 @@ def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
         VECTOR(dimension),
         Column("tsv", TSVECTOR),
         Column("n_terms", Integer),
-        Index("ix_memories_tsv", "tsv", postgresql_using="gin"),
+        # fastupdate off: rows enter the index as they are written, so searches never scan a pending list.
+        Index("ix_memories_tsv", "tsv", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
         Index("ix_memories_waiting", "pk", postgresql_where=text("embedding IS NULL")),
     )
     m = tables.memories
@@ -178,7 +179,10 @@ class PostgresBackend(SqlStore):
         self._totals = (0, 0, 0, -(10**9))  # (rows, current rows, terms, seq read at)
         self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
         with self._errors("open"):
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800)
+            # A server that does not answer fails the call in 10 s (unless the URL sets connect_timeout).
+            timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800,
+                                        connect_args=timeout)
             # Single-statement reads run in autocommit: no BEGIN/ROLLBACK round trips around each one.
             self._reader = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         try:

@@ -100,3 +100,4 @@ def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict
         params["categories"] = [c.value for c in scope.categories]
         sql.append("category = ANY(%(categories)s)")
     return " AND ".join(sql), params
+
