@@ -30,7 +30,15 @@ Embed = Callable[[list[str]], np.ndarray]
 @dataclass
 class SharedStore:
     """One store's backend, shared by every engine of this process on it, and the state of the
-    embeddings this process computes after the fact (deferred ones under way, failed ones)."""
+    embeddings this process computes after the fact (deferred ones under way, failed ones).
+
+    Example:
+        >>> from headroom_integrations.memory.config import MemoryConfig
+        >>> key, shared = acquire(MemoryConfig(db_path=":memory:"), "test/model", 2)
+        >>> shared.users, shared.take_failed()
+        (1, [])
+        >>> release(key)
+    """
 
     backend: MemoryBackend
     embedder_name: str

@@ -103,7 +103,13 @@ class KeywordQuery:
 
 class StoredRow(NamedTuple):
     """A memory as read back for a search: the value, its vector (None when not embedded yet)
-    and its fingerprint (the key true repeats share)."""
+    and its fingerprint (the key true repeats share).
+
+    Example:
+        >>> row = StoredRow(Memory(id="1", content="Likes tea", user_id="u"), None, "ab12")
+        >>> row.memory.content, row.vector is None
+        ('Likes tea', True)
+    """
 
     memory: Memory
     vector: np.ndarray | None
@@ -130,6 +136,17 @@ class MemoryBackend(Protocol):
 
     Errors: storage failures raise :class:`~headroom_integrations.errors.StorageError` naming
     :attr:`location`; missing memories :class:`~headroom_integrations.errors.MemoryNotFoundError`.
+
+    Example (what the engine does with one; ``open_backend`` picks the implementation):
+        >>> from headroom_integrations.memory.backends import open_backend
+        >>> from headroom_integrations.memory.config import MemoryConfig
+        >>> from headroom_integrations.memory.validation import new_memory
+        >>> backend = open_backend(MemoryConfig(db_path=":memory:"), "test/model", 2)
+        >>> [(m.content, pk) for m, pk in backend.insert([new_memory(100, "Likes tea", "u")], [None], dedupe=False)]
+        [('Likes tea', 1)]
+        >>> backend.without_embedding(), backend.stats("u")["current"]
+        ([(1, 'Likes tea')], 1)
+        >>> backend.close()
     """
 
     location: str

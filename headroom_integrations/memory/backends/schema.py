@@ -34,7 +34,12 @@ _KEY = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Tables(NamedTuple):
-    """The tables of one store layout."""
+    """The tables of one store layout.
+
+    Example:
+        >>> [table.name for table in build_tables()[1:]]
+        ['memories', 'memory_tombstones', 'counters', 'meta', 'chat_messages']
+    """
 
     metadata: MetaData
     memories: Table

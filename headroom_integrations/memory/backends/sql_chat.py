@@ -17,7 +17,18 @@ __all__ = ["SqlChatLog"]
 
 
 class SqlChatLog:
-    """Append, read and delete a session's logged messages (mixed into :class:`SqlStore`)."""
+    """Append, read and delete a session's logged messages (mixed into :class:`SqlStore`).
+
+    Example:
+        >>> from datetime import datetime
+        >>> from headroom_integrations.memory.backends.sqlite import SqliteBackend
+        >>> store = SqliteBackend(None, "test/model", 2)
+        >>> store.append_messages([{"user_id": "u", "session_id": "s", "role": "user", "content": "Hi",
+        ...                         "payload": "{}", "created_at": datetime(2026, 1, 1)}])
+        >>> [(m.role, m.content) for m in store.messages("u", "s", None)]
+        [('user', 'Hi')]
+        >>> store.close()
+    """
 
     tables: Tables
     if TYPE_CHECKING:  # provided by the store

@@ -20,6 +20,12 @@ class Bucket:
     past ``limit`` is searched through the HNSW graph from then on, and its matrix is halved to
     float16: it then only serves the cosine of a few extra candidates per search (keyword-only hits,
     neighbouring memories), for which reading vectors back from the graph or the database is slower.
+
+    Example:
+        >>> bucket = Bucket(dim=2, limit=10)
+        >>> bucket.put_many([7, 9], np.eye(2, dtype=np.float32), np.zeros(2, dtype=np.int8))
+        >>> bucket.remove(7); bucket.pks, bucket.exact
+        ([9], True)
     """
 
     def __init__(self, dim: int, limit: int) -> None:

@@ -14,7 +14,12 @@ __all__ = ["Changes", "IndexRow", "index_row"]
 
 @dataclass(frozen=True)
 class IndexRow:
-    """What the vector index needs to know about one memory (no content)."""
+    """What the vector index needs to know about one memory (no content); see :func:`index_row`.
+
+    Example:
+        >>> IndexRow(1, 4, True, "u", "user", None, None, None, "fact", None).current
+        True
+    """
 
     pk: int
     seq: int
@@ -47,7 +52,12 @@ def index_row(m: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
 @dataclass(frozen=True)
 class Changes:
     """Writes committed after a watermark: rows to (re)index or drop, deleted primary keys and,
-    among them, the erased ones (whose vectors must be overwritten, not only dropped)."""
+    among them, the erased ones (whose vectors must be overwritten, not only dropped).
+
+    Example:
+        >>> Changes(seq=7, rows=[], deleted=[3]).erased
+        []
+    """
 
     seq: int
     rows: list[IndexRow]
