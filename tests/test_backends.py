@@ -92,6 +92,20 @@ def test_engines_on_one_url_share_one_pool_returned_on_close(
         assert backend.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
+def test_every_read_path_works_on_connections_the_search_used(engine: MemoryEngine) -> None:
+    """The search path reads vectors in binary on the pooled connections; every other read on the
+    same pool (migration's dump, edits) must still get them right."""
+    stored = engine.add_batch(FACTS, user_id="alice")
+    for query in QUERIES:
+        assert engine.search(query, user_id="alice")
+    dumped = {m.id: vector for batch in engine.backend.dump() for m, vector in batch}
+    expected = engine.embedder.embed(FACTS)
+    for memory, vector in zip(stored, expected):
+        assert dumped[memory.id] == pytest.approx(vector, abs=1e-6)
+    assert engine.update(stored[0].id, importance=0.9).importance == 0.9
+    assert engine.search(FACTS[0], user_id="alice")[0].memory.importance == 0.9
+
+
 def test_a_newer_schema_is_refused(make_engine: Callable[..., MemoryEngine], store: Store) -> None:
     engine = make_engine()
     engine.add("Likes tea", user_id="u")

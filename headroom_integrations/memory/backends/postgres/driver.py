@@ -33,7 +33,9 @@ def vector_of(data: bytes | memoryview | None) -> np.ndarray | None:
 
 def register_vector_types(connection: Any, oid: int) -> None:
     """Teach one psycopg connection to send numpy vectors as pgvector values (binary) and to read
-    them back as numpy arrays; only this connection is affected (not the process's psycopg)."""
+    them back as numpy arrays from binary cursors; only this connection is affected (not the
+    process's psycopg), and text-format results (SQLAlchemy's, with pgvector's own type) are left
+    as they are."""
     from psycopg.adapt import Dumper, Loader
     from psycopg.pq import Format
 
@@ -50,17 +52,9 @@ def register_vector_types(connection: Any, oid: int) -> None:
         def load(self, data: Any) -> np.ndarray:
             return vector_of(data)  # type: ignore[return-value]
 
-    class VectorTextLoader(Loader):
-        format = Format.TEXT
-
-        def load(self, data: Any) -> np.ndarray:
-            text = bytes(data).decode()
-            return np.array(text[1:-1].split(","), dtype=np.float32)
-
     VectorDumper.oid = oid
     connection.adapters.register_dumper(np.ndarray, VectorDumper)
     connection.adapters.register_loader(oid, VectorLoader)
-    connection.adapters.register_loader(oid, VectorTextLoader)
 
 
 def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict[str, Any]]:
