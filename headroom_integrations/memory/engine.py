@@ -33,7 +33,13 @@ from headroom_integrations.memory.models import (
     as_number,
 )
 from headroom_integrations.memory.registry import acquire, background, recorded_embedder_name, release
-from headroom_integrations.memory.retrieval import KeywordCache, SearchRequest, hybrid_search, keyword_candidates
+from headroom_integrations.memory.retrieval import (
+    KeywordCache,
+    KeywordHits,
+    SearchRequest,
+    hybrid_search,
+    keyword_candidates,
+)
 from headroom_integrations.memory.text_query import query_terms
 from headroom_integrations.memory.validation import (
     batch_memories,
@@ -451,12 +457,13 @@ class MemoryEngine:
         )
         if not text.strip():
             return []
-        self._shared.catch_up(self._embed)
+        self._shared.wait_pending()  # this process's deferred embeddings land first (never inside the pool)
         text = text[: self.config.embed_max_chars]
         vector = None if self._cache is None else self._cache.get(text)
         if vector is None:
-            # Embedding the query is the slow part: run the keyword search beside it.
-            keyword_job = background().submit(keyword_candidates, self.backend, request, self.config, self._keywords)
+            # Embedding the query is the slow part: catching up with other processes' writes and
+            # the keyword search run beside it (both finish before the vector side starts).
+            keyword_job = background().submit(self._keyword_side, request)
             try:
                 vector = self.embedder.embed_one(text)
             finally:
@@ -464,8 +471,13 @@ class MemoryEngine:
             if self._cache is not None:
                 self._cache.put(text, vector)
         else:
-            text_hits = keyword_candidates(self.backend, request, self.config, self._keywords)
+            text_hits = self._keyword_side(request)
         return hybrid_search(self.backend, request, vector, text_hits, self.config)
+
+    def _keyword_side(self, request: SearchRequest) -> KeywordHits:
+        """Catch up with every acknowledged write, then find the keyword candidates."""
+        self._shared.catch_up(self._embed, wait=False)
+        return keyword_candidates(self.backend, request, self.config, self._keywords)
 
     def stats(self, user_id: str | None = None) -> dict[str, Any]:
         """Counts for one user (or the whole store): ``total``, ``current``, ``superseded``,

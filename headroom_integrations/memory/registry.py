@@ -86,14 +86,16 @@ class SharedStore:
         self.pending.add(job)
         job.add_done_callback(self.pending.discard)
 
-    def catch_up(self, embed: Embed) -> None:
+    def catch_up(self, embed: Embed, wait: bool = True) -> None:
         """Before a search: every acknowledged write, of any process, is searchable by vector.
 
-        Deferred embeddings of this process are awaited; rows another process stored without a
+        Deferred embeddings of this process are awaited (unless ``wait`` is False: the caller did
+        it, outside the pool those embeddings run in); rows another process stored without a
         vector yet are embedded here (if that process stores its vector first, the second refresh
         brings it in), and embeddings that failed earlier are retried.
         """
-        self.wait_pending()
+        if wait:
+            self.wait_pending()
         waiting = self.backend.refresh()
         retry = self.take_failed()
         if not waiting and not retry:

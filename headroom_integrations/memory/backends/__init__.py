@@ -56,7 +56,7 @@ def open_backend(config: MemoryConfig, embedder_name: str, dimension: int) -> Me
 
         return PostgresBackend(
             config.postgres_url, embedder_name, dimension, hnsw_m=config.hnsw_m,  # type: ignore[arg-type]
-            hnsw_ef_construction=config.hnsw_ef_construction, hnsw_ef_search=config.hnsw_ef_search,
+            hnsw_ef_construction=config.resolved_ef_construction, hnsw_ef_search=config.hnsw_ef_search,
             brute_force_max=config.brute_force_max, pool_size=config.db_pool_size,
         )
     from headroom_integrations.memory.backends.sqlite import SqliteBackend
@@ -64,6 +64,6 @@ def open_backend(config: MemoryConfig, embedder_name: str, dimension: int) -> Me
     return SqliteBackend(
         config.resolved_db_path, embedder_name, dimension, index_path=config.resolved_index_path,
         busy_timeout_ms=config.busy_timeout_ms, hnsw_m=config.hnsw_m,
-        hnsw_ef_construction=config.hnsw_ef_construction, hnsw_ef_search=config.hnsw_ef_search,
+        hnsw_ef_construction=config.resolved_ef_construction, hnsw_ef_search=config.hnsw_ef_search,
         brute_force_max=config.brute_force_max,
     )

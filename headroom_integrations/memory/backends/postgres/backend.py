@@ -162,7 +162,7 @@ class PostgresBackend(SqlStore):
         dimension: int,
         *,
         hnsw_m: int = 16,
-        hnsw_ef_construction: int = 200,
+        hnsw_ef_construction: int = 64,
         hnsw_ef_search: int = 50,
         brute_force_max: int = 8192,
         pool_size: int = 5,
@@ -178,6 +178,7 @@ class PostgresBackend(SqlStore):
         self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
         self._totals = (0, 0, 0, -(10**9))  # (rows, current rows, terms, seq read at)
         self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
+        self._common: dict[str, float] = {}  # the most common lexemes and the share of rows holding each
         with self._errors("open"):
             # A server that does not answer fails the call in 10 s (unless the URL sets connect_timeout).
             timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
@@ -281,9 +282,18 @@ class PostgresBackend(SqlStore):
                 conn.execute(text(f"ALTER TABLE memories ALTER COLUMN embedding TYPE vector({int(dimension)})"))
 
     def _vector_extension(self, conn: Connection) -> None:
-        installed = conn.execute(text("SELECT 1 FROM pg_extension WHERE extname = 'vector'")).first()
-        if installed is not None:
+        if conn.execute(text("SELECT to_regtype('vector')")).scalar() is not None:
             return
+        elsewhere = conn.execute(text(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'vector'"
+        )).scalar()
+        if elsewhere is not None:
+            raise StorageError(
+                f"memory store {self.location}: the pgvector extension is installed in schema {elsewhere!r}, which "
+                "is not on this connection's search_path; add it (e.g. ?options=-csearch_path%3Dmyschema,"
+                f"{elsewhere} in the URL)"
+            )
         try:
             with conn.begin_nested():
                 conn.execute(text("CREATE EXTENSION IF NOT EXISTS vector"))
@@ -368,37 +378,64 @@ class PostgresBackend(SqlStore):
 
     # -- keyword side -----------------------------------------------------------------------------
 
-    def _frequencies(self, raw: Any, terms: list[str]) -> tuple[dict[str, int], int, int, float]:
+    def _frequencies(
+        self, raw: Any, terms: list[str], postings_budget: int = 0, max_share: float = 1.0
+    ) -> tuple[dict[str, int], int, int, float]:
         """Document frequencies, rows, current rows and the average indexed length; cached and
-        re-read after 256 changes (stale counts only shift the BM25 statistics a little)."""
+        re-read after 256 changes (stale counts only shift the BM25 statistics a little).
+
+        Counting a very common term's rows would cost milliseconds on a large store, so terms
+        PostgreSQL's statistics list among the column's most common lexemes (``ANALYZE`` keeps
+        the share of rows holding each) are estimated from that share; the others are counted,
+        but never beyond the most rows a usable term may match (``postings_budget`` or
+        ``max_share`` of the current memories, whichever is more): past that, the term is left
+        out of the search either way.
+        """
         seq = self._version
-        missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
-        if missing:
-            searchable = [t for t in missing if _tsquery([t])]  # a lexeme of 2 KiB or more matches nothing
-            counts = [row[0] for row in raw.execute(
-                "SELECT (SELECT count(*) FROM memories WHERE tsv @@ CAST(q AS tsquery)) "
-                "FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
-                {"queries": [_tsquery([t]) for t in searchable]},
-            )] if searchable else []
-            found = dict(zip(searchable, counts))
-            if len(self._df) > 50_000:
-                self._df.clear()
-            for term in missing:
-                self._df[term] = (int(found.get(term, 0)), seq)
         if seq - self._totals[3] > 256:
             rows, current, n_terms = raw.execute(
                 "SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL), coalesce(sum(n_terms), 0) FROM memories"
             ).fetchone()
             self._totals = (int(rows), int(current), int(n_terms), seq)
+            self._common = self._common_lexemes(raw)
         rows, current, n_terms, _ = self._totals
+        cap = max(postings_budget, int(max_share * current)) + 1
+        missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
+        if missing:
+            found = {t: round(self._common[t] * rows) for t in missing if t in self._common}
+            counted = [t for t in missing if t not in found and _tsquery([t])]  # lexemes of 2 KiB+ match nothing
+            if counted:
+                counts = raw.execute(
+                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM memories WHERE tsv @@ CAST(q AS tsquery) "
+                    "LIMIT %(cap)s) AS hit) FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
+                    {"queries": [_tsquery([t]) for t in counted], "cap": cap},
+                ).fetchall()
+                found.update(zip(counted, (row[0] for row in counts)))
+            if len(self._df) > 50_000:
+                self._df.clear()
+            for term in missing:
+                self._df[term] = (int(found.get(term, 0)), seq)
         return {t: self._df[t][0] for t in terms}, rows, current, n_terms / rows if rows else 0.0
+
+    @staticmethod
+    def _common_lexemes(raw: Any) -> dict[str, float]:
+        """The most common lexemes of ``tsv`` with the share of rows holding each, as of the last
+        ``ANALYZE`` (empty before the first one)."""
+        found = raw.execute(
+            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
+            "WHERE schemaname = current_schema() AND tablename = 'memories' AND attname = 'tsv'"
+        ).fetchone()
+        if found is None or found[0] is None:
+            return {}
+        lexemes, shares = found
+        return dict(zip(lexemes, shares))  # the shares list ends with 3 summary numbers: zip drops them
 
     def keyword_query(self, terms: list[str], postings_budget: int, max_share: float) -> KeywordQuery | None:
         """See :meth:`MemoryBackend.keyword_query`."""
         if not terms:
             return None
         with self._raw() as raw:
-            frequencies, rows, current, average = self._frequencies(raw, terms)
+            frequencies, rows, current, average = self._frequencies(raw, terms, postings_budget, max_share)
         max_df = max(1, int(max_share * current)) if current >= 4 else None
         return keyword_weights(terms, frequencies, rows, average, postings_budget, max_df)
 
