@@ -20,12 +20,17 @@ from sqlalchemy import Column, Connection, Index, Integer, create_engine, select
 from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.pool import NullPool
 
-from headroom_integrations.errors import HeadroomError, MissingDependencyError, StorageError
+from headroom_integrations.errors import HeadroomError, StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
-from headroom_integrations.memory.backends.postgres.driver import register_vector_types, scope_sql
+from headroom_integrations.memory.backends.postgres.driver import (
+    register_vector_types,
+    scope_sql,
+    tsquery_literal,
+    tsvector_literal,
+)
+from headroom_integrations.memory.backends.postgres.urls import driver_installed, masked
 from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import Tables, build_tables
 from headroom_integrations.memory.backends.sql_store import SqlStore
@@ -33,7 +38,7 @@ from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, MemoryFilter
 from headroom_integrations.memory.visibility import bucket_key
 
-__all__ = ["PostgresBackend", "masked", "recorded_meta", "url_key"]
+__all__ = ["PostgresBackend"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,49 +47,6 @@ EXACT_MAX = 2000
 HNSW index is walked with the restriction inside the query (see :meth:`PostgresBackend.nearest`)."""
 
 _LOCK_ID = 0x68656164  # advisory lock taken while creating or upgrading the schema ("head")
-_MAX_LEXEME_BYTES = 2000  # PostgreSQL refuses lexemes of 2 KiB and more
-_MAX_TSVECTOR_BYTES = 900_000  # and tsvectors of 1 MiB
-
-
-def _driver() -> None:
-    try:
-        import pgvector  # noqa: F401
-        import psycopg  # noqa: F401
-    except ImportError as exc:
-        raise MissingDependencyError(exc.name or "psycopg", "postgres", "a PostgreSQL memory store") from None
-
-
-def masked(url: str) -> str:
-    """A database URL with its password hidden, for messages.
-
-    Example:
-        >>> masked("postgresql+psycopg://bob:secret@db:5432/app")
-        'postgresql+psycopg://bob:***@db:5432/app'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not parseable: show nothing after the scheme
-        return url.split("://", 1)[0] + "://…"
-
-
-def url_key(url: str) -> str:
-    """The identity of a database within one process (its URL, normalised)."""
-    return make_url(url).render_as_string(hide_password=False)
-
-
-def recorded_meta(url: str, key: str) -> str | None:
-    """A value of an existing store's ``meta`` table, read without creating anything; None if absent."""
-    _driver()
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            if conn.execute(text("SELECT to_regclass('meta')")).scalar() is None:
-                return None
-            return conn.execute(text("SELECT value FROM meta WHERE key = :key"), {"key": key}).scalar()
-    except SQLAlchemyError:  # unreachable or not a store: opening it reports the real problem
-        return None
-    finally:
-        engine.dispose()
 
 
 def _psycopg_error() -> type[Exception]:
@@ -111,29 +73,6 @@ def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
         postgresql_ops={"embedding": "vector_cosine_ops"}, postgresql_where=m.c.valid_to.is_(None),
     )
     return tables
-
-
-def _lexeme(term: str) -> str:
-    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
-
-
-def _tsvector(search_text: str) -> str:
-    """The ``tsvector`` literal of an indexed text: its terms taken verbatim (no parser, no stemming:
-    they are normalised in Python, as for FTS5)."""
-    out, size = [], 0
-    for term in dict.fromkeys(search_text.split()):
-        if len(term.encode("utf-8")) >= _MAX_LEXEME_BYTES:
-            continue
-        size += len(term.encode("utf-8")) + 4
-        if size > _MAX_TSVECTOR_BYTES:
-            break
-        out.append(_lexeme(term))
-    return " ".join(out)
-
-
-def _tsquery(terms: Iterable[str]) -> str:
-    """A ``tsquery`` matching any of the terms, each quoted (no operator typed by a user survives)."""
-    return " | ".join(_lexeme(t) for t in terms if len(t.encode("utf-8")) < _MAX_LEXEME_BYTES)
 
 
 class PostgresBackend(SqlStore):
@@ -167,7 +106,7 @@ class PostgresBackend(SqlStore):
         brute_force_max: int = 8192,
         pool_size: int = 5,
     ) -> None:
-        _driver()
+        driver_installed()
         self.location = masked(url)
         self.dimension = dimension
         self.ef_search = hnsw_ef_search
@@ -252,7 +191,7 @@ class PostgresBackend(SqlStore):
 
     def _prepare(self, row: dict[str, Any]) -> dict[str, Any]:
         if "search_text" in row:
-            row["tsv"] = _tsvector(row["search_text"])
+            row["tsv"] = tsvector_literal(row["search_text"])
             row["n_terms"] = len(row["search_text"].split())
         return row
 
@@ -403,12 +342,12 @@ class PostgresBackend(SqlStore):
         missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
         if missing:
             found = {t: round(self._common[t] * rows) for t in missing if t in self._common}
-            counted = [t for t in missing if t not in found and _tsquery([t])]  # lexemes of 2 KiB+ match nothing
+            counted = [t for t in missing if t not in found and tsquery_literal([t])]  # lexemes of 2 KiB+ match nothing
             if counted:
                 counts = raw.execute(
                     "SELECT (SELECT count(*) FROM (SELECT 1 FROM memories WHERE tsv @@ CAST(q AS tsquery) "
                     "LIMIT %(cap)s) AS hit) FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
-                    {"queries": [_tsquery([t]) for t in counted], "cap": cap},
+                    {"queries": [tsquery_literal([t]) for t in counted], "cap": cap},
                 ).fetchall()
                 found.update(zip(counted, (row[0] for row in counts)))
             if len(self._df) > 50_000:
@@ -446,7 +385,7 @@ class PostgresBackend(SqlStore):
         with self._raw() as raw:
             texts = raw.execute(
                 f"SELECT pk, search_text FROM memories WHERE tsv @@ %(match)s::tsquery AND {where} ORDER BY pk",
-                {**params, "match": _tsquery(query.terms)},
+                {**params, "match": tsquery_literal(query.terms)},
             ).fetchall()
         scores = bm25_scores(texts, query)
         return sorted(scores.items(), key=lambda item: -item[1])[:limit]

@@ -11,6 +11,7 @@ written as SQL text (the contract suite runs both on the same searches).
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,11 @@ from headroom_integrations.memory.backends.base import SearchScope
 from headroom_integrations.memory.backends.rows import naive
 from headroom_integrations.memory.models import MemoryScope
 
-__all__ = ["register_vector_types", "scope_sql", "vector_of"]
+__all__ = ["register_vector_types", "scope_sql", "tsquery_literal", "tsvector_literal", "vector_of"]
 
 _HEADER = struct.Struct(">HH")
+_MAX_LEXEME_BYTES = 2000  # PostgreSQL refuses lexemes of 2 KiB and more
+_MAX_TSVECTOR_BYTES = 900_000  # and tsvectors of 1 MiB
 
 
 def vector_of(data: bytes | memoryview | None) -> np.ndarray | None:
@@ -95,3 +98,25 @@ def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict
         sql.append("category = ANY(%(categories)s)")
     return " AND ".join(sql), params
 
+
+def _lexeme(term: str) -> str:
+    return "'" + term.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def tsvector_literal(search_text: str) -> str:
+    """The ``tsvector`` literal of an indexed text: its terms taken verbatim (no parser, no stemming:
+    they are normalised in Python, as for FTS5)."""
+    out, size = [], 0
+    for term in dict.fromkeys(search_text.split()):
+        if len(term.encode("utf-8")) >= _MAX_LEXEME_BYTES:
+            continue
+        size += len(term.encode("utf-8")) + 4
+        if size > _MAX_TSVECTOR_BYTES:
+            break
+        out.append(_lexeme(term))
+    return " ".join(out)
+
+
+def tsquery_literal(terms: Iterable[str]) -> str:
+    """A ``tsquery`` matching any of the terms, each quoted (no operator typed by a user survives)."""
+    return " | ".join(_lexeme(t) for t in terms if len(t.encode("utf-8")) < _MAX_LEXEME_BYTES)
