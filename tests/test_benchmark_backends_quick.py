@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_checks import finite_everywhere, latency, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_backends.py"
@@ -24,35 +25,6 @@ BACKENDS = ("sqlite", "postgres")
 QUICK_SIZES = [1000, 3000]
 LAYOUTS = ("one_user", "many_users")
 
-pytest.importorskip("pgserver")
-pytest.importorskip("psycopg")
-
-
-def _positive(value: Any, where: str) -> float:
-    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} is not a number: {value!r}"
-    assert math.isfinite(value), f"{where} is not finite: {value!r}"
-    assert value > 0, f"{where} is not positive: {value!r}"
-    return float(value)
-
-
-def _latency(summary: Any, where: str) -> None:
-    assert isinstance(summary, dict), f"{where} is missing"
-    for key in ("p50", "p95", "mean", "min", "max"):
-        _positive(summary[key], f"{where}.{key}")
-    assert summary["min"] <= summary["p50"] <= summary["p95"] <= summary["max"], f"{where} is out of order"
-    assert summary["n"] >= 1
-
-
-def _finite_everywhere(value: Any, where: str = "results") -> None:
-    """No NaN or infinity anywhere (json would write them as NaN/Infinity)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_everywhere(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            _finite_everywhere(item, f"{where}[{position}]")
-    elif isinstance(value, float):
-        assert math.isfinite(value), f"{where} is not finite"
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +57,7 @@ def test_search_figures_for_every_size_layout_and_backend(bench: tuple[dict[str,
         for backend in BACKENDS:
             figures = point[backend]
             for key in ("search_ms", "embed_ms", "excl_embed_ms"):
-                _latency(figures[key], f"{where}.{backend}.{key}")
+                latency(figures[key], f"{where}.{backend}.{key}")
                 assert figures[key]["n"] == settings["queries"]
             assert point["stored"][backend] == point["n"], f"{where}: {backend} holds {point['stored'][backend]}"
             # every timed query was embedded: the query cache never answered
@@ -102,16 +74,16 @@ def test_write_and_fill_figures(bench: tuple[dict[str, Any], str, str, Path]) ->
         batch = writes["batch_add"][backend]
         assert batch["memories"] == settings["batch_memories"]
         assert batch["batch_size"] == settings["batch_size"]
-        _positive(batch["seconds"], f"{backend}.batch_add.seconds")
-        _positive(batch["memories_per_s"], f"{backend}.batch_add.memories_per_s")
+        positive(batch["seconds"], f"{backend}.batch_add.seconds")
+        positive(batch["memories_per_s"], f"{backend}.batch_add.memories_per_s")
         assert 0 < batch["embed_share"] <= 1
         single = writes["single_add"][backend]
-        _latency(single["add_ms"], f"{backend}.single_add.add_ms")
-        _latency(single["flush_ms"], f"{backend}.single_add.flush_ms")
+        latency(single["add_ms"], f"{backend}.single_add.add_ms")
+        latency(single["flush_ms"], f"{backend}.single_add.flush_ms")
         assert single["add_ms"]["n"] == settings["single_adds"]
         fill = results["fill"][backend]
         assert fill["memories"] == 2 * QUICK_SIZES[-1]  # both layouts, filled to the largest size
-        _positive(fill["memories_per_s"], f"{backend}.fill.memories_per_s")
+        positive(fill["memories_per_s"], f"{backend}.fill.memories_per_s")
     # the corpus was embedded once and cached where asked
     vectors = results["corpus_vectors"]
     assert vectors["source"] == "computed" and Path(vectors["path"]).parent == cache
@@ -128,26 +100,26 @@ def test_concurrent_load_loses_nothing(bench: tuple[dict[str, Any], str, str, Pa
         assert load["errors"] == 0, f"{where}: {load['error_samples']}"
         assert load["lost_writes"] == 0
         assert load["hits_of_other_users"] == 0
-        _positive(load["ops"], f"{where}.ops")
-        _positive(load["ops_per_s"], f"{where}.ops_per_s")
-        _positive(load["elapsed_s"], f"{where}.elapsed_s")
-        _positive(load["acknowledged_adds"], f"{where}.acknowledged_adds")
+        positive(load["ops"], f"{where}.ops")
+        positive(load["ops_per_s"], f"{where}.ops_per_s")
+        positive(load["elapsed_s"], f"{where}.elapsed_s")
+        positive(load["acknowledged_adds"], f"{where}.acknowledged_adds")
         assert load["search"]["count"] + load["add"]["count"] == load["ops"]
         assert load["add"]["count"] == load["acknowledged_adds"]
         for kind in ("search", "add"):
-            _latency(load[kind], f"{where}.{kind}")
+            latency(load[kind], f"{where}.{kind}")
         # every acknowledged add is stored, and nothing else was
         assert load["stored_after"] - load["stored_before"] == load["acknowledged_adds"]
 
 
 def test_reopen_targets_and_machine(bench: tuple[dict[str, Any], str, str, Path]) -> None:
     results, _, _, _ = bench
-    _finite_everywhere(results)
+    finite_everywhere(results)
     for backend in BACKENDS:
         reopen = results["reopen"][backend]
         assert "error" not in reopen, reopen
         for key in ("model_load_s", "open_s", "first_search_ms", "second_search_ms", "process_s"):
-            _positive(reopen[key], f"reopen.{backend}.{key}")
+            positive(reopen[key], f"reopen.{backend}.{key}")
         assert reopen["n"] == QUICK_SIZES[-1] and reopen["hits"] >= 1
     targets = results["targets"]
     assert len(targets) == 6
@@ -164,7 +136,7 @@ def test_reopen_targets_and_machine(bench: tuple[dict[str, Any], str, str, Path]
     for key in ("other_processes_cores", "postgres_server_cores"):
         assert isinstance(machine[key], (int, float)) and machine[key] >= 0, key
     assert "onnxruntime" in results["embedder"]
-    _positive(results["wall_s"], "wall_s")
+    positive(results["wall_s"], "wall_s")
 
 
 def test_markdown_section_and_stdout(bench: tuple[dict[str, Any], str, str, Path]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import subprocess
 import sys
@@ -16,37 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_checks import finite_everywhere, latency, positive
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_engine.py"
 QUICK_SIZES = [200, 1000]
-
-
-def _positive(value: Any, where: str) -> float:
-    assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where} is not a number: {value!r}"
-    assert math.isfinite(value), f"{where} is not finite: {value!r}"
-    assert value > 0, f"{where} is not positive: {value!r}"
-    return float(value)
-
-
-def _latency(summary: Any, where: str) -> None:
-    assert isinstance(summary, dict), f"{where} is missing"
-    for key in ("p50", "p95", "mean", "min", "max"):
-        _positive(summary[key], f"{where}.{key}")
-    assert summary["min"] <= summary["p50"] <= summary["p95"] <= summary["max"], f"{where} is out of order"
-    assert summary["n"] >= 1
-
-
-def _finite_everywhere(value: Any, where: str = "results") -> None:
-    """No NaN or infinity anywhere (json would write them as NaN/Infinity)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_everywhere(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            _finite_everywhere(item, f"{where}[{position}]")
-    elif isinstance(value, float):
-        assert math.isfinite(value), f"{where} is not finite"
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +45,13 @@ def test_every_size_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> 
         where = f"N={entry['n']}"
         for key in ("search_fresh_ms", "search_cached_ms", "search_fresh_embed_ms", "search_fresh_excl_embed_ms",
                     "add_ms"):
-            _latency(entry[key], f"{where}.{key}")
+            latency(entry[key], f"{where}.{key}")
         batch = entry["batch_add"]
-        _positive(batch["memories"], f"{where}.batch_add.memories")
-        _positive(batch["seconds"], f"{where}.batch_add.seconds")
-        _positive(batch["memories_per_s"], f"{where}.batch_add.memories_per_s")
+        positive(batch["memories"], f"{where}.batch_add.memories")
+        positive(batch["seconds"], f"{where}.batch_add.seconds")
+        positive(batch["memories_per_s"], f"{where}.batch_add.memories_per_s")
         assert 0 < batch["embed_share"] <= 1
-        _positive(entry["rss_mb"], f"{where}.rss_mb")
+        positive(entry["rss_mb"], f"{where}.rss_mb")
         assert entry["stats_total"] == entry["n"] + results["settings"]["adds"]
         assert entry["hits_of_other_users"] == 0
         # fresh queries really were embedded every time; the cached one never was
@@ -87,7 +60,7 @@ def test_every_size_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> 
         assert entry["mean_hits"] > 0
         reopen = entry["reopen"]
         for key in ("close_s", "open_s", "first_search_ms"):
-            _positive(reopen[key], f"{where}.reopen.{key}")
+            positive(reopen[key], f"{where}.reopen.{key}")
         assert reopen["found"] is True, f"{where}: the memory stored before reopen was not found"
         assert reopen["model_reused"] is True, f"{where}: reopening reloaded the embedding model"
         assert 0 <= reopen["recall_at_k"] <= 1 and reopen["recall_probes"] >= 1
@@ -95,30 +68,30 @@ def test_every_size_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> 
 
 def test_overall_machine_targets_and_multi_user(bench: tuple[dict[str, Any], str, str]) -> None:
     results, _, _ = bench
-    _finite_everywhere(results)
+    finite_everywhere(results)
     overall = results["batch_add_overall"]
     assert overall["memories"] == QUICK_SIZES[-1] - results["settings"]["adds"] * (len(QUICK_SIZES) - 1)
-    _positive(overall["memories_per_s"], "batch_add_overall.memories_per_s")
+    positive(overall["memories_per_s"], "batch_add_overall.memories_per_s")
     for key in ("cold_open_s", "model_rss_mb", "baseline_rss_mb", "db_bytes", "wall_s"):
-        _positive(results[key], key)
+        positive(results[key], key)
     machine = results["machine"]
     for key in ("cpu", "python", "torch", "numpy", "date"):
         assert isinstance(machine[key], str) and machine[key], key
-    _positive(machine["logical_cores"], "machine.logical_cores")
-    _positive(machine["ram_gib"], "machine.ram_gib")
+    positive(machine["logical_cores"], "machine.logical_cores")
+    positive(machine["ram_gib"], "machine.ram_gib")
     # busy-machine warnings come from other processes' CPU time during the run, not the lagging load average
     assert isinstance(machine["other_processes_cores"], float) and machine["other_processes_cores"] >= 0
     assert len(results["targets"]) == 5
     assert results["settings"]["local_runtime"] == "auto" and "onnxruntime" in results["embedder"]
     assert "(int8)" in results["embedder"]  # a new store gets the int8 copy by default
     for target in results["targets"]:
-        _positive(target["value"], f"target {target['name']}")
+        positive(target["value"], f"target {target['name']}")
         assert isinstance(target["met"], bool)
         assert target["at_n"] == QUICK_SIZES[-1]
     multi = results["multi_user"]
     assert multi is not None and multi["users"] >= 2 and multi["per_user"] >= 1
-    _latency(multi["search_fresh_ms"], "multi_user.search_fresh_ms")
-    _latency(multi["search_cached_ms"], "multi_user.search_cached_ms")
+    latency(multi["search_fresh_ms"], "multi_user.search_fresh_ms")
+    latency(multi["search_cached_ms"], "multi_user.search_cached_ms")
     assert multi["hits_of_other_users"] == 0
 
 
@@ -175,7 +148,7 @@ def test_another_local_runtime_writes_its_own_section(
     results, text = json.loads(raw.read_text()), out.read_text()
     assert results["settings"]["local_runtime"] == "onnx"
     assert results["embedder"].startswith("local/all-MiniLM-L6-v2 on onnxruntime") and "(fp32)" in results["embedder"]
-    _latency(results["sizes"][0]["search_fresh_ms"], "fp32 search_fresh_ms")
+    latency(results["sizes"][0]["search_fresh_ms"], "fp32 search_fresh_ms")
     assert markdown.split("<!-- engine-bench:end -->")[0] in text  # the default section is untouched
     start, end = text.find("<!-- engine-bench-onnx:start -->"), text.find("<!-- engine-bench-onnx:end -->")
     assert 0 <= start < end and '`local_runtime="onnx"`' in text[start:end]
