@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from headroom_integrations import (
     MemoryNotFoundError,
     MemoryScope,
 )
-from headroom_integrations.memory.backends import MemoryBackend, open_backend
+from headroom_integrations.memory.backends import MemoryBackend, Revision, open_backend
 from headroom_integrations.memory.models import Memory
 from headroom_integrations.memory.validation import new_memory
 
@@ -178,6 +179,27 @@ def test_deferred_embedding_is_searchable_at_once(engine: MemoryEngine) -> None:
     assert [h.id for h in hits] == [new.id]
     engine.flush()
     assert engine.backend.without_embedding() == []
+    older = engine.search("beekeeping hobby", user_id="u", top_k=3, include_superseded=True)
+    assert stored.id in [h.id for h in older]  # the superseded version got its vector too
+
+
+def test_a_version_superseded_before_its_embedding_still_gets_one(
+    make_engine: Callable[..., MemoryEngine], store: Store, tmp_path: Path
+) -> None:
+    """Another process committed a row without its vector (it died before embedding it) and the
+    fact was superseded since: the next search embeds that older version too, so history and
+    point-in-time searches find it by meaning."""
+    engine = make_engine()
+    other = open_backend(store.config(index_path=tmp_path / "other.hnsw"), engine.embedder.name,
+                         engine.embedder.dimension)
+    [(old, _)] = other.insert([_raw_memory("Keeps bees on the roof")], [None], dedupe=False)
+    other.supersede(old.id, str(uuid.uuid4()), Revision(content="Moved the hives to the garden"),
+                    engine.embedder.embed_one("Moved the hives to the garden"), revive=False)
+    other.close()
+    engine.flush()
+    assert engine.backend.without_embedding() == []
+    older = engine.search("beekeeping hobby", user_id="u", top_k=2, include_superseded=True)
+    assert old.id in [h.id for h in older]
 
 
 def test_rows_left_without_vector_are_embedded_by_the_next_search_or_open(

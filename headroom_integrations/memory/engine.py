@@ -7,7 +7,6 @@ every engine of a process on the same file or URL (:mod:`.registry`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import uuid
@@ -46,7 +45,7 @@ from headroom_integrations.memory.validation import (
     content_text,
     identifier,
     message_rows,
-    metadata_json,
+    metadata_value,
     new_memory,
     query_text,
 )
@@ -55,11 +54,6 @@ from headroom_integrations.memory.validation import importance as _importance
 __all__ = ["MemoryEngine"]
 
 logger = logging.getLogger(__name__)
-
-
-def _checked_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Metadata checked (JSON-serialisable, no NaN) and as it will read back."""
-    return json.loads(metadata_json(metadata))  # type: ignore[no-any-return]
 
 
 def _release(key: str, owned_embedder: Embedder | None = None) -> None:
@@ -127,7 +121,7 @@ class MemoryEngine:
             content=None if content is None else content_text(content, what, self.config.max_content_chars),
             category=None if category is None else MemoryCategory.parse(category),  # type: ignore[arg-type]
             importance=None if importance is None else _importance(importance),
-            metadata=None if metadata is None else _checked_metadata(metadata),
+            metadata=None if metadata is None else metadata_value(metadata),
         )
 
     def _insert(self, new: list[Memory], dedupe: bool, defer_embedding: bool) -> list[Memory]:

@@ -26,6 +26,7 @@ __all__ = [
     "identifier",
     "importance",
     "metadata_json",
+    "metadata_value",
     "new_memory",
     "query_text",
 ]
@@ -118,6 +119,16 @@ def metadata_json(value: Mapping[str, Any] | None) -> str:
         raise InvalidInputError(f"metadata must be JSON-serialisable (no NaN or infinity): {exc}") from None
 
 
+def metadata_value(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Metadata checked as :func:`metadata_json` does, as it will read back from the store.
+
+    Example:
+        >>> metadata_value({"n": (1, 2)})
+        {'n': [1, 2]}
+    """
+    return json.loads(metadata_json(value))  # type: ignore[no-any-return]
+
+
 _check_importance = importance  # new_memory's argument of the same name hides it
 
 
@@ -149,7 +160,7 @@ def new_memory(
              MemoryScope.TURN: ("turn_id", turn)}.get(resolved)
     if needs is not None and needs[1] is None:
         raise InvalidInputError(f"scope {resolved.value!r} needs {needs[0]}")
-    meta = json.loads(metadata_json(metadata))  # checked, and stored as it reads back
+    meta = metadata_value(metadata)
     stamp = datetime.now(timezone.utc)
     memory_id = str(uuid.uuid4())
     return Memory(

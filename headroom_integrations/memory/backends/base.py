@@ -198,7 +198,7 @@ class MemoryBackend(Protocol):
     # -- vectors computed after the fact ----------------------------------------------------------------
 
     def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
-        """(pk, content) of current rows still waiting for their vector (all, or among ``pks``)."""
+        """(pk, content) of rows still waiting for their vector, any version (all, or among ``pks``)."""
 
     def set_embeddings(self, vectors: Mapping[int, np.ndarray]) -> bool:
         """Store vectors of rows that had none. False when they could not be written: the backend
@@ -207,8 +207,8 @@ class MemoryBackend(Protocol):
     # -- change detection -------------------------------------------------------------------------
 
     def refresh(self) -> list[int]:
-        """Before a search: see what other processes wrote. Returns the pks of current rows that
-        still wait for their vector (so the caller can embed them)."""
+        """Before a search: see what other processes wrote. Returns the pks of rows (any version)
+        that still wait for their vector (so the caller can embed them)."""
 
     @property
     def version(self) -> int:

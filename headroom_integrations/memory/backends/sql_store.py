@@ -406,9 +406,10 @@ class SqlStore(SqlChatLog):
         return {m["pk"]: StoredRow(row_to_memory(m), self._vector_of(m["embedding"]), m["fingerprint"]) for m in rows}
 
     def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
-        """(pk, content) of current rows still waiting for their vector (all, or among ``pks``)."""
+        """(pk, content) of rows still waiting for their vector (all, or among ``pks``); any version:
+        point-in-time and history searches score older versions by their vectors too."""
         m = self.tables.memories
-        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None), m.c.valid_to.is_(None))
+        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None))
         if pks is not None:
             if not pks:
                 return []

@@ -108,7 +108,6 @@ class PostgresBackend(SqlStore):
     ) -> None:
         driver_installed()
         self.location = masked(url)
-        self.dimension = dimension
         self.ef_search = hnsw_ef_search
         self.exact_max = min(brute_force_max, EXACT_MAX)
         self.tables = _tables(dimension, hnsw_m, hnsw_ef_construction)
@@ -301,11 +300,11 @@ class PostgresBackend(SqlStore):
     # -- change detection -------------------------------------------------------------------------
 
     def refresh(self) -> list[int]:
-        """The change counter (one query) and the current rows still waiting for a vector."""
+        """The change counter (one query) and the rows (any version) still waiting for a vector."""
         with self._raw("read") as raw:
             seq, waiting = raw.execute(
                 "SELECT (SELECT value FROM counters WHERE name = 'seq'), ARRAY(SELECT pk FROM memories "
-                "WHERE embedding IS NULL AND valid_to IS NULL ORDER BY pk LIMIT 1000)"
+                "WHERE embedding IS NULL ORDER BY pk LIMIT 1000)"
             ).fetchone()
         self._version = int(seq or 0)
         return list(waiting)

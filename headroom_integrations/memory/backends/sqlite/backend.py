@@ -229,18 +229,6 @@ class SqliteBackend(SqlStore):
 
     # -- vectors computed after the fact ----------------------------------------------------------------
 
-    def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
-        """(pk, content) of rows still waiting for their vector (any version: older versions are
-        searched by point-in-time queries)."""
-        m = TABLES.memories
-        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None))
-        if pks is not None:
-            if not pks:
-                return []
-            statement = statement.where(m.c.pk.in_(list(pks)))
-        with self.connect() as conn:
-            return [(r[0], r[1]) for r in conn.execute(statement)]
-
     def set_embeddings(self, vectors: Mapping[int, np.ndarray]) -> bool:
         """See :meth:`MemoryBackend.set_embeddings`. Vectors that cannot be written (a read-only
         file, a full disk) still enter this process's index, so its searches find the rows."""
@@ -262,7 +250,7 @@ class SqliteBackend(SqlStore):
     # -- change detection (also what the vector index pulls) --------------------------------------------
 
     def refresh(self) -> list[int]:
-        """Pull other processes' writes into the vector index; the current rows waiting for a vector."""
+        """Pull other processes' writes into the vector index; the rows among them waiting for a vector."""
         return self.index.sync()
 
     @property

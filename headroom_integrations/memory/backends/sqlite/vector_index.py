@@ -118,8 +118,8 @@ class VectorIndex:
     def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> list[int]:
         """Bring the index in line with these rows (newer versions only, unless ``force``).
 
-        Returns the primary keys of current rows that have no vector yet (their embedding is
-        being computed, here or by another process).
+        Returns the primary keys of rows (any version) that have no vector yet (their embedding
+        is being computed, here or by another process).
         """
         placed: list[tuple[int, int, BucketKey, str]] = []
         vectors: list[np.ndarray] = []
@@ -130,7 +130,7 @@ class VectorIndex:
             if not row.current or row.embedding is None:
                 self._seq_of[row.pk] = row.seq
                 self._remove(row.pk)
-                if row.current:
+                if row.embedding is None:  # older versions need one too (point-in-time search)
                     waiting.append(row.pk)
                 continue
             key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
@@ -226,7 +226,7 @@ class VectorIndex:
         """Pull every change committed since the watermark (by any process).
 
         Costs one ``PRAGMA`` when nothing was committed since the last call. Returns the primary
-        keys of new current rows that are still waiting for their vector.
+        keys of new rows (any version) that are still waiting for their vector.
         """
         with self._lock:
             if not self.store.maybe_changed():
