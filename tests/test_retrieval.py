@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,10 @@ import numpy as np
 import pytest
 
 from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
-from headroom_integrations.memory.backends import SearchScope
+from headroom_integrations.memory.backends import SearchScope, StoredRow
+from headroom_integrations.memory.models import MemoryCategory, MemoryScope
 from headroom_integrations.memory.text_query import idf, query_terms
+from headroom_integrations.memory.visibility import bucket_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_engine import Corpus
@@ -110,12 +113,78 @@ def test_context_only_links_memories_of_the_same_owner(engine: MemoryEngine) -> 
     engine.add(ANSWER_TURN, user_id="b")  # stored right after, but by someone else
     engine.add(FILLER[0], user_id="a")
     query = engine.embedder.embed_one("puppy")
-    first, last = sorted(pk for pk, _ in engine.backend.nearest(query, SearchScope("a"), 10))
-    [(middle, _)] = engine.backend.nearest(query, SearchScope("b"), 10)
+    first, last = sorted(pk for pk, _ in engine.backend.nearest(query, SearchScope("a"), 10)[0])
+    [(middle, _)] = engine.backend.nearest(query, SearchScope("b"), 10)[0]
     assert first < middle < last
-    neighbours = engine.backend.neighbours([first, middle], SearchScope("a"))
+    neighbours, scores = engine.backend.neighbours([first, middle], SearchScope("a"), query, None)
     assert neighbours[first] == [last]  # skips b's memory in between
     assert middle not in neighbours  # b's memory is not visible to a
+    assert set(scores.cosine) == {last} and scores.keyword == {}  # the neighbour's scores come along
+
+
+def _reference_neighbours(
+    rows: dict[int, StoredRow], given: list[int], scope: SearchScope, reach: int = 8
+) -> dict[int, list[int]]:
+    """The rule ``neighbours`` implements, over every stored row: for each given row that the scope
+    sees (categories aside), the nearest current, embedded row of its own bucket on each side
+    within ``reach`` primary keys, kept when its category is searched."""
+    def key(row: StoredRow) -> tuple[object, ...]:
+        m = row.memory
+        return bucket_key(m.user_id, m.scope, m.session_id, m.agent_id, m.turn_id)
+
+    live = {pk: row for pk, row in rows.items() if row.memory.is_current and row.vector is not None}
+    out: dict[int, list[int]] = {}
+    for pk in given:
+        row = live.get(pk)
+        if row is None or key(row) not in scope.buckets():
+            continue
+        found = []
+        for step in (-1, 1):
+            for distance in range(1, reach + 1):
+                other = live.get(pk + step * distance)
+                if other is not None and key(other) == key(row):
+                    if scope.categories is None or other.memory.category in scope.categories:
+                        found.append(pk + step * distance)
+                    break
+        out[pk] = found
+    return out
+
+
+def test_neighbours_follow_the_bucket_rule_on_generated_stores(engine: MemoryEngine) -> None:
+    """Seeded fuzz: two users, every scope, several sessions/agents/turns, categories, superseded and
+    deleted rows; each backend's ``neighbours`` equals the rule computed from the stored rows."""
+    rng = random.Random(7)
+    texts = [item["content"] for item in Corpus(seed=11).memories(160)]
+    added = []
+    for text in texts:  # ids a row's scope ignores are stored too (a user-level memory learned in s1)
+        added.append(engine.add(
+            text, user_id=rng.choice(["u", "v"]), session_id=rng.choice(["s1", "s2"]),
+            agent_id=rng.choice(["a1", "a2"]), turn_id=rng.choice(["t1", "t2"]),
+            scope=rng.choice(list(MemoryScope)), category=rng.choice(list(MemoryCategory)),
+        ))
+    for memory in rng.sample(added, 20):
+        engine.supersede(memory.id, memory.content + " (changed)")
+    for memory in rng.sample(added, 10):
+        engine.delete(memory.id)
+    store = engine.backend
+    store.refresh()
+    rows = store.rows(list(range(1, len(texts) + 40)))
+    vector = engine.embedder.embed_one("hiking")
+    found_links = 0
+    for _ in range(40):
+        scope = SearchScope(
+            rng.choice(["u", "v"]), session_id=rng.choice(["s1", "s2", None]), agent_id=rng.choice(["a1", None]),
+            turn_id=rng.choice(["t1", None]),
+            categories=rng.choice([None, tuple(rng.sample(list(MemoryCategory), 3))]),
+            scopes=rng.choice([None, (MemoryScope.USER, MemoryScope.SESSION)]),
+        )
+        given = rng.sample(sorted(rows), 12)
+        links, scores = store.neighbours(given, scope, vector, None)
+        assert links == _reference_neighbours(rows, given, scope)
+        linked = {other for found in links.values() for other in found if other not in given}
+        assert set(scores.cosine) == linked
+        found_links += len(linked)
+    assert found_links >= 20  # the comparisons above were about real links
 
 
 @pytest.mark.sqlite_only  # the SQLite index's float16 matrices
@@ -189,6 +258,31 @@ def test_keyword_scores_of_given_memories_equal_sqlite_bm25(engine: MemoryEngine
         ranked = dict(store.keyword_search(query, SearchScope("u"), 100))
         assert ranked and store.candidate_scores(np.zeros(384, np.float32), query, [], list(ranked))[1] == pytest.approx(
             ranked, rel=1e-9)
+
+
+@pytest.mark.parametrize("brute_force_max", [0, 8192])  # 0: every search walks the HNSW graph
+def test_nearest_gives_the_scores_candidate_scores_gives(
+    make_engine: Callable[..., MemoryEngine], brute_force_max: int
+) -> None:
+    """The scores the nearest-neighbour search returns in the same round trip (cosines of the
+    keyword side's hits, BM25 of its own hits) are exactly what ``candidate_scores`` computes."""
+    engine = make_engine(brute_force_max=brute_force_max)
+    engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN, *Corpus(seed=3).memories(60)], user_id="u")
+    store = engine.backend
+    one_sided = 0
+    for question in ("puppy name", "Melanie dog", "hiking on the weekend", "coffee preferences"):
+        vector = engine.embedder.embed_one(question)
+        query = store.keyword_query(query_terms(question), 1000, 1.0)
+        known = [pk for pk, _ in store.keyword_search(query, SearchScope("u"), 20)] if query is not None else []
+        hits, found = store.nearest(vector, SearchScope("u"), 10, query, known)
+        assert len(hits) == 10 and [cos for _, cos in hits] == sorted((cos for _, cos in hits), reverse=True)
+        keyword_only = [pk for pk in known if pk not in dict(hits)]
+        vector_only = [pk for pk, _ in hits if pk not in known]
+        expected = store.candidate_scores(vector, query, keyword_only, vector_only)
+        one_sided += bool(keyword_only) + bool(vector_only)
+        assert found.cosine == pytest.approx(expected.cosine) and set(found.cosine) == set(keyword_only)
+        assert found.keyword == pytest.approx(expected.keyword)
+    assert one_sided >= 4  # the checks above compared something
 
 
 @pytest.mark.parametrize("brute_force_max", [0, 8192])  # 0: every search walks the HNSW graph

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from headroom_integrations.memory.backends import KeywordQuery, MemoryBackend, SearchScope, StoredRow
+from headroom_integrations.memory.backends import KeywordQuery, MemoryBackend, Scores, SearchScope, StoredRow
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, SearchResult
@@ -154,9 +154,9 @@ def _search_once(
     """One pass of :func:`hybrid_search` at ``r.depth``; also says whether a deeper pass could
     find more (candidates were dropped as repeats or stale rows, and not every visible vector was
     a candidate). Candidates dropped by ``min_score`` do not count: deeper ones are less similar."""
-    vector_hits = backend.nearest(vector, r.scope, r.depth)
+    vector_hits, found = backend.nearest(vector, r.scope, r.depth, text.query, [pk for pk, _ in text.hits])
     exhausted = len(vector_hits) < r.depth
-    fused, cosine, vector_rank, text_rank = _fuse(backend, r, vector, vector_hits, text, config)
+    fused, cosine, vector_rank, text_rank = _fuse(backend, r, vector, vector_hits, found, text, config)
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
@@ -184,20 +184,17 @@ def _fuse(
     r: SearchRequest,
     vector: np.ndarray,
     vector_hits: list[tuple[int, float]],
+    found: Scores,
     text: KeywordHits,
     config: MemoryConfig,
 ) -> tuple[dict[int, float], dict[int, float], dict[int, int], dict[int, int]]:
     """Fused score and cosine of every candidate (steps 2 and 3 of the module doc), and the
-    candidates' ranks."""
+    candidates' ranks. ``found``: the scores the nearest-neighbour search gave the candidates
+    of one side for the other."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
     text_rank = {pk: rank for rank, (pk, _) in enumerate(text.hits, start=1)}
-    keyword = dict(text.hits)
-    cosine = dict(vector_hits)
-    found_cosine, found_keyword = backend.candidate_scores(
-        vector, text.query, [pk for pk in keyword if pk not in cosine], [pk for pk in cosine if pk not in keyword]
-    )
-    cosine.update(found_cosine)
-    keyword.update(found_keyword)
+    keyword = {**found.keyword, **dict(text.hits)}
+    cosine = {**found.cosine, **dict(vector_hits)}
     total = config.vector_weight + config.text_weight
     relevance = {
         pk: (config.vector_weight * cos + config.text_weight * keyword.get(pk, 0.0)) / total
@@ -209,16 +206,17 @@ def _fuse(
     # Only the best candidates' neighbours can reach the top: a neighbour's bonus is a share of the
     # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
     best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
+    found_links, around = backend.neighbours(best, r.scope, vector, text.query)
     links: dict[int, list[int]] = {}
-    for pk, found in backend.neighbours(best, r.scope).items():
-        for other in found:
+    for pk, others in found_links.items():
+        for other in others:
             links.setdefault(pk, []).append(other)
             links.setdefault(other, []).append(pk)
-    new = [pk for pk in links if pk not in relevance]
-    new_cosine, new_keyword = backend.candidate_scores(vector, text.query, new, new)
-    for pk, cos in new_cosine.items():
-        cosine[pk] = cos
-        relevance[pk] = (config.vector_weight * cos + config.text_weight * new_keyword.get(pk, 0.0)) / total
+    for pk in links:
+        if pk not in relevance and pk in around.cosine:
+            cos = around.cosine[pk]
+            cosine[pk] = cos
+            relevance[pk] = (config.vector_weight * cos + config.text_weight * around.keyword.get(pk, 0.0)) / total
     fused = {}
     for pk, own in relevance.items():
         near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)

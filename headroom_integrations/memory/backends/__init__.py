@@ -6,13 +6,21 @@ PostgreSQL + pgvector one (the ``postgres`` extra).
 
 from __future__ import annotations
 
-from headroom_integrations.memory.backends.base import KeywordQuery, MemoryBackend, Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.base import (
+    KeywordQuery,
+    MemoryBackend,
+    Revision,
+    Scores,
+    SearchScope,
+    StoredRow,
+)
 from headroom_integrations.memory.config import MemoryConfig
 
 __all__ = [
     "KeywordQuery",
     "MemoryBackend",
     "Revision",
+    "Scores",
     "SearchScope",
     "StoredRow",
     "backend_key",

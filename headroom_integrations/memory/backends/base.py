@@ -27,7 +27,7 @@ import numpy as np
 from headroom_integrations.memory.models import ChatRecord, Memory, MemoryCategory, MemoryFilter, MemoryScope
 from headroom_integrations.memory.visibility import BucketKey, bucket_key, visible_keys
 
-__all__ = ["META_MESSAGES_COPIED", "KeywordQuery", "MemoryBackend", "Revision", "SearchScope", "StoredRow"]
+__all__ = ["META_MESSAGES_COPIED", "KeywordQuery", "MemoryBackend", "Revision", "Scores", "SearchScope", "StoredRow"]
 
 META_MESSAGES_COPIED = "migrated_messages"
 """Meta key prefix: how many chat messages a migration copied from a source (``<prefix>:<hash of the source>``)."""
@@ -99,6 +99,19 @@ class KeywordQuery:
     def terms(self) -> list[str]:
         """The terms searched."""
         return [term for term, _ in self.weights]
+
+
+class Scores(NamedTuple):
+    """The two scores fusion combines, for some candidates: cosine similarity to the query vector
+    and normalised BM25 under the keyword query (a memory matching no query term has none).
+
+    Example:
+        >>> Scores({7: 0.81}, {}).cosine[7]
+        0.81
+    """
+
+    cosine: dict[int, float]
+    keyword: dict[int, float]
 
 
 class StoredRow(NamedTuple):
@@ -225,20 +238,30 @@ class MemoryBackend(Protocol):
 
     # -- vector side ------------------------------------------------------------------------------
 
-    def nearest(self, vector: np.ndarray, scope: SearchScope, k: int) -> list[tuple[int, float]]:
+    def nearest(
+        self, vector: np.ndarray, scope: SearchScope, k: int, query: KeywordQuery | None = None,
+        known: Sequence[int] = (),
+    ) -> tuple[list[tuple[int, float]], Scores]:
         """The ``k`` visible memories nearest to ``vector`` as (pk, cosine), best first; the
-        restriction is applied inside the search, so recall holds however many users share the store."""
+        restriction is applied inside the search, so recall holds however many users share the store.
+
+        In the same call (one round trip to a database server), the scores fusion lacks: the
+        cosine of each memory of ``known`` (the keyword side's hits) that is not a hit, and the
+        BM25 under ``query`` of each hit not in ``known``."""
 
     def candidate_scores(
         self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
-    ) -> tuple[dict[int, float], dict[int, float]]:
+    ) -> Scores:
         """The scores a candidate found by one side lacks from the other: the cosine of ``vector``
         to each memory of ``need_cosine`` that has a vector, and the normalised BM25 of each
         memory of ``need_keyword`` that matches a term of ``query`` (none without a query)."""
 
-    def neighbours(self, pks: Iterable[int], scope: SearchScope) -> dict[int, list[int]]:
+    def neighbours(
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None
+    ) -> tuple[dict[int, list[int]], Scores]:
         """For each given memory, the visible current memories of its own bucket stored right before
-        and right after it (the context of a conversation turn)."""
+        and right after it (the context of a conversation turn); and the scores of every such
+        neighbour that is not itself among ``pks`` (as :meth:`candidate_scores` gives them)."""
 
     def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
         """The given memories with vectors and fingerprints (missing ones left out)."""

@@ -22,21 +22,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from headroom_integrations.errors import HeadroomError, StorageError
-from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.base import KeywordQuery, Revision, Scores, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
 from headroom_integrations.memory.backends.postgres.driver import (
+    neighbours_sql,
     register_vector_types,
     scope_sql,
     tsquery_literal,
     tsvector_literal,
 )
+from headroom_integrations.memory.backends.postgres.term_stats import TermStatistics
 from headroom_integrations.memory.backends.postgres.urls import driver_installed, masked
 from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import Tables, build_tables
 from headroom_integrations.memory.backends.sql_store import SqlStore
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, MemoryFilter
-from headroom_integrations.memory.visibility import bucket_key
 
 __all__ = ["PostgresBackend"]
 
@@ -113,10 +114,8 @@ class PostgresBackend(SqlStore):
         self.tables = _tables(dimension, hnsw_m, hnsw_ef_construction)
         self._setup_statements()
         self._version = 0
-        self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
-        self._totals = (0, 0, 0, -(10**9))  # (rows, current rows, terms, seq read at)
+        self._terms = TermStatistics()
         self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
-        self._common: dict[str, float] = {}  # the most common lexemes and the share of rows holding each
         with self._errors("open"):
             # A server that does not answer fails the call in 10 s (unless the URL sets connect_timeout).
             timeout = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": 10}
@@ -316,64 +315,13 @@ class PostgresBackend(SqlStore):
 
     # -- keyword side -----------------------------------------------------------------------------
 
-    def _frequencies(
-        self, raw: Any, terms: list[str], postings_budget: int = 0, max_share: float = 1.0
-    ) -> tuple[dict[str, int], int, int, float]:
-        """Document frequencies, rows, current rows and the average indexed length; cached and
-        re-read after 256 changes (stale counts only shift the BM25 statistics a little).
-
-        Counting a very common term's rows would cost milliseconds on a large store, so terms
-        PostgreSQL's statistics list among the column's most common lexemes (``ANALYZE`` keeps
-        the share of rows holding each) are estimated from that share; the others are counted,
-        but never beyond the most rows a usable term may match (``postings_budget`` or
-        ``max_share`` of the current memories, whichever is more): past that, the term is left
-        out of the search either way.
-        """
-        seq = self._version
-        if seq - self._totals[3] > 256:
-            rows, current, n_terms = raw.execute(
-                "SELECT count(*), count(*) FILTER (WHERE valid_to IS NULL), coalesce(sum(n_terms), 0) FROM memories"
-            ).fetchone()
-            self._totals = (int(rows), int(current), int(n_terms), seq)
-            self._common = self._common_lexemes(raw)
-        rows, current, n_terms, _ = self._totals
-        cap = max(postings_budget, int(max_share * current)) + 1
-        missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
-        if missing:
-            found = {t: round(self._common[t] * rows) for t in missing if t in self._common}
-            counted = [t for t in missing if t not in found and tsquery_literal([t])]  # lexemes of 2 KiB+ match nothing
-            if counted:
-                counts = raw.execute(
-                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM memories WHERE tsv @@ CAST(q AS tsquery) "
-                    "LIMIT %(cap)s) AS hit) FROM unnest(%(queries)s::text[]) WITH ORDINALITY AS u(q, n) ORDER BY n",
-                    {"queries": [tsquery_literal([t]) for t in counted], "cap": cap},
-                ).fetchall()
-                found.update(zip(counted, (row[0] for row in counts)))
-            if len(self._df) > 50_000:
-                self._df.clear()
-            for term in missing:
-                self._df[term] = (int(found.get(term, 0)), seq)
-        return {t: self._df[t][0] for t in terms}, rows, current, n_terms / rows if rows else 0.0
-
-    @staticmethod
-    def _common_lexemes(raw: Any) -> dict[str, float]:
-        """The most common lexemes of ``tsv`` with the share of rows holding each, as of the last
-        ``ANALYZE`` (empty before the first one)."""
-        found = raw.execute(
-            "SELECT most_common_elems::text::text[], most_common_elem_freqs FROM pg_stats "
-            "WHERE schemaname = current_schema() AND tablename = 'memories' AND attname = 'tsv'"
-        ).fetchone()
-        if found is None or found[0] is None:
-            return {}
-        lexemes, shares = found
-        return dict(zip(lexemes, shares))  # the shares list ends with 3 summary numbers: zip drops them
-
     def keyword_query(self, terms: list[str], postings_budget: int, max_share: float) -> KeywordQuery | None:
         """See :meth:`MemoryBackend.keyword_query`."""
         if not terms:
             return None
         with self._raw() as raw:
-            frequencies, rows, current, average = self._frequencies(raw, terms, postings_budget, max_share)
+            frequencies, rows, current, average = self._terms.frequencies(
+                raw, self._version, terms, postings_budget, max_share)
         max_df = max(1, int(max_share * current)) if current >= 4 else None
         return keyword_weights(terms, frequencies, rows, average, postings_budget, max_df)
 
@@ -403,8 +351,12 @@ class PostgresBackend(SqlStore):
         self._visible.put(key, (count, self._version))
         return count
 
-    def nearest(self, vector: np.ndarray, scope: SearchScope, k: int) -> list[tuple[int, float]]:
-        """See :meth:`MemoryBackend.nearest`.
+    def nearest(
+        self, vector: np.ndarray, scope: SearchScope, k: int, query: KeywordQuery | None = None,
+        known: Sequence[int] = (),
+    ) -> tuple[list[tuple[int, float]], Scores]:
+        """See :meth:`MemoryBackend.nearest` (one statement: the hits with their indexed text, and
+        the cosines of ``known``).
 
         Few visible vectors (or older versions, which the HNSW index leaves out): an exact scan of
         the caller's rows. Many: the HNSW index with the visibility restriction in the same query
@@ -412,75 +364,91 @@ class PostgresBackend(SqlStore):
         sees; should the index still return fewer than ``k`` rows, the exact scan answers.
         """
         where, params = scope_sql(scope)
-        params.update(q=np.asarray(vector, dtype=np.float32), k=k)
-        select_ = f"SELECT pk, 1 - (embedding <=> %(q)s) FROM memories WHERE {where} AND embedding IS NOT NULL"
+        params.update(q=np.asarray(vector, dtype=np.float32), k=k, known=list(known))
+        hits_sql = (f"SELECT pk, 1 - (embedding <=> %(q)s) AS cos, search_text, true AS hit FROM memories "
+                    f"WHERE {where} AND embedding IS NOT NULL ORDER BY {{order}} LIMIT %(k)s")
+        known_sql = ("SELECT pk, 1 - (embedding <=> %(q)s), NULL, false FROM memories "
+                     "WHERE pk = ANY(%(known)s) AND embedding IS NOT NULL")
+        # "+ 0" keeps the planner from ordering by the HNSW index: exact distances of the visible rows.
+        exact = "(embedding <=> %(q)s) + 0"
         with self._raw() as raw:
             visible = self._visible_count(raw, scope) if not scope.history else 0
-            if not scope.history and visible > self.exact_max:
-                if self._totals[3] < 0:
-                    self._frequencies(raw, [])
-                share = visible / max(1, self._totals[1], visible)
-                ef = int(min(1000, max(self.ef_search, k, 2 * k / max(share, 1e-3))))
-                if getattr(raw, "_headroom_ef", None) != ef:  # a session setting: kept by the pooled connection
-                    raw.execute("SELECT set_config('hnsw.ef_search', %(ef)s, false)", {"ef": str(ef)})
-                    raw._headroom_ef = ef
-                hits = raw.execute(select_ + " ORDER BY embedding <=> %(q)s LIMIT %(k)s", params).fetchall()
-                if len(hits) >= min(k, visible):
-                    return [(pk, float(cos)) for pk, cos in hits]
-            # "+ 0" keeps the planner from ordering by the HNSW index: exact distances of the visible rows.
-            hits = raw.execute(select_ + " ORDER BY (embedding <=> %(q)s) + 0 LIMIT %(k)s", params).fetchall()
-        return [(pk, float(cos)) for pk, cos in hits]
+            use_index = not scope.history and visible > self.exact_max
+            if use_index:
+                self._set_ef(raw, visible, k)
+            statement = hits_sql.format(order="embedding <=> %(q)s" if use_index else exact)
+            if known:
+                statement = f"({statement}) UNION ALL ({known_sql}) ORDER BY hit DESC, cos DESC"
+            rows = raw.execute(statement, params).fetchall()
+            hits = [(pk, float(cos), text) for pk, cos, text, hit in rows if hit]
+            if use_index and len(hits) < min(k, visible):
+                hits = [(pk, float(cos), text) for pk, cos, text, _ in
+                        raw.execute(hits_sql.format(order=exact), params).fetchall()]
+        others, found = set(known), {pk for pk, _, _ in hits}
+        texts = [(pk, text) for pk, _, text in hits if pk not in others]
+        return [(pk, cos) for pk, cos, _ in hits], Scores(
+            {pk: float(cos) for pk, cos, _, hit in rows if not hit and pk not in found},
+            bm25_scores(texts, query) if query is not None else {},
+        )
+
+    def _set_ef(self, raw: Any, visible: int, k: int) -> None:
+        """``hnsw.ef_search`` for a search seeing ``visible`` vectors: the configured value, raised
+        for a caller who sees a small share of the store (a session setting, kept by the pooled
+        connection, so it is only sent when it changes)."""
+        current = self._terms.totals(raw, self._version)[1]
+        share = visible / max(1, current, visible)
+        ef = int(min(1000, max(self.ef_search, k, 2 * k / max(share, 1e-3))))
+        if getattr(raw, "_headroom_ef", None) != ef:
+            raw.execute("SELECT set_config('hnsw.ef_search', %(ef)s, false)", {"ef": str(ef)})
+            raw._headroom_ef = ef
 
     def candidate_scores(
         self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
-    ) -> tuple[dict[int, float], dict[int, float]]:
+    ) -> Scores:
         """See :meth:`MemoryBackend.candidate_scores` (one query for both)."""
         wanted = {*need_cosine, *need_keyword}
         if not wanted:
-            return {}, {}
+            return Scores({}, {})
         with self._raw() as raw:
             rows = raw.execute(
                 "SELECT pk, 1 - (embedding <=> %(q)s), search_text FROM memories WHERE pk = ANY(%(pks)s)",
                 {"q": np.asarray(vector, dtype=np.float32), "pks": sorted(wanted)},
             ).fetchall()
-        cosine_of = set(need_cosine)
-        cosines = {pk: float(cos) for pk, cos, _ in rows if pk in cosine_of and cos is not None}
-        keyword_of = set(need_keyword)
-        texts = [(pk, text) for pk, _, text in rows if pk in keyword_of]
-        return cosines, bm25_scores(texts, query) if query is not None else {}
+        return self._scores(rows, query, need_cosine, need_keyword)
 
-    def neighbours(self, pks: Iterable[int], scope: SearchScope, reach: int = 8) -> dict[int, list[int]]:
-        """See :meth:`MemoryBackend.neighbours`: the nearest visible current row of the same bucket
-        on each side, at most ``reach`` primary keys away (the same rule as the SQLite index)."""
+    @staticmethod
+    def _scores(rows: Sequence[tuple[int, float | None, str]], query: KeywordQuery | None,
+                need_cosine: Iterable[int], need_keyword: Iterable[int]) -> Scores:
+        """The wanted scores from rows of (pk, cosine or None, indexed text)."""
+        cosine_of, keyword_of = set(need_cosine), set(need_keyword)
+        cosines = {pk: float(cos) for pk, cos, _ in rows if pk in cosine_of and cos is not None}
+        texts = [(pk, text) for pk, _, text in rows if pk in keyword_of]
+        return Scores(cosines, bm25_scores(texts, query) if query is not None else {})
+
+    def neighbours(
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None, reach: int = 8
+    ) -> tuple[dict[int, list[int]], Scores]:
+        """See :meth:`MemoryBackend.neighbours`: the nearest current row of the same bucket on
+        each side, at most ``reach`` primary keys away (the same rule as the SQLite index), found
+        by the database with its cosine and text (one query)."""
         pks = list(pks)
         if not pks:
-            return {}
-        around = sorted({pk + d for pk in pks for d in range(-reach, reach + 1)})
+            return {}, Scores({}, {})
         where, params = scope_sql(SearchScope(scope.user_id, scope.session_id, scope.agent_id, scope.turn_id,
                                               scopes=scope.scopes))
+        params.update(given=pks, reach=reach, q=np.asarray(vector, dtype=np.float32))
         with self._raw() as raw:
-            rows = raw.execute(
-                "SELECT pk, user_id, scope, session_id, agent_id, turn_id, category FROM memories "
-                f"WHERE pk = ANY(%(around)s) AND {where} AND embedding IS NOT NULL", {**params, "around": around},
-            ).fetchall()
-        bucket = {r[0]: bucket_key(r[1], r[2], r[3], r[4], r[5]) for r in rows}
-        category = {r[0]: r[6] for r in rows}
+            rows = raw.execute(neighbours_sql(where), params).fetchall()
         allowed = None if scope.categories is None else {c.value for c in scope.categories}
         out: dict[int, list[int]] = {}
-        for pk in pks:
-            own = bucket.get(pk)
-            if own is None:
-                continue
-            found = []
-            for step in (-1, 1):
-                for distance in range(1, reach + 1):
-                    other = pk + step * distance
-                    if other in bucket and bucket[other] == own:  # the first row of the same owner
-                        if allowed is None or category[other] in allowed:
-                            found.append(other)
-                        break
-            out[pk] = found
-        return out
+        scored = []
+        for pk, other, category, cos, indexed in rows:
+            found = out.setdefault(pk, [])
+            if other is not None and (allowed is None or category in allowed):
+                found.append(other)
+                scored.append((other, cos, indexed))
+        linked = {other for other, _, _ in scored} - set(pks)
+        return out, self._scores(scored, query, linked, linked)
 
     def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
         """See :meth:`MemoryBackend.rows` (vectors read in binary)."""

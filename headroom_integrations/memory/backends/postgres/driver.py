@@ -20,7 +20,14 @@ from headroom_integrations.memory.backends.base import SearchScope
 from headroom_integrations.memory.backends.rows import naive
 from headroom_integrations.memory.models import MemoryScope
 
-__all__ = ["register_vector_types", "scope_sql", "tsquery_literal", "tsvector_literal", "vector_of"]
+__all__ = [
+    "neighbours_sql",
+    "register_vector_types",
+    "scope_sql",
+    "tsquery_literal",
+    "tsvector_literal",
+    "vector_of",
+]
 
 _HEADER = struct.Struct(">HH")
 _MAX_LEXEME_BYTES = 2000  # PostgreSQL refuses lexemes of 2 KiB and more
@@ -97,6 +104,35 @@ def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict
         params["categories"] = [c.value for c in scope.categories]
         sql.append("category = ANY(%(categories)s)")
     return " AND ".join(sql), params
+
+
+_SAME_BUCKET = (
+    "m.user_id = b.user_id AND m.scope = b.scope"
+    " AND (b.scope = 'user' OR m.session_id IS NOT DISTINCT FROM b.session_id)"
+    " AND (b.scope IN ('user', 'session') OR m.agent_id IS NOT DISTINCT FROM b.agent_id)"
+    " AND (b.scope <> 'turn' OR m.turn_id IS NOT DISTINCT FROM b.turn_id)"
+    " AND m.valid_to IS NULL AND m.embedding IS NOT NULL"
+)  # the rule of visibility.bucket_key: the ids that matter for the row's scope
+
+
+def neighbours_sql(where: str) -> str:
+    """The query of each given row's nearest current, embedded row of the same bucket on either
+    side (at most ``%(reach)s`` primary keys away): given pk, neighbour pk (NULL: none on either
+    side), its category, its cosine to ``%(q)s`` and its indexed text. ``where``: the visibility
+    condition (from :func:`scope_sql`) a given row must meet; its neighbours share its bucket, so
+    they meet it too."""
+    side = (
+        "(SELECT m.pk, m.category, m.embedding, m.search_text FROM memories m WHERE m.pk {op} b.pk "
+        "AND m.pk {bound} b.pk {sign} %(reach)s AND " + _SAME_BUCKET + " ORDER BY m.pk {order} LIMIT 1)"
+    )
+    before = side.format(op="<", bound=">=", sign="-", order="DESC")
+    after = side.format(op=">", bound="<=", sign="+", order="ASC")
+    return (
+        "WITH b AS (SELECT pk, user_id, scope, session_id, agent_id, turn_id FROM memories "
+        f"WHERE pk = ANY(%(given)s) AND {where} AND embedding IS NOT NULL) "
+        "SELECT b.pk, n.pk, n.category, 1 - (n.embedding <=> %(q)s), n.search_text "
+        f"FROM b LEFT JOIN LATERAL ({before} UNION ALL {after}) n ON true ORDER BY b.pk, n.pk"
+    )
 
 
 def _lexeme(term: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import Connection, select
 
 from headroom_integrations.errors import StorageError
-from headroom_integrations.memory.backends.base import KeywordQuery, Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.base import KeywordQuery, Revision, Scores, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
 from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION
@@ -354,10 +354,10 @@ class SqliteBackend(SqlStore):
 
     def candidate_scores(
         self, vector: np.ndarray, query: KeywordQuery | None, need_cosine: Sequence[int], need_keyword: Sequence[int]
-    ) -> tuple[dict[int, float], dict[int, float]]:
+    ) -> Scores:
         """See :meth:`MemoryBackend.candidate_scores`."""
         cosines = self._similarities(vector, need_cosine) if need_cosine else {}
-        return cosines, self._keyword_scores(query, need_keyword) if query is not None else {}
+        return Scores(cosines, self._keyword_scores(query, need_keyword) if query is not None else {})
 
     def _keyword_scores(self, query: KeywordQuery, pks: Sequence[int]) -> dict[int, float]:
         """BM25 computed from the rows' indexed text (asking FTS5 would recount every term's
@@ -370,23 +370,30 @@ class SqliteBackend(SqlStore):
 
     # -- vector side ------------------------------------------------------------------------------
 
-    def nearest(self, vector: np.ndarray, scope: SearchScope, k: int) -> list[tuple[int, float]]:
+    def nearest(
+        self, vector: np.ndarray, scope: SearchScope, k: int, query: KeywordQuery | None = None,
+        known: Sequence[int] = (),
+    ) -> tuple[list[tuple[int, float]], Scores]:
         """See :meth:`MemoryBackend.nearest`: the index's visibility buckets; older versions (not
         in the graph) are scored exactly from the database."""
         hits = self.index.search(vector, scope.buckets(), k, scope.categories)
-        if not scope.history:
-            return hits
-        m = TABLES.memories
-        with self.connect() as conn:
-            rows = conn.execute(
-                select(m.c.pk, m.c.embedding)
-                .where(self.scope_condition(scope), m.c.valid_to.is_not(None), m.c.embedding.is_not(None))
-            ).all()
-        merged = dict(hits)
-        if rows:
-            matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-            merged.update(zip([r[0] for r in rows], (matrix @ vector).tolist()))
-        return sorted(merged.items(), key=lambda item: item[1], reverse=True)[:k]
+        if scope.history:
+            m = TABLES.memories
+            with self.connect() as conn:
+                rows = conn.execute(
+                    select(m.c.pk, m.c.embedding)
+                    .where(self.scope_condition(scope), m.c.valid_to.is_not(None), m.c.embedding.is_not(None))
+                ).all()
+            merged = dict(hits)
+            if rows:
+                matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
+                merged.update(zip([r[0] for r in rows], (matrix @ vector).tolist()))
+            hits = sorted(merged.items(), key=lambda item: item[1], reverse=True)[:k]
+        found = {pk for pk, _ in hits}
+        others = set(known)
+        return hits, self.candidate_scores(
+            vector, query, [pk for pk in known if pk not in found], [pk for pk in found if pk not in others]
+        )
 
     def _similarities(self, vector: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
         """Cosines from the index's matrices when it keeps them, else from the vectors in the
@@ -402,9 +409,16 @@ class SqliteBackend(SqlStore):
                 out.update(zip([r[0] for r in rows], (matrix @ vector).tolist()))
         return out
 
-    def neighbours(self, pks: Iterable[int], scope: SearchScope) -> dict[int, list[int]]:
-        """See :meth:`MemoryBackend.neighbours` (from the index's bookkeeping, no SQL)."""
-        return self.index.neighbours(pks, scope.buckets(), scope.categories)
+    def neighbours(
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None
+    ) -> tuple[dict[int, list[int]], Scores]:
+        """See :meth:`MemoryBackend.neighbours` (from the index's bookkeeping; SQL only for the
+        neighbours' keyword scores)."""
+        pks = list(pks)
+        links = self.index.neighbours(pks, scope.buckets(), scope.categories)
+        given = set(pks)
+        linked = sorted({other for found in links.values() for other in found if other not in given})
+        return links, self.candidate_scores(vector, query, linked, linked)
 
     def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
         """See :meth:`MemoryBackend.rows`; served from a small cache of recent rows when the
