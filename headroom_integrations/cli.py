@@ -9,6 +9,7 @@ Examples::
     headroom-memory --db memory.db stats [--user alice]
     headroom-memory --db-url postgresql://user:pw@host:5432/db stats
     headroom-memory migrate --from memory.db --to postgresql://user:pw@host:5432/db
+    headroom-memory mcp --db memory.db --user alice [--session s1] [--http 8765]
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from headroom_integrations.errors import HeadroomError
+from headroom_integrations.errors import HeadroomError, InvalidInputError
 from headroom_integrations.memory import MemoryConfig, MemoryEngine
 
 __all__ = ["main"]
@@ -54,7 +55,28 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--from", dest="source", required=True, help="source file path or database URL")
     migrate.add_argument("--to", dest="target", required=True, help="target file path or database URL")
     migrate.add_argument("--batch-size", type=int, default=1000, help="memories per transaction")
+    mcp = commands.add_parser("mcp", help="serve one user's memories to MCP clients (stdio, or HTTP with --http)")
+    mcp.add_argument("--user", required=True, help="whose memories (tools never choose another user)")
+    mcp.add_argument("--session", help="also see and write this session's memories")
+    mcp.add_argument("--agent", help="also see and write this agent's memories (needs --session)")
+    mcp.add_argument("--http", type=int, metavar="PORT", help="streamable HTTP on 127.0.0.1:PORT instead of stdio")
+    mcp_where = mcp.add_mutually_exclusive_group()  # also accepted after the command
+    mcp_where.add_argument("--db", type=Path, default=argparse.SUPPRESS, help="SQLite database file")
+    mcp_where.add_argument("--db-url", default=argparse.SUPPRESS, help="database URL instead of --db")
     return parser
+
+
+def _serve_mcp(args: argparse.Namespace, engine: MemoryEngine) -> int:
+    from headroom_integrations.mcp_server import MemoryTools, build_server
+
+    server = build_server(MemoryTools(engine, args.user, args.session, args.agent))
+    if args.http is None:
+        server.run("stdio")
+    else:
+        if not 0 < args.http < 65536:
+            raise InvalidInputError(f"--http must be a port number (1-65535), got {args.http}")
+        server.run("streamable-http", host="127.0.0.1", port=args.http)
+    return 0
 
 
 class _Progress:
@@ -107,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
         url = args.db_url or os.environ.get("HEADROOM_DB_URL")
         config = MemoryConfig(db_url=url) if url else MemoryConfig(db_path=args.db)
         with MemoryEngine(config) as engine:
+            if args.command == "mcp":
+                return _serve_mcp(args, engine)
             if args.command == "add":
                 m = engine.add(args.content, user_id=args.user, category=args.category, scope=args.scope,
                                session_id=args.session, importance=args.importance)

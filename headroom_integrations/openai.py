@@ -29,14 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from headroom_integrations._async import async_face
+from headroom_integrations.adapter_core import engine_from
 from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
 from headroom_integrations.inline import (
     ExtractedMemory,
-    InlineMemory,
     StreamFilter,
     add_instruction,
     clean_messages,
-    engine_from,
     inject_memories,
     last_user_text,
     parse_reply,
@@ -51,6 +50,7 @@ from headroom_integrations.memory import (
     MemoryScope,
     SearchResult,
 )
+from headroom_integrations.session import InlineMemory
 
 __all__ = [
     "AsyncMemoryFacade",
@@ -98,22 +98,8 @@ class MemorySession(InlineMemory):
         reply_text = session.finish_text("Hello!<memory>{...}</memory>", state)   # -> "Hello!"
     """
 
-    def __init__(
-        self,
-        engine: MemoryEngine,
-        user_id: str,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        *,
-        top_k: int = 5,
-        token_budget: int = 400,
-        min_score: float | None = None,
-        inject: bool = True,
-        extract: bool = True,
-    ) -> None:
-        super().__init__(
-            engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget, min_score=min_score
-        )
+    def __init__(self, *ids: Any, inject: bool = True, extract: bool = True, **recall: Any) -> None:
+        super().__init__(*ids, **recall)  # engine, user_id, session_id, agent_id; top_k, token_budget, min_score
         self.inject = inject
         self.extract = extract
 

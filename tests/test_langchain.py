@@ -218,6 +218,25 @@ async def test_agent_remembers_across_threads(engine: MemoryEngine, use_async: b
     assert [(m.content, m.session_id) for m in stored] == [("Prefers Go for performance-critical code", "t1")]
 
 
+@pytest.mark.parametrize(("system_prompt", "instruct", "expected"), [
+    (None, True, 1), ("Be brief.", True, 1), ("Be brief.\n\n" + MEMORY_INSTRUCTION, True, 1), ("Be brief.", False, 0),
+])
+def test_agent_instruction_policy(
+    engine: MemoryEngine, system_prompt: str | None, instruct: bool, expected: int
+) -> None:
+    """The middleware adds the instruction like every adapter does: once, and only when asked."""
+    from langchain.agents import create_agent
+
+    model = _model("Okay.")
+    middleware = HeadroomMemoryMiddleware(user_id="gail", memory=engine, instruct=instruct)
+    agent = create_agent(model, tools=[], system_prompt=system_prompt, middleware=[middleware])
+    agent.invoke({"messages": [{"role": "user", "content": "Hi"}]}, config={"configurable": {"thread_id": "t"}})
+    system = [m.content for m in model.seen[0] if m.type == "system"]
+    assert "".join(system).count(MEMORY_INSTRUCTION) == expected
+    if system_prompt is not None:
+        assert system[0].startswith("Be brief.")
+
+
 def test_callback_with_a_completion_model(engine: MemoryEngine) -> None:
     from langchain_core.language_models.fake import FakeListLLM
     from langchain_core.prompts import PromptTemplate

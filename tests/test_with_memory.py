@@ -403,3 +403,13 @@ def test_any_client_with_the_same_shape(engine: MemoryEngine) -> None:
     assert reply["choices"][0]["message"]["content"] == "Hi!"
     assert client.name == "tiny" and len(seen) == 1
     assert [m.content for m in engine.query(MemoryFilter(user_id="u"))] == ["Prefers Go for performance-critical code"]
+
+
+def test_an_instruction_already_in_the_system_prompt_is_not_added_again(stub_llm: StubLLM, engine: MemoryEngine) -> None:
+    """The policy every adapter shares: the instruction once (a caller who put it there, or a
+    history replayed with it, does not get a second copy)."""
+    client = with_memory(_client(stub_llm), user_id="u", memory=engine)
+    system = "You are terse.\n\n" + MEMORY_INSTRUCTION
+    client.chat.completions.create(model="m", messages=[{"role": "system", "content": system},
+                                                        {"role": "user", "content": "Hi"}])
+    assert stub_llm.requests[0]["messages"][0] == {"role": "system", "content": system}

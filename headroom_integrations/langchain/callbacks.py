@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -26,8 +25,8 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from headroom_integrations._async import async_face
-from headroom_integrations.inline import MEMORY_INSTRUCTION, InlineMemory, StreamFilter, engine_from, parse_reply
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions
+from headroom_integrations.inline import MEMORY_INSTRUCTION, StreamFilter, parse_reply
 
 __all__ = ["AsyncHeadroomMemoryCallbackHandler", "HeadroomMemoryCallbackHandler"]
 
@@ -60,11 +59,9 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
-        session_id: the conversation (session-level memories stay in it).
-        agent_id: the agent.
-        top_k: memories the injector recalls at most.
-        token_budget: approximate tokens of recalled memories.
+        **options: the store (``memory``, ``db_path``, ``db_url`` or ``config``), ``session_id``,
+            ``agent_id``, ``top_k``, ``token_budget``, ``min_score``: see
+            :class:`~headroom_integrations.adapter_core.RecallOptions`.
 
     Example::
 
@@ -75,23 +72,9 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
 
     raise_error = False
 
-    def __init__(
-        self,
-        user_id: str,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        top_k: int = 5,
-        token_budget: int = 400,
-    ) -> None:
-        self.memory = InlineMemory(
-            engine_from(memory, config, db_path, db_url), user_id, session_id, agent_id, top_k=top_k,
-            token_budget=token_budget,
-        )
+    def __init__(self, user_id: str, **options: Unpack[RecallOptions]) -> None:
+        self.core = AdapterCore(user_id, **options)
+        self.memory = self.core.memory
         self.handles: dict[str, str] = {}  # handles of the latest injection, for "supersedes"
 
     def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Unpack
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.messages import messages_from_dict as _from_dicts
 
-from headroom_integrations.inline import InlineMemory, engine_from
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions
 
 __all__ = ["HeadroomChatMessageHistory"]
 
@@ -30,15 +29,12 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
     Args:
         session_id: the conversation.
         user_id: whose memories these are.
-        memory: an open store (``HierarchicalMemory`` or ``MemoryEngine``) to share.
-        db_path: or a database file to open (``config`` for a full :class:`MemoryConfig`).
-        db_url: or a database URL to open (``postgresql://…``).
-        agent_id: the agent, for agent-level memories.
         extract: parse and store memory blocks of AI messages.
         compress: return memories + recent messages instead of the whole history.
         recent_messages: how many recent messages ``compress`` keeps.
-        top_k: memories recalled at most.
-        token_budget: approximate tokens of recalled memories.
+        **options: the store (``memory``, ``db_path``, ``db_url`` or ``config``), ``agent_id``,
+            ``top_k``, ``token_budget``, ``min_score``: see
+            :class:`~headroom_integrations.adapter_core.RecallOptions`.
 
     Example::
 
@@ -53,21 +49,14 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         session_id: str,
         user_id: str,
         *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        agent_id: str | None = None,
         extract: bool = True,
         compress: bool = False,
         recent_messages: int = 10,
-        top_k: int = 5,
-        token_budget: int = 400,
+        **options: Unpack[RecallOptions],
     ) -> None:
-        self.engine = engine_from(memory, config, db_path, db_url)
-        self.memory = InlineMemory(
-            self.engine, user_id, session_id, agent_id, top_k=top_k, token_budget=token_budget
-        )
+        core = AdapterCore(user_id, session_id=session_id, **options)
+        self.engine = core.engine
+        self.memory = core.memory
         self.session_id = session_id
         self.user_id = user_id
         self.extract = extract

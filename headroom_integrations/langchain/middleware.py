@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from headroom_integrations.inline import MEMORY_INSTRUCTION, InlineMemory, engine_from
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions
+from headroom_integrations.inline import MEMORY_INSTRUCTION
+from headroom_integrations.session import InlineMemory
 
 __all__ = ["HeadroomMemoryMiddleware"]
 
@@ -42,11 +42,11 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     Args:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
-        session_id: fixed session id (default: the run's thread_id).
-        agent_id: the agent, for agent-level memories.
-        top_k: memories injected at most.
-        token_budget: approximate tokens of injected memories.
+        inject: add relevant memories to the latest user message.
+        instruct: add the extraction instruction to the system message (once: not when it is there).
+        **options: the store (``memory``, ``db_path``, ``db_url`` or ``config``), a fixed
+            ``session_id`` (default: the run's thread_id), ``agent_id``, ``top_k``,
+            ``token_budget``, ``min_score``: see :class:`~headroom_integrations.adapter_core.RecallOptions`.
 
     Example::
 
@@ -57,46 +57,30 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     """
 
     def __init__(
-        self,
-        user_id: str,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        session_id: str | None = None,
-        agent_id: str | None = None,
-        top_k: int = 5,
-        token_budget: int = 400,
+        self, user_id: str, *, inject: bool = True, instruct: bool = True, **options: Unpack[RecallOptions]
     ) -> None:
         super().__init__()
-        self.engine = engine_from(memory, config, db_path, db_url)
-        self.user_id = user_id
-        self.session_id = session_id
-        self.agent_id = agent_id
-        self.top_k = top_k
-        self.token_budget = token_budget
-        InlineMemory(self.engine, user_id)  # validates user_id now rather than at the first call
+        self.core = AdapterCore(user_id, inject=inject, instruct=instruct, **options)
+        self.engine = self.core.engine
 
     def _memory(self) -> InlineMemory:
-        return InlineMemory(
-            self.engine, self.user_id, self.session_id or _thread_id(), self.agent_id,
-            top_k=self.top_k, token_budget=self.token_budget,
-        )
+        return self.core.conversation(self.core.session_id or _thread_id())
 
     def _prepare(self, request: ModelRequest, memory: InlineMemory) -> tuple[ModelRequest, dict[str, str]]:
         messages = list(request.messages)
         position = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], HumanMessage)), None)
         handles: dict[str, str] = {}
         if position is not None:
-            injection = memory.recall(messages[position].text)
+            injection = self.core.recall(messages[position].text, memory)
             if injection.text:
                 human = messages[position]
                 messages[position] = human.model_copy(update={"content": _append(human.content, injection.text)})
                 handles = injection.handles
         system = request.system_message
-        content = _append(system.content, MEMORY_INSTRUCTION) if system is not None else MEMORY_INSTRUCTION
-        return request.override(messages=messages, system_message=SystemMessage(content=content)), handles
+        if self.core.needs_instruction(system.text if system is not None else ""):
+            content = _append(system.content, MEMORY_INSTRUCTION) if system is not None else MEMORY_INSTRUCTION
+            system = SystemMessage(content=content)
+        return request.override(messages=messages, system_message=system), handles
 
     @staticmethod
     def _finish(response: ModelResponse, memory: InlineMemory, handles: dict[str, str]) -> ModelResponse:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -11,13 +10,10 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field, ValidationError, field_validator
 
+from headroom_integrations.adapter_core import engine_of
 from headroom_integrations.errors import InvalidInputError
-from headroom_integrations.inline import engine_from
 from headroom_integrations.memory import (
-    HierarchicalMemory,
     MemoryCategory,
-    MemoryConfig,
-    MemoryEngine,
     MemoryScope,
     SearchResult,
 )
@@ -51,7 +47,8 @@ class HeadroomMemoryRetriever(BaseRetriever):
 
     ``page_content`` is the memory text; metadata carries id, category, scope, importance,
     created_at, valid_from/valid_to and score. ``k`` is set on the retriever or per call
-    (``retriever.invoke(query, k=3)``).
+    (``retriever.invoke(query, k=3)``). The store: ``memory`` (an open one to share),
+    ``db_path``, ``db_url`` or ``config`` (see :class:`~headroom_integrations.adapter_core.StoreOptions`).
 
     Example::
 
@@ -71,16 +68,8 @@ class HeadroomMemoryRetriever(BaseRetriever):
     include_superseded: bool = False
     min_score: float | None = None
 
-    def __init__(
-        self,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        **fields: Any,
-    ) -> None:
-        engine = fields.pop("engine", None) or engine_from(memory, config, db_path, db_url)
+    def __init__(self, **fields: Any) -> None:
+        engine = fields.pop("engine", None) or engine_of(fields)
         try:
             super().__init__(engine=engine, **fields)
         except ValidationError as exc:  # one clear error of ours instead of pydantic's report

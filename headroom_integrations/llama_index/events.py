@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
@@ -10,8 +9,10 @@ from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 
-from headroom_integrations.inline import InlineMemory, engine_from, parse_reply
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.adapter_core import AdapterCore, engine_of
+from headroom_integrations.inline import parse_reply
+from headroom_integrations.memory import MemoryEngine
+from headroom_integrations.session import InlineMemory
 
 __all__ = ["HeadroomMemoryEventHandler"]
 
@@ -56,18 +57,10 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
 
     _memory: InlineMemory = PrivateAttr()
 
-    def __init__(
-        self,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        **data: Any,
-    ) -> None:
+    def __init__(self, **data: Any) -> None:
+        engine = engine_of(data)
         super().__init__(**data)
-        engine = engine_from(memory, config, db_path, db_url)
-        self._memory = InlineMemory(engine, self.user_id, self.session_id, self.agent_id)
+        self._memory = AdapterCore.of(self, engine).memory
 
     @classmethod
     def class_name(cls) -> str:

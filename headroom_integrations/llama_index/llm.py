@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from llama_index.core.base.llms.types import (
     ChatMessage,
@@ -22,17 +21,10 @@ from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from headroom_integrations.inline import (
-    MEMORY_INSTRUCTION,
-    ExtractedMemory,
-    Injection,
-    InlineMemory,
-    StreamFilter,
-    engine_from,
-    parse_reply,
-)
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions, engine_of
+from headroom_integrations.inline import MEMORY_INSTRUCTION, ExtractedMemory, Injection, StreamFilter, parse_reply
 from headroom_integrations.llama_index.memory import append_text, message_text, query_of, strip_blocks, with_text
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.memory import MemoryEngine
 
 __all__ = ["HeadroomFunctionCallingLLM", "HeadroomLLM", "with_memory_llm"]
 
@@ -99,29 +91,20 @@ class HeadroomLLM(LLM):
     instruct: bool = True
     top_k: int = 5
     token_budget: int = 400
+    min_score: float | None = None
 
-    _memory: InlineMemory = PrivateAttr()
+    _core: AdapterCore = PrivateAttr()
     _last: tuple[str, Injection] | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        **data: Any,
-    ) -> None:
+    def __init__(self, **data: Any) -> None:
+        engine = engine_of(data)
         inner = data.get("llm")
         if isinstance(inner, LLM):  # keep the inner LLM's prompt settings and callbacks
             for name in ("system_prompt", "messages_to_prompt", "completion_to_prompt", "output_parser",
                          "pydantic_program_mode", "callback_manager"):
                 data.setdefault(name, getattr(inner, name))
         super().__init__(**data)
-        self._memory = InlineMemory(
-            engine_from(memory, config, db_path, db_url), self.user_id, self.session_id, self.agent_id,
-            top_k=self.top_k, token_budget=self.token_budget,
-        )
+        self._core = AdapterCore.of(self, engine, inject=self.inject, instruct=self.instruct)
 
     @classmethod
     def class_name(cls) -> str:
@@ -136,7 +119,7 @@ class HeadroomLLM(LLM):
     @property
     def engine(self) -> MemoryEngine:
         """The store memories are read from and written to."""
-        return self._memory.engine
+        return self._core.engine
 
     # -- the memory side ------------------------------------------------------------------------
 
@@ -144,7 +127,7 @@ class HeadroomLLM(LLM):
         # an agent calls the model several times per user message: recall once per message
         if self._last is not None and self._last[0] == query:
             return self._last[1]
-        injection = self._memory.recall(query)
+        injection = self._core.recall(query)
         self._last = (query, injection)
         return injection
 
@@ -158,8 +141,7 @@ class HeadroomLLM(LLM):
                 if injection.text:
                     out[position] = append_text(out[position], injection.text)
                     handles = dict(injection.handles)
-        instructed = any(MEMORY_INSTRUCTION in message_text(m) for m in out if m.role == MessageRole.SYSTEM)
-        if self.instruct and not instructed:
+        if self._core.needs_instruction("\n".join(message_text(m) for m in out if m.role == MessageRole.SYSTEM)):
             if out and out[0].role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
                 out[0] = append_text(out[0], MEMORY_INSTRUCTION)
             else:
@@ -173,13 +155,13 @@ class HeadroomLLM(LLM):
             if injection.text:
                 parts.append(injection.text)
                 handles = dict(injection.handles)
-        if self.instruct and MEMORY_INSTRUCTION not in prompt:
+        if self._core.needs_instruction(prompt):
             parts.insert(0, MEMORY_INSTRUCTION)
         return "\n\n".join(parts), handles
 
     def _store(self, found: list[ExtractedMemory], handles: dict[str, str]) -> None:
         if found:
-            self._memory.remember(found, handles)
+            self._core.memory.remember(found, handles)
             self._last = None  # what is remembered changed: recall afresh
 
     def _finish_chat(self, response: ChatResponse, handles: dict[str, str]) -> ChatResponse:
@@ -347,15 +329,9 @@ def with_memory_llm(
     user_id: str,
     session_id: str | None = None,
     *,
-    memory: HierarchicalMemory | MemoryEngine | None = None,
-    db_path: str | Path | None = None,
-    db_url: str | None = None,
-    config: MemoryConfig | None = None,
-    agent_id: str | None = None,
     inject: bool = True,
     instruct: bool = True,
-    top_k: int = 5,
-    token_budget: int = 400,
+    **options: Unpack[RecallOptions],
 ) -> HeadroomLLM:
     """Wrap any LlamaIndex LLM with inline memory for one user (and session).
 
@@ -366,13 +342,12 @@ def with_memory_llm(
         llm: the LLM to wrap.
         user_id: whose memories these are.
         session_id: the conversation (session-level memories stay in it).
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
-        agent_id: the agent, for agent-level memories.
         inject: add relevant memories to the latest user message (turn off when a
             :class:`~headroom_integrations.llama_index.HeadroomMemory` already recalls them).
         instruct: add the extraction instruction to the system message.
-        top_k: memories injected at most.
-        token_budget: approximate tokens of injected memories.
+        **options: the store (``memory``, ``db_path``, ``db_url`` or ``config``), ``agent_id``,
+            ``top_k``, ``token_budget``, ``min_score``: see
+            :class:`~headroom_integrations.adapter_core.RecallOptions`.
 
     Example::
 
@@ -382,7 +357,4 @@ def with_memory_llm(
             print(token, end="")      # never shows the <memory> block
     """
     cls = HeadroomFunctionCallingLLM if isinstance(llm, FunctionCallingLLM) else HeadroomLLM
-    return cls(
-        llm=llm, user_id=user_id, session_id=session_id, agent_id=agent_id, inject=inject, instruct=instruct,
-        top_k=top_k, token_budget=token_budget, memory=memory, db_path=db_path, db_url=db_url, config=config,
-    )
+    return cls(llm=llm, user_id=user_id, session_id=session_id, inject=inject, instruct=instruct, **options)

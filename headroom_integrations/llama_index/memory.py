@@ -11,7 +11,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
@@ -21,14 +20,10 @@ from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.memory.types import BaseMemory
 from llama_index.core.utils import get_tokenizer
 
-from headroom_integrations.inline import (
-    MEMORY_INSTRUCTION,
-    ExtractedMemory,
-    InlineMemory,
-    engine_from,
-    parse_reply,
-)
-from headroom_integrations.memory import HierarchicalMemory, MemoryConfig, MemoryEngine
+from headroom_integrations.adapter_core import AdapterCore, engine_of
+from headroom_integrations.inline import ExtractedMemory, parse_reply
+from headroom_integrations.memory import MemoryEngine
+from headroom_integrations.session import InlineMemory
 
 __all__ = ["HeadroomMemory", "HeadroomMemoryBlock", "MEMORY_PREAMBLE"]
 
@@ -166,24 +161,14 @@ class HeadroomMemory(BaseMemory):
     tokenizer_fn: Callable[[str], list[Any]] = Field(default_factory=get_tokenizer, exclude=True)
 
     _engine: MemoryEngine = PrivateAttr()
-    _inline: InlineMemory = PrivateAttr()
+    _core: AdapterCore = PrivateAttr()
     _handles: dict[str, str] = PrivateAttr(default_factory=dict)
 
-    def __init__(
-        self,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        **data: Any,
-    ) -> None:
+    def __init__(self, **data: Any) -> None:
+        engine = engine_of(data)
         super().__init__(**data)
-        self._engine = engine_from(memory, config, db_path, db_url)
-        self._inline = InlineMemory(
-            self._engine, self.user_id, self.session_id, self.agent_id, top_k=self.top_k,
-            token_budget=self.token_budget,
-        )
+        self._engine = engine
+        self._core = AdapterCore.of(self, engine, inject=self.recall, instruct=self.instruction)
 
     @classmethod
     def class_name(cls) -> str:
@@ -196,10 +181,6 @@ class HeadroomMemory(BaseMemory):
         user_id: str,
         session_id: str | None = None,
         *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
         chat_history: list[ChatMessage] | None = None,
         llm: LLM | None = None,
         token_limit: int | None = None,
@@ -209,7 +190,8 @@ class HeadroomMemory(BaseMemory):
 
         ``token_limit`` defaults to 75% of ``llm``'s context window when an LLM is given, else
         3000. ``chat_history`` replaces the session's stored messages. Other options are the
-        fields of the class (``agent_id``, ``top_k``, ``token_budget``, ``recall``, ...).
+        store (``memory``, ``db_path``, ``db_url`` or ``config``) and the fields of the class
+        (``agent_id``, ``top_k``, ``token_budget``, ``recall``, ...).
         """
         if token_limit is None:
             token_limit = (
@@ -218,7 +200,7 @@ class HeadroomMemory(BaseMemory):
         fields: dict[str, Any] = {"user_id": user_id, "token_limit": token_limit, **options}
         if session_id is not None:
             fields["session_id"] = session_id
-        instance = cls(memory=memory, db_path=db_path, db_url=db_url, config=config, **fields)
+        instance = cls(**fields)
         if chat_history is not None:
             instance.set(chat_history)
         return instance
@@ -262,15 +244,12 @@ class HeadroomMemory(BaseMemory):
     ) -> list[ChatMessage]:
         """The memories relevant to ``input`` (system message) plus the recent history that fits."""
         history = self._load(self.max_messages)
-        parts: list[str] = []
-        if self.recall:
-            injection = self._inline.recall(query_of(input, history))
+        injection = self._core.recall(query_of(input, history))
+        if self._core.inject:
             self._handles = dict(injection.handles)
-            if injection.text:
-                parts.append(f"{MEMORY_PREAMBLE}\n{injection.text}")
-        if self.instruction:
-            parts.append(MEMORY_INSTRUCTION)
-        system = ChatMessage(role=MessageRole.SYSTEM, content="\n\n".join(parts)) if parts else None
+        found = f"{MEMORY_PREAMBLE}\n{injection.text}" if injection.text else ""
+        text = self._core.instructed(found)
+        system = ChatMessage(role=MessageRole.SYSTEM, content=text) if text else None
         budget = self.token_limit - initial_token_count - (self._message_tokens(system) if system else 0)
         window = self._trim(history, budget)
         return [system, *window] if system is not None else window
@@ -292,7 +271,7 @@ class HeadroomMemory(BaseMemory):
             if self.extract:
                 message, found = strip_blocks(message)
                 if found:
-                    self._inline.remember(found, self._handles)
+                    self._core.memory.remember(found, self._handles)
             rows.append({
                 "role": message.role.value,
                 "content": message_text(message),
@@ -381,33 +360,22 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
     token_budget: int = 400
     extract: bool = True
 
-    _engine: MemoryEngine = PrivateAttr()
+    _core: AdapterCore = PrivateAttr()
     _handles: dict[str, str] = PrivateAttr(default_factory=dict)
     _last_session: str | None = PrivateAttr(default=None)
 
-    def __init__(
-        self,
-        *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
-        **data: Any,
-    ) -> None:
+    def __init__(self, **data: Any) -> None:
+        engine = engine_of(data)
         super().__init__(**data)
-        self._engine = engine_from(memory, config, db_path, db_url)
-        InlineMemory(self._engine, self.user_id)  # validates user_id now
+        self._core = AdapterCore.of(self, engine)
 
     @property
     def engine(self) -> MemoryEngine:
         """The store this block reads and writes."""
-        return self._engine
+        return self._core.engine
 
     def _memory(self, session_id: str | None) -> InlineMemory:
-        return InlineMemory(
-            self._engine, self.user_id, self.session_id or session_id, self.agent_id, top_k=self.top_k,
-            token_budget=self.token_budget,
-        )
+        return self._core.conversation(self.session_id or session_id)
 
     def _recall(self, messages: list[ChatMessage], session_id: str | None) -> str:
         injection = self._memory(session_id).recall(query_of(None, messages))

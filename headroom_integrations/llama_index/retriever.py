@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks import CallbackManager
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
+from headroom_integrations.adapter_core import StoreOptions, engine_of
 from headroom_integrations.errors import InvalidInputError
-from headroom_integrations.inline import engine_from
 from headroom_integrations.memory import (
-    HierarchicalMemory,
     MemoryCategory,
-    MemoryConfig,
-    MemoryEngine,
     MemoryScope,
     SearchResult,
 )
@@ -63,7 +59,6 @@ class HeadroomRetriever(BaseRetriever):
 
     Args:
         user_id: whose memories to search (never another user's).
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
         session_id: also see this session's session-level memories.
         agent_id: also see this agent's agent-level memories.
         similarity_top_k: how many memories at most.
@@ -71,6 +66,8 @@ class HeadroomRetriever(BaseRetriever):
         scopes: only these scopes.
         include_superseded: also return older versions of facts.
         min_score: drop hits whose cosine similarity is below this.
+        **store: the store: ``memory`` (an open one to share), ``db_path``, ``db_url`` or ``config``
+            (see :class:`~headroom_integrations.adapter_core.StoreOptions`).
 
     Example::
 
@@ -83,10 +80,6 @@ class HeadroomRetriever(BaseRetriever):
         self,
         user_id: str,
         *,
-        memory: HierarchicalMemory | MemoryEngine | None = None,
-        db_path: str | Path | None = None,
-        db_url: str | None = None,
-        config: MemoryConfig | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
         similarity_top_k: int = 5,
@@ -96,6 +89,7 @@ class HeadroomRetriever(BaseRetriever):
         min_score: float | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        **store: Unpack[StoreOptions],
     ) -> None:
         self.user_id = identifier(user_id, "user_id", required=True)
         self.session_id = identifier(session_id, "session_id")
@@ -105,7 +99,7 @@ class HeadroomRetriever(BaseRetriever):
         self.scopes = MemoryScope.parse_many(scopes)
         self.include_superseded = include_superseded
         self.min_score = as_number(min_score, "min_score", -1.0, 1.0)
-        self.engine = engine_from(memory, config, db_path, db_url)
+        self.engine = engine_of(dict(store))
         super().__init__(callback_manager=callback_manager, verbose=verbose)
 
     def _search(self, query: object) -> list[NodeWithScore]:
