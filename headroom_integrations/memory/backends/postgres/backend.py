@@ -25,6 +25,7 @@ from headroom_integrations.errors import HeadroomError, StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, Scores, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
 from headroom_integrations.memory.backends.postgres.driver import (
+    binary_vector_type,
     neighbours_sql,
     register_vector_types,
     scope_sql,
@@ -57,10 +58,8 @@ def _psycopg_error() -> type[Exception]:
 
 
 def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
-    from pgvector.sqlalchemy import VECTOR
-
     tables = build_tables(
-        VECTOR(dimension),
+        binary_vector_type(dimension),
         Column("tsv", TSVECTOR),
         Column("n_terms", Integer),
         # fastupdate off: rows enter the index as they are written, so searches never scan a pending list.
@@ -115,6 +114,7 @@ class PostgresBackend(SqlStore):
         self._setup_statements()
         self._version = 0
         self._terms = TermStatistics()
+        self._vector_oid: int | None = None  # known once the extension exists
         self._visible: LRU[Any, tuple[int, int]] = LRU(10_000)  # buckets -> (visible vectors, seq read at)
         with self._errors("open"):
             # A server that does not answer fails the call in 10 s (unless the URL sets connect_timeout).
@@ -162,10 +162,7 @@ class PostgresBackend(SqlStore):
         import psycopg
 
         with self._errors(action), self._reader.connect() as conn:
-            raw = conn.connection.driver_connection
-            if getattr(raw, "_headroom_vectors", None) != self._vector_oid:
-                register_vector_types(raw, self._vector_oid)
-                raw._headroom_vectors = self._vector_oid  # type: ignore[union-attr]
+            raw = self._taught(conn)
             try:
                 yield raw
             except psycopg.OperationalError:
@@ -173,6 +170,22 @@ class PostgresBackend(SqlStore):
                     conn.invalidate()
                     self.engine.dispose()
                 raise
+
+    def _taught(self, conn: Connection) -> Any:
+        """The psycopg connection under ``conn``, taught pgvector's binary form (once per connection)."""
+        raw = conn.connection.driver_connection
+        if self._vector_oid is not None and getattr(raw, "_headroom_vectors", None) != self._vector_oid:
+            register_vector_types(raw, self._vector_oid)
+            raw._headroom_vectors = self._vector_oid  # type: ignore[union-attr]
+        return raw
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; vectors are sent in binary (formatting them as text cost a
+        quarter of a millisecond per row)."""
+        with super().write() as conn:
+            self._taught(conn)
+            yield conn
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

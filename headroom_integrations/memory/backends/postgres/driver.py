@@ -21,6 +21,7 @@ from headroom_integrations.memory.backends.rows import naive
 from headroom_integrations.memory.models import MemoryScope
 
 __all__ = [
+    "binary_vector_type",
     "neighbours_sql",
     "register_vector_types",
     "scope_sql",
@@ -65,6 +66,25 @@ def register_vector_types(connection: Any, oid: int) -> None:
     VectorDumper.oid = oid
     connection.adapters.register_dumper(np.ndarray, VectorDumper)
     connection.adapters.register_loader(oid, VectorLoader)
+
+
+def binary_vector_type(dimension: int) -> Any:
+    """The SQLAlchemy type of the ``vector(dimension)`` column: pgvector's, except that written
+    values go to psycopg as numpy arrays, which a connection taught by
+    :func:`register_vector_types` sends in binary (pgvector's own type formats them as text).
+    Reads are pgvector's (text)."""
+    from pgvector.sqlalchemy import VECTOR
+
+    class BinaryVector(VECTOR):  # type: ignore[misc]
+        cache_ok = True
+
+        def bind_processor(self, dialect: Any) -> Any:
+            def process(value: Any) -> np.ndarray | None:
+                return None if value is None else np.asarray(value, dtype=np.float32)
+
+            return process
+
+    return BinaryVector(dimension)
 
 
 def scope_sql(scope: SearchScope, current_only: bool = False) -> tuple[str, dict[str, Any]]:
