@@ -252,3 +252,48 @@ def test_extension_in_a_schema_off_the_search_path_is_named(pg_server_url: str) 
     url = pg_schema_url(pg_server_url, "lonely").replace("%2Cpublic", "")  # pgvector lives in public
     with pytest.raises(StorageError, match="installed in schema 'public', which is not on this connection's"):
         MemoryEngine(MemoryConfig(db_url=url))
+
+
+# -- batches written chunk by chunk while the next chunk is embedded (PostgreSQL's write_chunk) ----------
+
+
+def _batch(n: int) -> list[str]:
+    return [f"Batch fact number {i}: the {i}th of {n} things to keep" for i in range(n)]
+
+
+def test_a_batch_larger_than_a_write_chunk_is_stored_whole_with_its_vectors(engine: MemoryEngine) -> None:
+    texts = _batch(101)  # 32-row chunks on PostgreSQL: four statements, the last one short
+    stored = engine.add_batch(texts, user_id="u")
+    assert [m.content for m in stored] == texts
+    rows = engine.backend.rows(list(range(1, 102)))
+    expected = engine.embedder.embed(texts)
+    by_content = {row.memory.content: row.vector for row in rows.values()}
+    assert len(by_content) == 101
+    for position, text in enumerate(texts):  # each row got its own vector (batch padding moves it a little)
+        similarities = expected @ by_content[text]
+        assert int(similarities.argmax()) == position and similarities[position] > 0.98
+
+
+def test_a_batch_whose_embedding_fails_midway_stores_nothing(engine: MemoryEngine,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    real = engine.embedder.embed
+
+    def flaky(texts: list[str]) -> object:  # fails on the texts of the batch's middle (PostgreSQL: its 2nd chunk)
+        if any("number 40:" in text for text in texts):
+            raise RuntimeError("embedding service went away")
+        return real(texts)
+
+    monkeypatch.setattr(engine.embedder, "embed", flaky)
+    with pytest.raises(RuntimeError, match="went away"):
+        engine.add_batch(_batch(80), user_id="u")
+    monkeypatch.setattr(engine.embedder, "embed", real)
+    assert engine.stats("u")["total"] == 0  # one transaction: all or nothing
+    assert len(engine.add_batch(_batch(3), user_id="u")) == 3  # and the store still takes writes
+
+
+def test_dedupe_spans_the_chunks_of_a_batch(engine: MemoryEngine) -> None:
+    texts = _batch(70)
+    texts[65] = texts[2]  # a repeat in a later chunk of the same batch
+    stored = engine.add_batch(texts, user_id="u", dedupe=True)
+    assert stored[65].id == stored[2].id
+    assert engine.stats("u")["total"] == 69

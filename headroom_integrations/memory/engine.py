@@ -11,13 +11,14 @@ import logging
 import os
 import uuid
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
 import numpy as np
 
 from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
+from headroom_integrations.memory.ahead import EmbeddingsAhead
 from headroom_integrations.memory.backends import Revision, SearchScope
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
@@ -125,8 +126,14 @@ class MemoryEngine:
         )
 
     def _insert(self, new: list[Memory], dedupe: bool, defer_embedding: bool) -> list[Memory]:
-        vectors: list[np.ndarray | None]
-        vectors = [None] * len(new) if defer_embedding else list(self._embed([m.content for m in new]))
+        vectors: Sequence[np.ndarray | None]
+        chunk = self.backend.write_chunk
+        if defer_embedding:
+            vectors = [None] * len(new)
+        elif chunk is not None and len(new) > chunk:  # embed the next rows while the first are written
+            vectors = EmbeddingsAhead(self._embed, [m.content for m in new], chunk)
+        else:
+            vectors = list(self._embed([m.content for m in new]))
         outcome = self.backend.insert(new, vectors, dedupe)
         fresh = [pk for _, pk in outcome if pk is not None]
         if fresh and defer_embedding:  # the background embedding starts once this call's own work is done

@@ -165,6 +165,11 @@ class MemoryBackend(Protocol):
     location: str
     """The store for messages: a file path, or a database URL with its password masked."""
 
+    write_chunk: int | None
+    """Rows per statement of a batch insert, read chunk by chunk from ``vectors`` inside the
+    transaction (None: all at once). A backend whose writes cost more than embedding sets it, so
+    the engine embeds the next chunk while the server writes the previous one."""
+
     # -- memories ---------------------------------------------------------------------------------
 
     def insert(

@@ -209,33 +209,46 @@ class SqlStore(SqlChatLog):
         """Reserve ``count`` change numbers; return the last one."""
         return int(conn.execute(self._bump, {"count": count}).scalar_one())
 
+    write_chunk: int | None = None
+    """Rows per INSERT statement of a batch (None: one statement). When set, :meth:`insert_rows`
+    reads ``vectors`` chunk by chunk inside its transaction, so the caller may still be computing
+    the later chunks while the first ones are written."""
+
+    def _new_rows(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> list[dict[str, Any]]:
+        rows = []
+        for memory, vector in zip(memories, vectors):
+            row = memory_row(memory)
+            row["embedding"] = None if vector is None else self._vector_value(vector)
+            rows.append(self._prepare(row))
+        return rows
+
     def insert_rows(
         self, new: Sequence[Memory], vectors: Sequence[np.ndarray | None], dedupe: bool
     ) -> list[tuple[Memory, dict[str, Any] | None]]:
         """Store new memories in one transaction; per memory, the stored value and its written row
         (with ``pk`` and ``seq``), or the existing twin and None (``dedupe``)."""
-        rows = []
-        for memory, vector in zip(new, vectors):
-            row = memory_row(memory)
-            row["embedding"] = None if vector is None else self._vector_value(vector)
-            rows.append(self._prepare(row))
+        step = self.write_chunk or max(1, len(new))
+        first = self._new_rows(new[:step], vectors[:step])  # built before the transaction starts
         outcome: list[tuple[Memory, dict[str, Any] | None]] = []
         with self.write() as conn:
             self._lock_writes(conn)
-            fresh = []
             seen: dict[tuple[str, Any], Memory] = {}
-            for memory, row in zip(new, rows):
-                twin = None
-                if dedupe:
-                    key = (row["fingerprint"], bucket_key(memory.user_id, memory.scope, memory.session_id,
-                                                          memory.agent_id, memory.turn_id))
-                    twin = seen.get(key) or self._twin(conn, row, key[1])
+            for start in range(0, len(new), step):
+                part = new[start : start + step]
+                rows = first if start == 0 else self._new_rows(part, vectors[start : start + step])
+                fresh = []
+                for memory, row in zip(part, rows):
+                    twin = None
+                    if dedupe:
+                        key = (row["fingerprint"], bucket_key(memory.user_id, memory.scope, memory.session_id,
+                                                              memory.agent_id, memory.turn_id))
+                        twin = seen.get(key) or self._twin(conn, row, key[1])
+                        if twin is None:
+                            seen[key] = memory
+                    outcome.append((twin or memory, None if twin else row))
                     if twin is None:
-                        seen[key] = memory
-                outcome.append((twin or memory, None if twin else row))
-                if twin is None:
-                    fresh.append(row)
-            self._insert_rows(conn, fresh)
+                        fresh.append(row)
+                self._insert_rows(conn, fresh)
         return outcome
 
     def _insert_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:

@@ -94,6 +94,8 @@ class PostgresBackend(SqlStore):
         backend.close()
     """
 
+    write_chunk = 32  # the server's index maintenance (HNSW above all) costs more than embedding: overlap them
+
     def __init__(
         self,
         url: str,
@@ -378,25 +380,27 @@ class PostgresBackend(SqlStore):
         """
         where, params = scope_sql(scope)
         params.update(q=np.asarray(vector, dtype=np.float32), k=k, known=list(known))
-        hits_sql = (f"SELECT pk, 1 - (embedding <=> %(q)s) AS cos, search_text, true AS hit FROM memories "
-                    f"WHERE {where} AND embedding IS NOT NULL ORDER BY {{order}} LIMIT %(k)s")
+        visible_sql = f"FROM memories WHERE {where} AND embedding IS NOT NULL"
+        # The HNSW index orders by distance; the exact scan sorts the visible rows by their cosine,
+        # computed once per row (ordering by a second distance expression would compute it twice).
+        indexed = (f"SELECT pk, 1 - (embedding <=> %(q)s) AS cos, search_text, true AS hit {visible_sql} "
+                   "ORDER BY embedding <=> %(q)s LIMIT %(k)s")
+        exact = (f"SELECT pk, cos, search_text, true AS hit FROM (SELECT pk, 1 - (embedding <=> %(q)s) AS cos, "
+                 f"search_text {visible_sql}) AS visible ORDER BY cos DESC LIMIT %(k)s")
         known_sql = ("SELECT pk, 1 - (embedding <=> %(q)s), NULL, false FROM memories "
                      "WHERE pk = ANY(%(known)s) AND embedding IS NOT NULL")
-        # "+ 0" keeps the planner from ordering by the HNSW index: exact distances of the visible rows.
-        exact = "(embedding <=> %(q)s) + 0"
         with self._raw() as raw:
             visible = self._visible_count(raw, scope) if not scope.history else 0
             use_index = not scope.history and visible > self.exact_max
             if use_index:
                 self._set_ef(raw, visible, k)
-            statement = hits_sql.format(order="embedding <=> %(q)s" if use_index else exact)
+            statement = indexed if use_index else exact
             if known:
                 statement = f"({statement}) UNION ALL ({known_sql}) ORDER BY hit DESC, cos DESC"
             rows = raw.execute(statement, params).fetchall()
             hits = [(pk, float(cos), text) for pk, cos, text, hit in rows if hit]
             if use_index and len(hits) < min(k, visible):
-                hits = [(pk, float(cos), text) for pk, cos, text, _ in
-                        raw.execute(hits_sql.format(order=exact), params).fetchall()]
+                hits = [(pk, float(cos), text) for pk, cos, text, _ in raw.execute(exact, params).fetchall()]
         others, found = set(known), {pk for pk, _, _ in hits}
         texts = [(pk, text) for pk, _, text in hits if pk not in others]
         return [(pk, cos) for pk, cos, _ in hits], Scores(
