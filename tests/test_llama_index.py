@@ -241,6 +241,21 @@ def test_wrapped_llm_injects_instructs_and_strips(engine: MemoryEngine) -> None:
     assert _memories(engine, "erin") == [FACT]  # the repeated fact is not stored twice
 
 
+def test_wrapped_llm_follows_its_inject_and_instruct_fields_as_they_change(engine: MemoryEngine) -> None:
+    """The policy every adapter shares, with the fields read at each call: the instruction once,
+    none when turned off; memories only while ``inject`` is on."""
+    engine.add(FACT, user_id="gus", category="preference")
+    llm = ScriptedLLM(script=[REPLY, REPLY, REPLY])
+    wrapped = with_memory_llm(llm, "gus", "s1", memory=engine)
+    system = ChatMessage(role="system", content="You are terse.\n\n" + MEMORY_INSTRUCTION)
+    question = ChatMessage(role="user", content="Which language for performance-critical code?")
+    wrapped.chat([system, question])
+    assert llm.prompts[-1].count(MEMORY_INSTRUCTION) == 1 and FACT in llm.prompts[-1]
+    wrapped.instruct, wrapped.inject = False, False
+    wrapped.chat([ChatMessage(role="system", content="You are terse."), question])
+    assert MEMORY_INSTRUCTION not in llm.prompts[-1] and FACT not in llm.prompts[-1]
+
+
 def test_function_agent_with_memory_and_wrapped_llm(engine: MemoryEngine) -> None:
     engine.add(FACT, user_id="fay", category="preference")
     calls: list[int] = []

@@ -121,13 +121,19 @@ class HeadroomLLM(LLM):
         """The store memories are read from and written to."""
         return self._core.engine
 
+    @property
+    def _policy(self) -> AdapterCore:
+        """The core with ``inject``/``instruct`` as the fields are now (they may change after construction)."""
+        self._core.inject, self._core.instruct = self.inject, self.instruct
+        return self._core
+
     # -- the memory side ------------------------------------------------------------------------
 
     def _recall(self, query: str) -> Injection:
         # an agent calls the model several times per user message: recall once per message
         if self._last is not None and self._last[0] == query:
             return self._last[1]
-        injection = self._core.recall(query)
+        injection = self._policy.recall(query)
         self._last = (query, injection)
         return injection
 
@@ -141,7 +147,7 @@ class HeadroomLLM(LLM):
                 if injection.text:
                     out[position] = append_text(out[position], injection.text)
                     handles = dict(injection.handles)
-        if self._core.needs_instruction("\n".join(message_text(m) for m in out if m.role == MessageRole.SYSTEM)):
+        if self._policy.needs_instruction("\n".join(message_text(m) for m in out if m.role == MessageRole.SYSTEM)):
             if out and out[0].role in (MessageRole.SYSTEM, MessageRole.DEVELOPER):
                 out[0] = append_text(out[0], MEMORY_INSTRUCTION)
             else:
@@ -155,7 +161,7 @@ class HeadroomLLM(LLM):
             if injection.text:
                 parts.append(injection.text)
                 handles = dict(injection.handles)
-        if self._core.needs_instruction(prompt):
+        if self._policy.needs_instruction(prompt):
             parts.insert(0, MEMORY_INSTRUCTION)
         return "\n\n".join(parts), handles
 

@@ -244,6 +244,7 @@ class HeadroomMemory(BaseMemory):
     ) -> list[ChatMessage]:
         """The memories relevant to ``input`` (system message) plus the recent history that fits."""
         history = self._load(self.max_messages)
+        self._core.inject, self._core.instruct = self.recall, self.instruction  # the fields as they are now
         injection = self._core.recall(query_of(input, history))
         if self._core.inject:
             self._handles = dict(injection.handles)
