@@ -28,6 +28,7 @@ from typing_extensions import TypedDict  # pydantic (which builds the tool schem
 
 from headroom_integrations.errors import HeadroomError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory import Memory, MemoryEngine, MemoryFilter, MemoryScope, SearchResult
+from headroom_integrations.memory.validation import identifier
 from headroom_integrations.memory.visibility import bucket_key, visible_keys
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ class MemoryTools:
 
     def __init__(self, engine: MemoryEngine, user_id: str, session_id: str | None = None,
                  agent_id: str | None = None) -> None:
-        from headroom_integrations.memory.validation import identifier
-
         self.engine = engine
         self.user_id: str = identifier(user_id, "user_id", required=True)  # type: ignore[assignment]
         self.session_id = identifier(session_id, "session_id")
