@@ -297,3 +297,20 @@ def test_dedupe_spans_the_chunks_of_a_batch(engine: MemoryEngine) -> None:
     stored = engine.add_batch(texts, user_id="u", dedupe=True)
     assert stored[65].id == stored[2].id
     assert engine.stats("u")["total"] == 69
+
+
+@pytest.mark.postgres_only
+def test_an_index_added_since_a_store_was_created_is_built_when_it_is_opened(
+    make_engine: Callable[..., MemoryEngine], store: Store
+) -> None:
+    engine = make_engine()
+    engine.add("Keeps bees", user_id="u")
+    with engine.backend.engine.begin() as conn:  # type: ignore[attr-defined]
+        conn.exec_driver_sql("DROP INDEX ix_memories_user_pk")  # as a store made before it existed
+    engine.close()
+    reopened = make_engine()
+    with reopened.backend.engine.connect() as conn:  # type: ignore[attr-defined]
+        names = {row[0] for row in conn.exec_driver_sql(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'memories' AND schemaname = current_schema()")}
+    assert "ix_memories_user_pk" in names
+    assert [h.content for h in reopened.search("bees", user_id="u")] == ["Keeps bees"]

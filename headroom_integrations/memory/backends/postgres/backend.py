@@ -65,6 +65,9 @@ def _tables(dimension: int, hnsw_m: int, hnsw_ef_construction: int) -> Tables:
         # fastupdate off: rows enter the index as they are written, so searches never scan a pending list.
         Index("ix_memories_tsv", "tsv", postgresql_using="gin", postgresql_with={"fastupdate": "off"}),
         Index("ix_memories_waiting", "pk", postgresql_where=text("embedding IS NULL")),
+        # A candidate's neighbours: the owner's current rows just before and after it, read from the
+        # index alone (in a store shared by many users, most rows around a pk are someone else's).
+        Index("ix_memories_user_pk", "user_id", "pk", postgresql_where=text("valid_to IS NULL")),
     )
     m = tables.memories
     Index(
@@ -221,6 +224,8 @@ class PostgresBackend(SqlStore):
             t.metadata.create_all(conn, tables=[t.meta, t.counters])
             self._check_schema(conn)
             t.metadata.create_all(conn)
+            for index in t.memories.indexes:  # an index added since the store was created (built once, here)
+                index.create(conn, checkfirst=True)
             self._refingerprint(conn)
 
     def _fit_vector_column(self, dimension: int) -> None:
