@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bench_checks import finite_everywhere
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_with_memory.py"
@@ -39,17 +40,6 @@ def _latency(summary: Any, where: str, calls: int) -> None:
     assert summary["n"] == calls, f"{where} has {summary['n']} samples, not {calls}"
 
 
-def _finite_everywhere(value: Any, where: str = "results") -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _finite_everywhere(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for position, item in enumerate(value):
-            _finite_everywhere(item, f"{where}[{position}]")
-    elif isinstance(value, float):
-        assert math.isfinite(value), f"{where} is not finite"
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, str]:
     """Run the script once in --quick mode into a file that already has other content."""
@@ -68,7 +58,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str
 
 def test_every_variant_has_every_figure(bench: tuple[dict[str, Any], str, str]) -> None:
     results, _, _ = bench
-    _finite_everywhere(results)
+    finite_everywhere(results)
     assert results["quick"] is True
     settings = results["settings"]
     assert settings["n"] == 500
