@@ -180,6 +180,9 @@ def _fill(engine: MemoryEngine) -> None:
     new = engine.supersede(old.id, "Works at Anthropic")
     engine.supersede(new.id, "Works at a startup")
     engine.append_messages("bob", "s1", [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}])
+    engine.put_item("alice", ("memories", "alice"), "drink", "Drinks tea", metadata={"value": {"v": 1}})
+    engine.put_item("alice", ("memories", "alice"), "drink", "Drinks coffee", expires_at="2099-01-01")
+    engine.put_item("bob", ("memories", "bob", "raw"), "blob", '{"x": 1}', searchable=False)
 
 
 def _searches(engine: MemoryEngine) -> list[list[tuple[str, float]]]:

@@ -296,3 +296,15 @@ def erasure_reader(db: str, queries: list[str], conn: Connection) -> None:
     engine.search(queries[0], user_id="keeper")  # the next search pulls the purge in
     engine.close()  # and the index this process saves holds none of the user's vectors
     conn.send("closed")
+
+
+def open_error(db: str) -> str:
+    """Open a store without the privilege to ignore file permissions: the error, or "opened"."""
+    from headroom_integrations import HeadroomError
+
+    drop_file_privileges()
+    try:
+        _engine(db).close()
+    except HeadroomError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "opened"

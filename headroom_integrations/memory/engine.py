@@ -22,6 +22,7 @@ from headroom_integrations.memory.ahead import EmbeddingsAhead
 from headroom_integrations.memory.backends import Revision, SearchScope
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
+from headroom_integrations.memory.items import KeyValueItems
 from headroom_integrations.memory.models import (
     ChatRecord,
     Memory,
@@ -63,7 +64,7 @@ def _release(key: str, owned_embedder: Embedder | None = None) -> None:
     release(key)
 
 
-class MemoryEngine:
+class MemoryEngine(KeyValueItems):
     """The blocking memory engine. Thread-safe; every public method may be called from any thread.
 
     Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
 from headroom_integrations.errors import InvalidInputError
+from headroom_integrations.memory.namespaces import namespace_labels
 
 __all__ = [
     "ChatRecord",
@@ -194,6 +195,10 @@ class Memory:
     (``valid_to``) and links it to its successor (``superseded_by``), so the history of a fact
     is a chain sharing one ``chain_id``.
 
+    A memory stored as a key-value item (:meth:`MemoryEngine.put_item`) also has a ``namespace``
+    and a ``key`` (shared by every version), may expire (``expires_at``) and may be stored for
+    lookup only (``searchable=False``: never embedded, never found by a search).
+
     Example:
         >>> m = Memory(id="1", content="Prefers Go", user_id="bob")
         >>> m.is_current, m.scope, m.category
@@ -217,6 +222,10 @@ class Memory:
     supersedes: str | None = None
     superseded_by: str | None = None
     chain_id: str | None = None
+    namespace: tuple[str, ...] | None = None
+    key: str | None = None
+    expires_at: datetime | None = None
+    searchable: bool = True
 
     @property
     def is_current(self) -> bool:
@@ -273,6 +282,10 @@ class MemoryFilter:
     means "any". By default only current versions are returned; ``valid_at`` selects the versions
     that were valid at a point in time instead.
 
+    Key-value items (:meth:`MemoryEngine.put_item`): ``namespace`` matches exactly,
+    ``namespace_prefix`` matches every namespace starting with these labels (``()``: every item),
+    ``key`` an item's key; ``live_at`` leaves out items expired by then, ``expired_at`` keeps only those.
+
     Example:
         >>> f = MemoryFilter(user_id="alice", categories=["fact"], include_superseded=False)
         >>> f.categories
@@ -290,6 +303,11 @@ class MemoryFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     min_importance: float | None = None
+    namespace: Sequence[str] | None = None
+    namespace_prefix: Sequence[str] | None = None
+    key: str | None = None
+    live_at: datetime | None = None
+    expired_at: datetime | None = None
     limit: int | None = None
     offset: int = 0
 
@@ -306,6 +324,14 @@ class MemoryFilter:
         self.created_after = as_datetime(self.created_after, "created_after")
         self.created_before = as_datetime(self.created_before, "created_before")
         self.min_importance = as_number(self.min_importance, "min_importance")
+        if self.namespace is not None:
+            self.namespace = namespace_labels(self.namespace)
+        if self.namespace_prefix is not None:
+            self.namespace_prefix = namespace_labels(self.namespace_prefix, "namespace_prefix", allow_empty=True)
+        if self.key is not None and not isinstance(self.key, str):
+            raise InvalidInputError(f"key must be a string or None, got {self.key!r}")
+        self.live_at = as_datetime(self.live_at, "live_at")
+        self.expired_at = as_datetime(self.expired_at, "expired_at")
         if self.limit is not None:
             as_count(self.limit, "limit")
         as_count(self.offset, "offset")

@@ -191,6 +191,15 @@ class MemoryBackend(Protocol):
     def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
         """Change a memory in place (``vector``: the new content's embedding)."""
 
+    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
+        """Store a new version of a key-value item (``memory`` with ``namespace`` and ``key``) in one
+        transaction: it supersedes the item's current version of the same user, or continues the
+        history of one whose current version was deleted, or starts a new item. The stored value
+        and its pk. A ``searchable=False`` memory is stored without a vector whatever is given."""
+
+    def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
+        """Set when memories (by id) expire; nothing else about them changes."""
+
     def delete(self, memory_id: str, all_versions: bool) -> int:
         """Delete one version (or every version of its fact); how many rows were deleted."""
 

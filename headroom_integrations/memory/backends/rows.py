@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, utc
+from headroom_integrations.memory.namespaces import decode_namespace, encode_namespace
 from headroom_integrations.memory.text_query import fingerprint, index_text
 from headroom_integrations.memory.validation import metadata_json
 
@@ -41,6 +42,8 @@ def row_to_memory(m: Mapping[str, Any]) -> Memory:
         metadata=json.loads(m["meta_json"]), created_at=aware(m["created_at"]),  # type: ignore[arg-type]
         updated_at=aware(m["updated_at"]), valid_from=aware(m["valid_from"]), valid_to=aware(m["valid_to"]),
         supersedes=m["supersedes"], superseded_by=m["superseded_by"], chain_id=m["chain_id"],
+        namespace=None if m["namespace"] is None else decode_namespace(m["namespace"]), key=m["item_key"],
+        expires_at=aware(m["expires_at"]), searchable=bool(m["searchable"]),
     )
 
 
@@ -55,5 +58,8 @@ def memory_row(memory: Memory) -> dict[str, Any]:
         "valid_from": naive(memory.valid_from or memory.created_at), "valid_to": naive(memory.valid_to),
         "supersedes": memory.supersedes, "superseded_by": memory.superseded_by,
         "chain_id": memory.chain_id or memory.id,
-        "search_text": index_text(memory.content), "fingerprint": fingerprint(memory.content),
+        "search_text": index_text(memory.content) if memory.searchable else "",
+        "fingerprint": fingerprint(memory.content),
+        "namespace": None if memory.namespace is None else encode_namespace(memory.namespace),
+        "item_key": memory.key, "expires_at": naive(memory.expires_at), "searchable": memory.searchable,
     }

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -24,13 +25,21 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeEngine
 
-__all__ = ["SCHEMA_VERSION", "Tables", "build_tables"]
+__all__ = ["ADDED_COLUMNS", "SCHEMA_VERSION", "Tables", "build_tables"]
 
-SCHEMA_VERSION = "1"
-"""The layout this code writes; a store recording a newer one is refused (see the backends)."""
+SCHEMA_VERSION = "2"
+"""The layout this code writes; a store recording a newer one is refused (see the backends).
+
+Version 2 added the key-value item columns (``namespace``, ``item_key``, ``expires_at``,
+``searchable``); stores of version 1 are upgraded in place when opened (:data:`ADDED_COLUMNS`)."""
+
+ADDED_COLUMNS = ("namespace", "item_key", "expires_at", "searchable")
+"""Columns of ``memories`` added after version 1, in order (nullable or with a default)."""
 
 # Integer primary keys that autoincrement on both: SQLite needs INTEGER, PostgreSQL gets BIGSERIAL.
 _KEY = BigInteger().with_variant(Integer, "sqlite")
+# Namespaces compare byte by byte (prefix scans are ranges): SQLite's default, "C" on PostgreSQL.
+_NAMESPACE = Text().with_variant(Text(collation="C"), "postgresql")
 
 
 class Tables(NamedTuple):
@@ -84,7 +93,12 @@ def build_tables(embedding: TypeEngine | None = None, *extra: Column | Index) ->
         Column("chain_id", String(36), nullable=False),
         Column("embedding", embedding if embedding is not None else LargeBinary),
         Column("seq", BigInteger, nullable=False),
+        Column("namespace", _NAMESPACE),  # key-value items: see memory/namespaces.py
+        Column("item_key", Text),
+        Column("expires_at", DateTime),
+        Column("searchable", Boolean, nullable=False, server_default="1"),  # False: never embedded nor searched
         Index("ix_memories_user_current", "user_id", "valid_to"),
+        Index("ix_memories_item", "namespace", "item_key"),
         Index("ix_memories_chain", "chain_id"),
         Index("ix_memories_seq", "seq"),
         Index("ix_memories_user_fingerprint", "user_id", "fingerprint"),

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, Table, and_, or_, true
 from headroom_integrations.memory.backends.base import SearchScope
 from headroom_integrations.memory.backends.rows import naive
 from headroom_integrations.memory.models import MemoryFilter, MemoryScope
+from headroom_integrations.memory.namespaces import encode_namespace, prefix_bounds
 
 __all__ = ["filter_condition", "scope_condition", "validity_condition"]
 
@@ -34,7 +35,28 @@ def filter_condition(table: Table, flt: MemoryFilter) -> ColumnElement[bool]:
         parts.append(c.created_at < naive(flt.created_before))
     if flt.min_importance is not None:
         parts.append(c.importance >= flt.min_importance)
+    parts.extend(_item_conditions(table, flt))
     return and_(*parts)
+
+
+def _item_conditions(table: Table, flt: MemoryFilter) -> list[ColumnElement[bool]]:
+    """The key-value item part of a filter: namespace (exact or prefix), key, expiry."""
+    c = table.c
+    parts: list[ColumnElement[bool]] = []
+    if flt.namespace is not None:
+        parts.append(c.namespace == encode_namespace(flt.namespace))
+    if flt.namespace_prefix is not None:
+        bounds = prefix_bounds(flt.namespace_prefix)
+        parts.append(c.namespace.is_not(None) if bounds is None else and_(c.namespace >= bounds[0],
+                                                                          c.namespace < bounds[1]))
+    if flt.key is not None:
+        parts.append(c.item_key == flt.key)
+    if flt.live_at is not None:
+        parts.append(or_(c.expires_at.is_(None), c.expires_at > naive(flt.live_at)))
+    if flt.expired_at is not None:
+        parts.append(c.expires_at <= naive(flt.expired_at))
+    return parts
+
 
 def validity_condition(table: Table, include_superseded: bool, valid_at: datetime | None) -> ColumnElement[bool]:
     """Current rows only, every version, or the versions valid at a point in time."""

@@ -38,6 +38,7 @@ from headroom_integrations.memory.backends.rows import memory_row, now_utc, row_
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
 from headroom_integrations.memory.backends.sql_chat import SqlChatLog
 from headroom_integrations.memory.backends.sql_filters import filter_condition, scope_condition
+from headroom_integrations.memory.backends.sql_items import INDEX_COLUMNS, SqlItems
 from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope
 from headroom_integrations.memory.text_query import FINGERPRINT_VERSION, fingerprint, index_text
 from headroom_integrations.memory.validation import metadata_json
@@ -45,11 +46,9 @@ from headroom_integrations.memory.visibility import bucket_key
 
 __all__ = ["INDEX_COLUMNS", "SqlStore"]
 
-INDEX_COLUMNS = ("pk", "seq", "valid_to", "user_id", "scope", "session_id", "agent_id", "turn_id", "category")
-"""The columns that say where a row belongs in a vector index (no content)."""
 
 
-class SqlStore(SqlChatLog):
+class SqlStore(SqlItems, SqlChatLog):
     """Blocking, thread-safe access to the memory tables of one database (portable SQL).
 
     Subclasses set :attr:`engine`, :attr:`tables`, :attr:`location` and may override the hooks
@@ -281,6 +280,8 @@ class SqlStore(SqlChatLog):
                 raise MemoryNotFoundError(old_id)
             old_row = dict(found._mapping)
             old = row_to_memory(old_row)
+            if not old.searchable:
+                vector = None  # stored for lookup only: never embedded
             if not old.is_current:
                 headless = conn.execute(
                     select(m.c.pk).where(m.c.chain_id == old.chain_id, m.c.valid_to.is_(None))
@@ -296,16 +297,26 @@ class SqlStore(SqlChatLog):
                 importance=old.importance if revision.importance is None else revision.importance,
                 metadata=dict(old.metadata if revision.metadata is None else revision.metadata),
                 created_at=stamp, updated_at=stamp, valid_from=stamp, supersedes=old_id, chain_id=old.chain_id,
+                namespace=old.namespace, key=old.key, expires_at=old.expires_at, searchable=old.searchable,
             ))
-            new = self._prepare({**new, "embedding": None if vector is None else self._vector_value(vector)})
-            last = self._bump_seq(conn, 2)
-            closed = {"valid_to": stamp} if old.is_current else {}
-            conn.execute(update(m).where(m.c.id == old_id).values(**closed, superseded_by=new_id, updated_at=stamp,
-                                                                   seq=last - 1))
-            new["seq"] = last
-            new["pk"] = conn.execute(insert(m).returning(m.c.pk), new).scalar_one()
-        old_row.update(closed, superseded_by=new_id, seq=last - 1)
+            new = self._link_successor(conn, old_row, new, vector, stamp)
         return old_row, new
+
+    def _link_successor(
+        self, conn: Connection, old_row: dict[str, Any], new: dict[str, Any], vector: np.ndarray | None, stamp: Any
+    ) -> dict[str, Any]:
+        """Inside a write: close ``old_row``'s validity (if current), point it at ``new`` and insert
+        ``new`` (``memories`` columns) with ``vector``. Both rows are updated in place (``pk``, ``seq``)."""
+        m = self.tables.memories
+        new = self._prepare({**new, "embedding": None if vector is None else self._vector_value(vector)})
+        last = self._bump_seq(conn, 2)
+        closed = {"valid_to": stamp} if old_row["valid_to"] is None else {}
+        conn.execute(update(m).where(m.c.id == old_row["id"]).values(
+            **closed, superseded_by=new["id"], updated_at=stamp, seq=last - 1))
+        new["seq"] = last
+        new["pk"] = conn.execute(insert(m).returning(m.c.pk), new).scalar_one()
+        old_row.update(closed, superseded_by=new["id"], seq=last - 1)
+        return new
 
     def update_row(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> dict[str, Any]:
         """Change a memory in place; its row as written (with ``pk`` and ``seq``)."""
@@ -324,6 +335,11 @@ class SqlStore(SqlChatLog):
         values = self._prepare(values)
         with self.write() as conn:
             self._lock_writes(conn)
+            if revision.content is not None and conn.execute(
+                select(m.c.searchable).where(m.c.id == memory_id)
+            ).scalar() in (False, 0):  # stored for lookup only: never embedded
+                values.update(embedding=None, search_text="")
+                values = self._prepare(values)
             seq = self._bump_seq(conn)
             found = conn.execute(
                 update(m).where(m.c.id == memory_id).values(**values, updated_at=now_utc(), seq=seq)
@@ -422,7 +438,7 @@ class SqlStore(SqlChatLog):
         """(pk, content) of rows still waiting for their vector (all, or among ``pks``); any version:
         point-in-time and history searches score older versions by their vectors too."""
         m = self.tables.memories
-        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None))
+        statement = select(m.c.pk, m.c.content).where(m.c.embedding.is_(None), m.c.searchable == true())
         if pks is not None:
             if not pks:
                 return []

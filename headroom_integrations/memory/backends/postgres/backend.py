@@ -224,8 +224,7 @@ class PostgresBackend(SqlStore):
             t.metadata.create_all(conn, tables=[t.meta, t.counters])
             self._check_schema(conn)
             t.metadata.create_all(conn)
-            for index in t.memories.indexes:  # an index added since the store was created (built once, here)
-                index.create(conn, checkfirst=True)
+            self._upgrade_columns(conn)
             self._refingerprint(conn)
 
     def _fit_vector_column(self, dimension: int) -> None:
@@ -277,6 +276,11 @@ class PostgresBackend(SqlStore):
         _, new = self.supersede_row(old_id, new_id, revision, vector, revive)
         return row_to_memory(new), new["pk"]
 
+    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
+        """See :meth:`MemoryBackend.put` (one transaction)."""
+        _, new = self.put_row(memory, vector)
+        return row_to_memory(new), new["pk"]
+
     def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
         """See :meth:`MemoryBackend.update`."""
         return row_to_memory(self.update_row(memory_id, revision, vector))
@@ -323,7 +327,7 @@ class PostgresBackend(SqlStore):
         with self._raw("read") as raw:
             seq, waiting = raw.execute(
                 "SELECT (SELECT value FROM counters WHERE name = 'seq'), ARRAY(SELECT pk FROM memories "
-                "WHERE embedding IS NULL ORDER BY pk LIMIT 1000)"
+                "WHERE embedding IS NULL AND searchable ORDER BY pk LIMIT 1000)"
             ).fetchone()
         self._version = int(seq or 0)
         return list(waiting)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from headroom_integrations.errors import StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, Scores, SearchScope, StoredRow
 from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_weights
 from headroom_integrations.memory.backends.rows import row_to_memory
-from headroom_integrations.memory.backends.schema import SCHEMA_VERSION
+from headroom_integrations.memory.backends.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from headroom_integrations.memory.backends.sql_store import INDEX_COLUMNS, SqlStore
 from headroom_integrations.memory.backends.sqlite.driver import (
     SNAPSHOT,
@@ -137,13 +138,20 @@ class SqliteBackend(SqlStore):
             meta = TABLES.meta
             stored = dict(conn.execute(select(meta.c.key, meta.c.value)).all()) if "meta" in tables else {}
             scrub = "scrub" in {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(memory_tombstones)")}
+            columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(memories)")}
         if int(stored.get("schema_version", SCHEMA_VERSION)) > int(SCHEMA_VERSION):
             with self.read() as conn:
                 self._check_schema(conn)  # raises: written by a newer version
         complete = {t.name for t in TABLES.metadata.sorted_tables} | {"memories_fts"} <= tables and scrub
-        if complete and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
+        current = complete and set(ADDED_COLUMNS) <= columns
+        if current and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
             return
         if complete and self.path is not None and not os.access(self.path, os.W_OK):
+            if not current:
+                raise StorageError(
+                    f"memory store {self.path} was written by an older version (schema "
+                    f"{stored.get('schema_version', '1')}) and is read-only: open it writable once to upgrade it"
+                )
             logger.warning("%s is read-only: its duplicate fingerprints stay those of an older version", self.path)
             return
         with self.write() as conn:
@@ -153,6 +161,7 @@ class SqliteBackend(SqlStore):
             if "scrub" not in columns:  # a store written by an earlier version
                 conn.exec_driver_sql("ALTER TABLE memory_tombstones ADD COLUMN scrub INTEGER NOT NULL DEFAULT 0")
             self._check_schema(conn)
+            self._upgrade_columns(conn)
             self._refingerprint(conn)
 
     # -- memories ---------------------------------------------------------------------------------
@@ -175,13 +184,31 @@ class SqliteBackend(SqlStore):
     ) -> tuple[Memory, int]:
         """See :meth:`MemoryBackend.supersede`."""
         old, new = self.supersede_row(old_id, new_id, revision, vector, revive)
+        vector = None if new["embedding"] is None else vector  # a lookup-only memory stays without one
         self.index.apply_local([index_row(old, None), index_row(new, vector)], new["seq"] - 1, new["seq"])
         return row_to_memory(new), new["pk"]
+
+    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
+        """See :meth:`MemoryBackend.put`."""
+        old, new = self.put_row(memory, vector)
+        rows = [index_row(new, None if new["embedding"] is None else vector)]
+        self.index.apply_local(rows if old is None else [index_row(old, None), *rows],
+                               new["seq"] - (old is not None), new["seq"])
+        return row_to_memory(new), new["pk"]
+
+    def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
+        """See :meth:`MemoryBackend.set_expiry`."""
+        rows = self.expiry_rows(expiries)
+        if rows:
+            self.index.apply_local([index_row(row, self._vector_of(row["embedding"])) for row in rows],
+                                   rows[0]["seq"], rows[0]["seq"])
 
     def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
         """See :meth:`MemoryBackend.update`."""
         row = self.update_row(memory_id, revision, vector)
-        if revision.content is None:
+        if not row["searchable"]:
+            vector = None
+        elif revision.content is None:
             vector = self.stored_rows([row["pk"]])[row["pk"]].vector
         self.index.apply_local([index_row(row, vector)], row["seq"], row["seq"])
         return row_to_memory(row)

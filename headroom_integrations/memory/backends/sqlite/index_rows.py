@@ -31,6 +31,7 @@ class IndexRow:
     turn_id: str | None
     category: str
     embedding: np.ndarray | None
+    searchable: bool = True  # False: stored for lookup only, never gets a vector
 
 
 def index_row(m: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
@@ -45,7 +46,7 @@ def index_row(m: Mapping[str, Any], vector: np.ndarray | None) -> IndexRow:
     return IndexRow(
         pk=m["pk"], seq=m["seq"], current=m["valid_to"] is None, user_id=m["user_id"], scope=m["scope"],
         session_id=m["session_id"], agent_id=m["agent_id"], turn_id=m["turn_id"], category=m["category"],
-        embedding=vector,
+        embedding=vector, searchable=bool(m.get("searchable", True)),
     )
 
 

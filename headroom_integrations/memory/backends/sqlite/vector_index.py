@@ -130,7 +130,7 @@ class VectorIndex:
             if not row.current or row.embedding is None:
                 self._seq_of[row.pk] = row.seq
                 self._remove(row.pk)
-                if row.embedding is None:  # older versions need one too (point-in-time search)
+                if row.embedding is None and row.searchable:  # older versions need one too (point-in-time search)
                     waiting.append(row.pk)
                 continue
             key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
