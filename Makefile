@@ -31,7 +31,7 @@ lint: $(VENV)/.stamp-dev
 # Every figure of docs/benchmarks.md (about 100 minutes on 2 cores): engine (default int8 and fp32 runtime), with_memory, LoCoMo
 # retrieval quality (data path: LOCOMO) and the side-by-side run against the peers (their own
 # virtual environments are created once under benchmarks/.cache/venvs), SQLite vs PostgreSQL side by side
-# (LoCoMo included).
+# (LoCoMo included), and HeadroomStore against LangGraph's stores.
 LOCOMO ?= ../shared/data/locomo/locomo_dev.json
 RESULTS := benchmarks/results
 bench: $(VENV)/.stamp-dev
@@ -41,6 +41,7 @@ bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/locomo_eval.py $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/retrieval_quality.json
 	$(PY) benchmarks/bench_peers.py --setup-peers --out docs/benchmarks.md --json $(RESULTS)/peers.json
 	$(PY) benchmarks/bench_backends.py --locomo $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/backends.json
+	$(PY) benchmarks/bench_store.py --out docs/benchmarks.md --json $(RESULTS)/store.json
 
 # The reliability suite (tests/reliability) ten times longer, on new generated inputs; figures into
 # docs/reliability.md (the CI-scale section: SCALE=1 LABEL=ci).

@@ -180,3 +180,17 @@ def test_a_read_only_store_made_before_items_says_how_to_upgrade(make_engine: Ca
         os.chmod(store.spec, 0o644)
     assert message.startswith("StorageError") and "read-only: open it writable once to upgrade" in message, message
     assert make_engine().search("bees", user_id="alice")  # writable again: upgraded, nothing lost
+
+
+async def test_the_async_face_has_the_item_methods(store: Store) -> None:
+    from headroom_integrations import HierarchicalMemory
+
+    async with await HierarchicalMemory.create(store.config()) as memory:
+        await memory.put_item("alice", NS, "city", "Lives in Porto")
+        await memory.put_item("alice", NS, "city", "Lives in Lisbon")
+        found = await memory.get_item("alice", NS, "city")
+        assert found is not None and found.content == "Lives in Lisbon"
+        await memory.set_expiry({found.id: datetime.now(timezone.utc) - timedelta(seconds=1)})
+        assert await memory.get_item("alice", NS, "city") is None
+        assert await memory.sweep_expired() == 1
+        assert not await memory.delete_item("alice", NS, "city")

@@ -137,6 +137,17 @@ def test_pages_of_a_search_are_newest_first_and_cover_every_item_once(hs: Headro
     assert updated == sorted(updated, reverse=True)
 
 
+def test_filtered_pages_read_past_the_first_chunk(hs: HeadroomStore) -> None:
+    hs.batch([PutOp(("docs", "u", str(i % 2)), f"k{i:03d}", {"n": i, "kind": "xyz"[i % 3]}, index=False)
+              for i in range(300)])
+    expected = [f"k{i:03d}" for i in reversed(range(300)) if i % 3 == 1]  # one batch: newest is the last put
+    got = [item.key for offset in range(0, 100, 25)
+           for item in hs.search(("docs",), filter={"kind": "y"}, limit=25, offset=offset)]
+    assert sorted(got) == sorted(expected) and len(got) == 100 == len(set(got))
+    assert [i.key for i in hs.search(("docs", "u"), filter={"n": {"$gte": 290}}, limit=100)] != []
+    assert len(hs.search(("docs",), filter={"kind": "y"}, limit=7, offset=95)) == 5
+
+
 @pytest.mark.parametrize("namespace", [(), ("",), ("a.b",), ("ok", 3), ("langgraph", "x")])
 def test_invalid_namespaces_raise_as_in_langgraph(hs: HeadroomStore, namespace: tuple[Any, ...]) -> None:
     mem = InMemoryStore()

@@ -11,11 +11,13 @@ import headroom_integrations.memory
 def test_all_names_exist_and_are_sorted_exports() -> None:
     import headroom_integrations.inline
     import headroom_integrations.langchain
+    import headroom_integrations.langgraph
     import headroom_integrations.llama_index
     import headroom_integrations.openai
 
     modules = (headroom_integrations, headroom_integrations.memory, headroom_integrations.inline,
-               headroom_integrations.openai, headroom_integrations.langchain, headroom_integrations.llama_index)
+               headroom_integrations.openai, headroom_integrations.langchain, headroom_integrations.llama_index,
+               headroom_integrations.langgraph)
     for module in modules:
         assert module.__all__, module
         for name in module.__all__:

@@ -153,8 +153,7 @@ class HeadroomStore(BaseStore):
                 raise ValueError(f"Unknown operation type: {type(op)}")
         if refresh:
             self.engine.set_expiry({mid: now + timedelta(minutes=minutes) for mid, minutes in refresh.items()})
-        for op in puts.values():
-            self._put(op, now)
+        self._apply_puts(list(puts.values()), now)
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
@@ -168,14 +167,23 @@ class HeadroomStore(BaseStore):
             return None
         return self.engine.get_item(self.user_of(namespace), namespace, key)
 
-    def _put(self, op: PutOp, now: datetime) -> None:
-        namespace = tuple(op.namespace)
-        if not namespace:
-            raise InvalidNamespaceError("Namespace cannot be empty.")
-        user = self.user_of(namespace)
-        if op.value is None:
-            self.engine.delete_item(user, namespace, op.key)
-            return
+    def _apply_puts(self, puts: list[PutOp], now: datetime) -> None:
+        """Deletes, then every other put in one transaction with one embedding call."""
+        items = []
+        for op in puts:
+            namespace = tuple(op.namespace)
+            if not namespace:
+                raise InvalidNamespaceError("Namespace cannot be empty.")
+            if op.value is not None:
+                items.append(self._item(op, namespace, now))
+        for op in puts:
+            if op.value is None:
+                self.engine.delete_item(self.user_of(tuple(op.namespace)), tuple(op.namespace), op.key)
+        if items:
+            self.engine.put_items(items)
+
+    def _item(self, op: PutOp, namespace: tuple[str, ...], now: datetime) -> dict[str, Any]:
+        """The engine's item of a put: the value kept whole, the text chosen by the index fields."""
         if not isinstance(op.value, Mapping):
             raise InvalidInputError(f"an item's value must be a mapping, got {type(op.value).__name__}")
         value = dict(op.value)
@@ -184,11 +192,11 @@ class HeadroomStore(BaseStore):
         metadata: dict[str, Any] = {"value": value}
         if op.ttl is not None:
             metadata["ttl"] = op.ttl
-        self.engine.put_item(
-            user, namespace, op.key, text or json.dumps(value, ensure_ascii=False, default=str),
-            metadata=metadata, searchable=bool(text),
-            expires_at=None if op.ttl is None else now + timedelta(minutes=op.ttl),
-        )
+        return {
+            "user_id": self.user_of(namespace), "namespace": namespace, "key": op.key,
+            "content": text or json.dumps(value, ensure_ascii=False, default=str), "metadata": metadata,
+            "searchable": bool(text), "expires_at": None if op.ttl is None else now + timedelta(minutes=op.ttl),
+        }
 
     def _items(self, prefix: tuple[str, ...], now: datetime) -> list[Memory]:
         """Every live item under a namespace prefix."""
@@ -200,11 +208,22 @@ class HeadroomStore(BaseStore):
         if op.limit <= 0:
             return []
         if not op.query:
-            matched = [m for m in self._items(prefix, now) if matches_filter(m.metadata["value"], op.filter)]
-            # Newest first, as LangGraph's database stores order them.
-            matched.sort(key=lambda m: m.valid_from or m.created_at, reverse=True)
-            return [(m, None) for m in matched[op.offset : op.offset + op.limit]]
+            return [(m, None) for m in self._listed(op, prefix, now)]
         return self._semantic(op, prefix, now)
+
+    def _listed(self, op: SearchOp, prefix: tuple[str, ...], now: datetime) -> list[Memory]:
+        """A page of the items under the prefix passing the filter, newest first (as LangGraph's
+        database stores order them), read from the database a chunk at a time."""
+        need, position, chunk = op.offset + op.limit, 0, max(2 * (op.offset + op.limit), 64)
+        matched: list[Memory] = []
+        while len(matched) < need:
+            rows = self.engine.query(MemoryFilter(user_id=self._prefix_user(prefix), namespace_prefix=prefix,
+                                                  live_at=now, newest_first=True, limit=chunk, offset=position))
+            matched.extend(m for m in rows if matches_filter(m.metadata["value"], op.filter))
+            if len(rows) < chunk:
+                break
+            position, chunk = position + chunk, chunk * 2
+        return matched[op.offset : need]
 
     def _wanted(self, memory: Memory, prefix: tuple[str, ...], flt: Mapping[str, Any] | None, now: datetime) -> bool:
         return (memory.namespace is not None and memory.namespace[: len(prefix)] == prefix

@@ -9,7 +9,7 @@ version, so :meth:`MemoryEngine.get_history` and point-in-time queries show ever
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from headroom_integrations.memory.engine import MemoryEngine
 
 __all__ = ["KeyValueItems"]
+
+
+_ITEM_FIELDS = frozenset({"user_id", "namespace", "key", "content", "metadata", "category", "importance",
+                          "searchable", "expires_at"})
 
 
 def _key(value: object) -> str:
@@ -75,17 +79,54 @@ class KeyValueItems:
         Raises:
             InvalidInputError: bad ids, namespace, key, content or metadata.
         """
+        return self.put_items([{
+            "user_id": user_id, "namespace": namespace, "key": key, "content": content, "metadata": metadata,
+            "category": category, "importance": importance, "searchable": searchable, "expires_at": expires_at,
+        }])[0]
+
+    def put_items(self: MemoryEngine, items: Iterable[Mapping[str, Any]]) -> list[Memory]:
+        """Store many items in one transaction with one embedding call, in order (a key given
+        twice gets two versions). Each item is a mapping of :meth:`put_item`'s arguments; all
+        are checked before anything is stored.
+
+        Raises:
+            InvalidInputError: an item is invalid (``item N: ...``); nothing is stored then.
+        """
         self._check_open()
-        labels = namespace_labels(namespace)
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise InvalidInputError(f"items must be a list of mappings, got {type(items).__name__}")
+        memories = []
+        for position, item in enumerate(items):
+            try:
+                memories.append(self._item_memory(item))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"item {position}: {exc}") from None
+        if not memories:
+            return []
+        searchable = [m for m in memories if m.searchable]
+        embedded = iter(self._embed([m.content for m in searchable]) if searchable else [])
+        vectors = [next(embedded) if m.searchable else None for m in memories]
+        return [memory for memory, _ in self.backend.put(memories, vectors)]
+
+    def _item_memory(self: MemoryEngine, item: object) -> Memory:
+        if not isinstance(item, Mapping):
+            raise InvalidInputError(f"expected a mapping, got {type(item).__name__}")
+        unknown = set(item) - _ITEM_FIELDS
+        if unknown:
+            raise InvalidInputError(f"unknown fields {sorted(map(str, unknown))}")
+        for required in ("user_id", "namespace", "key", "content"):
+            if required not in item:
+                raise InvalidInputError(f"{required} is required")
+        searchable = item.get("searchable", True)
         if not isinstance(searchable, bool):
             raise InvalidInputError(f"searchable must be True or False, got {searchable!r}")
-        memory = dataclasses.replace(
-            new_memory(self.config.max_content_chars, content, user_id, category=category, importance=importance,
-                       metadata=metadata),
-            namespace=labels, key=_key(key), searchable=searchable, expires_at=as_datetime(expires_at, "expires_at"),
+        memory = new_memory(self.config.max_content_chars, item["content"], item["user_id"],
+                            category=item.get("category", MemoryCategory.FACT), importance=item.get("importance", 0.5),
+                            metadata=item.get("metadata"))
+        return dataclasses.replace(
+            memory, namespace=namespace_labels(item["namespace"]), key=_key(item["key"]), searchable=searchable,
+            expires_at=as_datetime(item.get("expires_at"), "expires_at"),
         )
-        vector = self._embed([memory.content])[0] if searchable else None
-        return self.backend.put(memory, vector)[0]
 
     def get_item(self: MemoryEngine, user_id: str, namespace: Sequence[str], key: str) -> Memory | None:
         """The current, unexpired version of an item, or None."""

@@ -285,6 +285,8 @@ class MemoryFilter:
     Key-value items (:meth:`MemoryEngine.put_item`): ``namespace`` matches exactly,
     ``namespace_prefix`` matches every namespace starting with these labels (``()``: every item),
     ``key`` an item's key; ``live_at`` leaves out items expired by then, ``expired_at`` keeps only those.
+    Results come oldest first (by ``created_at``), or with ``newest_first`` latest version first
+    (by ``valid_from``); ``limit`` and ``offset`` page through them.
 
     Example:
         >>> f = MemoryFilter(user_id="alice", categories=["fact"], include_superseded=False)
@@ -308,6 +310,7 @@ class MemoryFilter:
     key: str | None = None
     live_at: datetime | None = None
     expired_at: datetime | None = None
+    newest_first: bool = False
     limit: int | None = None
     offset: int = 0
 
@@ -330,6 +333,8 @@ class MemoryFilter:
             self.namespace_prefix = namespace_labels(self.namespace_prefix, "namespace_prefix", allow_empty=True)
         if self.key is not None and not isinstance(self.key, str):
             raise InvalidInputError(f"key must be a string or None, got {self.key!r}")
+        if not isinstance(self.newest_first, bool):
+            raise InvalidInputError(f"newest_first must be True or False, got {self.newest_first!r}")
         self.live_at = as_datetime(self.live_at, "live_at")
         self.expired_at = as_datetime(self.expired_at, "expired_at")
         if self.limit is not None:

@@ -191,11 +191,11 @@ class MemoryBackend(Protocol):
     def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
         """Change a memory in place (``vector``: the new content's embedding)."""
 
-    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
-        """Store a new version of a key-value item (``memory`` with ``namespace`` and ``key``) in one
-        transaction: it supersedes the item's current version of the same user, or continues the
-        history of one whose current version was deleted, or starts a new item. The stored value
-        and its pk. A ``searchable=False`` memory is stored without a vector whatever is given."""
+    def put(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> list[tuple[Memory, int]]:
+        """Store a new version of each key-value item (memories with ``namespace`` and ``key``), in
+        order, in one transaction: each supersedes the item's current version of the same user, or
+        continues the history of one whose current version was deleted, or starts a new item. Per
+        memory the stored value and its pk. A ``searchable=False`` memory is stored without a vector."""
 
     def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
         """Set when memories (by id) expire; nothing else about them changes."""
@@ -214,7 +214,7 @@ class MemoryBackend(Protocol):
         """The memory with this id, or None."""
 
     def query(self, flt: MemoryFilter) -> list[Memory]:
-        """Memories matching a filter, oldest first."""
+        """Memories matching a filter, oldest first (``newest_first``: latest ``valid_from`` first), paged."""
 
     def history(self, memory_id: str) -> list[Memory]:
         """Every version of the fact ``memory_id`` belongs to, oldest first."""

@@ -5,7 +5,7 @@ columns. Mixed into :class:`~headroom_integrations.memory.backends.sql_store.Sql
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,51 +29,57 @@ class SqlItems:
 
     Example (through a backend)::
 
-        old, new = backend.put_row(new_memory_with_namespace_and_key, vector)
+        [(old, new)] = backend.put_rows([new_memory_with_namespace_and_key], [vector])
         old is None  # True: the first version of this item
     """
 
     tables: Any
     _no_embedding: list[Any]
 
-    def put_row(
-        self, memory: Memory, vector: np.ndarray | None
-    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        """Store a new version of the item (``memory.user_id``, ``namespace``, ``key``) in one
-        transaction: it supersedes the current version, or continues the history of an item whose
-        current version was deleted (the latest remaining version), or starts a new item.
+    def put_rows(
+        self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]
+    ) -> list[tuple[dict[str, Any] | None, dict[str, Any]]]:
+        """Store a new version of each item (``memory.user_id``, ``namespace``, ``key``), all in one
+        transaction, in order: each supersedes the item's current version, or continues the
+        history of an item whose current version was deleted (its latest remaining version), or
+        starts a new item.
 
-        Returns the previous version's row as updated (None for a new item) and the new row (with
-        ``pk`` and ``seq``). A version stored after a current one keeps the item's ``created_at``.
+        Returns per memory the previous version's row as updated (None for a new item) and the
+        new row (with ``pk`` and ``seq``). A version stored after a current one keeps the item's
+        ``created_at``; a lookup-only memory (``searchable=False``) is stored without a vector.
         """
         m = self.tables.memories
+        out: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
         with self.write() as conn:  # type: ignore[attr-defined]
             self._lock_writes(conn)  # type: ignore[attr-defined]
-            found = conn.execute(
-                select(*self._no_embedding).where(
-                    m.c.user_id == memory.user_id, m.c.namespace == encode_namespace(memory.namespace or ()),
-                    m.c.item_key == memory.key,
-                ).order_by(m.c.valid_to.is_(None).desc(), m.c.valid_from.desc(), m.c.pk.desc()).limit(1)
-            ).first()
-            stamp = now_utc()
-            if not memory.searchable:
-                vector = None
-            if found is None:
-                row = memory_row(dataclasses.replace(memory, created_at=stamp, updated_at=stamp, valid_from=stamp,
-                                                     chain_id=memory.id))
-                row["embedding"] = None if vector is None else self._vector_value(vector)  # type: ignore[attr-defined]
-                row = self._prepare(row)  # type: ignore[attr-defined]
-                self._insert_rows(conn, [row])  # type: ignore[attr-defined]
-                return None, row
-            old_row = dict(found._mapping)
-            old = row_to_memory(old_row)
-            created = old.created_at if old.is_current else stamp
-            new = memory_row(dataclasses.replace(
-                memory, created_at=created, updated_at=stamp, valid_from=stamp, supersedes=old.id,
-                chain_id=old.chain_id,
-            ))
-            new = self._link_successor(conn, old_row, new, vector, stamp)  # type: ignore[attr-defined]
-        return old_row, new
+            for memory, vector in zip(memories, vectors, strict=True):
+                out.append(self._put_one(conn, m, memory, vector if memory.searchable else None))
+        return out
+
+    def _put_one(
+        self, conn: Connection, m: Any, memory: Memory, vector: np.ndarray | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        found = conn.execute(
+            select(*self._no_embedding).where(
+                m.c.user_id == memory.user_id, m.c.namespace == encode_namespace(memory.namespace or ()),
+                m.c.item_key == memory.key,
+            ).order_by(m.c.valid_to.is_(None).desc(), m.c.valid_from.desc(), m.c.pk.desc()).limit(1)
+        ).first()
+        stamp = now_utc()
+        if found is None:
+            row = memory_row(dataclasses.replace(memory, created_at=stamp, updated_at=stamp, valid_from=stamp,
+                                                 chain_id=memory.id))
+            row["embedding"] = None if vector is None else self._vector_value(vector)  # type: ignore[attr-defined]
+            row = self._prepare(row)  # type: ignore[attr-defined]
+            self._insert_rows(conn, [row])  # type: ignore[attr-defined]
+            return None, row
+        old_row = dict(found._mapping)
+        old = row_to_memory(old_row)
+        new = memory_row(dataclasses.replace(
+            memory, created_at=old.created_at if old.is_current else stamp, updated_at=stamp, valid_from=stamp,
+            supersedes=old.id, chain_id=old.chain_id,
+        ))
+        return old_row, self._link_successor(conn, old_row, new, vector, stamp)  # type: ignore[attr-defined]
 
     def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
         """Set the expiry of memories by id (see :meth:`expiry_rows`)."""

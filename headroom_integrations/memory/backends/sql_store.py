@@ -381,11 +381,12 @@ class SqlStore(SqlItems, SqlChatLog):
         return None if row is None else row_to_memory(row._mapping)
 
     def query(self, flt: MemoryFilter) -> list[Memory]:
-        """Memories matching a filter, oldest first."""
+        """Memories matching a filter, oldest first (or latest version first)."""
         m = self.tables.memories
         statement = (
             select(*self._no_embedding).where(self.filter_condition(flt))
-            .order_by(m.c.created_at, m.c.pk).offset(flt.offset)
+            .order_by(*((m.c.valid_from.desc(), m.c.pk.desc()) if flt.newest_first else (m.c.created_at, m.c.pk)))
+            .offset(flt.offset)
         )
         if flt.limit is not None:
             statement = statement.limit(flt.limit)

@@ -276,10 +276,9 @@ class PostgresBackend(SqlStore):
         _, new = self.supersede_row(old_id, new_id, revision, vector, revive)
         return row_to_memory(new), new["pk"]
 
-    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
+    def put(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> list[tuple[Memory, int]]:
         """See :meth:`MemoryBackend.put` (one transaction)."""
-        _, new = self.put_row(memory, vector)
-        return row_to_memory(new), new["pk"]
+        return [(row_to_memory(new), new["pk"]) for _, new in self.put_rows(memories, vectors)]
 
     def update(self, memory_id: str, revision: Revision, vector: np.ndarray | None) -> Memory:
         """See :meth:`MemoryBackend.update`."""

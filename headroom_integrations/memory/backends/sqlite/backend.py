@@ -188,13 +188,17 @@ class SqliteBackend(SqlStore):
         self.index.apply_local([index_row(old, None), index_row(new, vector)], new["seq"] - 1, new["seq"])
         return row_to_memory(new), new["pk"]
 
-    def put(self, memory: Memory, vector: np.ndarray | None) -> tuple[Memory, int]:
-        """See :meth:`MemoryBackend.put`."""
-        old, new = self.put_row(memory, vector)
-        rows = [index_row(new, None if new["embedding"] is None else vector)]
-        self.index.apply_local(rows if old is None else [index_row(old, None), *rows],
-                               new["seq"] - (old is not None), new["seq"])
-        return row_to_memory(new), new["pk"]
+    def put(self, memories: Sequence[Memory], vectors: Sequence[np.ndarray | None]) -> list[tuple[Memory, int]]:
+        """See :meth:`MemoryBackend.put`; the rows enter the vector index at once."""
+        written = self.put_rows(memories, vectors)
+        rows = []
+        for (old, new), vector in zip(written, vectors):
+            if old is not None:
+                rows.append(index_row(old, None))
+            rows.append(index_row(new, None if new["embedding"] is None else vector))
+        if rows:
+            self.index.apply_local(rows, min(r.seq for r in rows), max(r.seq for r in rows))
+        return [(row_to_memory(new), new["pk"]) for _, new in written]
 
     def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
         """See :meth:`MemoryBackend.set_expiry`."""
