@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Connection, inspect, select, update
 
-from headroom_integrations.memory.backends.rows import memory_row, naive, now_utc, row_to_memory
+from headroom_integrations.memory.backends.rows import naive, now_utc, row_to_memory
 from headroom_integrations.memory.backends.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from headroom_integrations.memory.models import Memory
 from headroom_integrations.memory.namespaces import encode_namespace
@@ -66,20 +66,19 @@ class SqlItems:
             ).order_by(m.c.valid_to.is_(None).desc(), m.c.valid_from.desc(), m.c.pk.desc()).limit(1)
         ).first()
         stamp = now_utc()
-        if found is None:
-            row = memory_row(dataclasses.replace(memory, created_at=stamp, updated_at=stamp, valid_from=stamp,
-                                                 chain_id=memory.id))
-            row["embedding"] = None if vector is None else self._vector_value(vector)  # type: ignore[attr-defined]
-            row = self._prepare(row)  # type: ignore[attr-defined]
+        old_row = None if found is None else dict(found._mapping)
+        if old_row is None:
+            memory = dataclasses.replace(memory, created_at=stamp, updated_at=stamp, valid_from=stamp,
+                                         chain_id=memory.id)
+        else:
+            old = row_to_memory(old_row)
+            memory = dataclasses.replace(memory, created_at=old.created_at if old.is_current else stamp,
+                                         updated_at=stamp, valid_from=stamp, supersedes=old.id, chain_id=old.chain_id)
+        [row] = self._new_rows([memory], [vector])  # type: ignore[attr-defined]
+        if old_row is None:
             self._insert_rows(conn, [row])  # type: ignore[attr-defined]
             return None, row
-        old_row = dict(found._mapping)
-        old = row_to_memory(old_row)
-        new = memory_row(dataclasses.replace(
-            memory, created_at=old.created_at if old.is_current else stamp, updated_at=stamp, valid_from=stamp,
-            supersedes=old.id, chain_id=old.chain_id,
-        ))
-        return old_row, self._link_successor(conn, old_row, new, vector, stamp)  # type: ignore[attr-defined]
+        return old_row, self._link_successor(conn, old_row, row, stamp)  # type: ignore[attr-defined]
 
     def set_expiry(self, expiries: Mapping[str, datetime | None]) -> None:
         """Set the expiry of memories by id (see :meth:`expiry_rows`)."""
@@ -117,8 +116,10 @@ class SqlItems:
                 continue
             column = m.c[name]
             ddl = f"ALTER TABLE memories ADD COLUMN {name} {column.type.compile(dialect=conn.dialect)}"
+            if not column.nullable:
+                ddl += " NOT NULL"
             if column.server_default is not None:
-                ddl += f" NOT NULL DEFAULT '{column.server_default.arg}'"
+                ddl += f" DEFAULT '{column.server_default.arg}'"
             conn.exec_driver_sql(ddl)
         for index in m.indexes:  # an index added since the store was created (built once, here)
             index.create(conn, checkfirst=True)

@@ -290,7 +290,7 @@ class SqlStore(SqlItems, SqlChatLog):
                     raise MemoryAlreadySupersededError(old_id, old.superseded_by, successor_deleted=headless)
             stamp = now_utc()
             content = revision.content if revision.content is not None else old.content
-            new = memory_row(Memory(
+            [new] = self._new_rows([Memory(
                 id=new_id, content=content, user_id=old.user_id, session_id=old.session_id,
                 agent_id=old.agent_id, turn_id=old.turn_id, scope=old.scope,
                 category=revision.category or old.category,
@@ -298,17 +298,15 @@ class SqlStore(SqlItems, SqlChatLog):
                 metadata=dict(old.metadata if revision.metadata is None else revision.metadata),
                 created_at=stamp, updated_at=stamp, valid_from=stamp, supersedes=old_id, chain_id=old.chain_id,
                 namespace=old.namespace, key=old.key, expires_at=old.expires_at, searchable=old.searchable,
-            ))
-            new = self._link_successor(conn, old_row, new, vector, stamp)
+            )], [vector])
+            new = self._link_successor(conn, old_row, new, stamp)
         return old_row, new
 
-    def _link_successor(
-        self, conn: Connection, old_row: dict[str, Any], new: dict[str, Any], vector: np.ndarray | None, stamp: Any
-    ) -> dict[str, Any]:
+    def _link_successor(self, conn: Connection, old_row: dict[str, Any], new: dict[str, Any], stamp: Any
+                        ) -> dict[str, Any]:
         """Inside a write: close ``old_row``'s validity (if current), point it at ``new`` and insert
-        ``new`` (``memories`` columns) with ``vector``. Both rows are updated in place (``pk``, ``seq``)."""
+        ``new`` (a row of :meth:`_new_rows`). Both rows are updated in place (``pk``, ``seq``)."""
         m = self.tables.memories
-        new = self._prepare({**new, "embedding": None if vector is None else self._vector_value(vector)})
         last = self._bump_seq(conn, 2)
         closed = {"valid_to": stamp} if old_row["valid_to"] is None else {}
         conn.execute(update(m).where(m.c.id == old_row["id"]).values(
