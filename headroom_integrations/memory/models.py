@@ -22,6 +22,7 @@ __all__ = [
     "MemoryFilter",
     "MemoryScope",
     "SearchResult",
+    "UserCounts",
 ]
 
 
@@ -247,9 +248,15 @@ class SearchResult:
         memory: the memory itself.
         score: cosine similarity between the query and the memory (-1..1; higher is closer).
             ``min_score`` filters on it. Results are ordered by the fused rank, not by this alone.
-        fused_score: the rank-fusion score used for ordering (vector and keyword ranks combined).
+        fused_score: the score used for ordering: ``vector_part + keyword_part + context_part``,
+            re-weighted by importance and recency when the config asks for it.
         vector_rank: 1-based rank among the vector candidates, or None if not among them.
         text_rank: 1-based rank among the keyword (BM25) candidates, or None.
+        keyword_score: normalised BM25 under the query's terms (about 1 when the memory holds every
+            term, 0 when it holds none).
+        vector_part: the cosine's share of the fused score (``vector_weight`` of the two weights).
+        keyword_part: the keyword score's share of the fused score (``text_weight`` of the two).
+        context_part: what a more relevant neighbour (a memory stored right next to this one) added.
 
     Example:
         >>> hit = SearchResult(memory=Memory(id="1", content="Prefers Go", user_id="bob"), score=0.8)
@@ -262,6 +269,10 @@ class SearchResult:
     fused_score: float = 0.0
     vector_rank: int | None = None
     text_rank: int | None = None
+    keyword_score: float = 0.0
+    vector_part: float = 0.0
+    keyword_part: float = 0.0
+    context_part: float = 0.0
 
     @property
     def content(self) -> str:
@@ -272,6 +283,25 @@ class SearchResult:
     def id(self) -> str:
         """The memory's id."""
         return self.memory.id
+
+
+@dataclass(frozen=True)
+class UserCounts:
+    """How many memories one user has: every version (``total``) and the current ones.
+
+    Example:
+        >>> UserCounts("alice", total=3, current=2).superseded
+        1
+    """
+
+    user_id: str
+    total: int
+    current: int
+
+    @property
+    def superseded(self) -> int:
+        """Versions that are no longer current."""
+        return self.total - self.current
 
 
 @dataclass

@@ -156,7 +156,8 @@ def _search_once(
     a candidate). Candidates dropped by ``min_score`` do not count: deeper ones are less similar."""
     vector_hits, found = backend.nearest(vector, r.scope, r.depth, text.query, [pk for pk, _ in text.hits])
     exhausted = len(vector_hits) < r.depth
-    fused, cosine, vector_rank, text_rank = _fuse(backend, r, vector, vector_hits, found, text, config)
+    fusion = _fuse(backend, r, vector, vector_hits, found, text, config)
+    fused = fusion.fused
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
     weighted = bool(config.importance_weight or config.recency_weight)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
@@ -167,7 +168,7 @@ def _search_once(
     for start in range(0, len(ordered), chunk):
         pks = ordered[start : start + chunk]
         rows = backend.rows(pks)
-        scored, dropped = _score(rows, pks, fused, cosine, vector_rank, text_rank, r, vector, config)
+        scored, dropped = _score(rows, pks, fusion, r, vector, config)
         candidates.extend(scored)
         stale += dropped
         candidates.sort(key=lambda item: item[0], reverse=True)
@@ -179,6 +180,18 @@ def _search_once(
     return results, not exhausted and (stale + repeats) > 0
 
 
+@dataclass(frozen=True)
+class _Fusion:
+    """Per candidate (by pk): the fused score and its parts, and the candidate's ranks."""
+
+    fused: dict[int, float]
+    cosine: dict[int, float]
+    keyword: dict[int, float]
+    relevance: dict[int, float]  # the fused score before the context lift
+    vector_rank: dict[int, int]
+    text_rank: dict[int, int]
+
+
 def _fuse(
     backend: MemoryBackend,
     r: SearchRequest,
@@ -187,8 +200,8 @@ def _fuse(
     found: Scores,
     text: KeywordHits,
     config: MemoryConfig,
-) -> tuple[dict[int, float], dict[int, float], dict[int, int], dict[int, int]]:
-    """Fused score and cosine of every candidate (steps 2 and 3 of the module doc), and the
+) -> _Fusion:
+    """Fused score of every candidate with its parts (steps 2 and 3 of the module doc), and the
     candidates' ranks. ``found``: the scores the nearest-neighbour search gave the candidates
     of one side for the other."""
     vector_rank = {pk: rank for rank, (pk, _) in enumerate(vector_hits, start=1)}
@@ -202,7 +215,7 @@ def _fuse(
     }
     context = config.context_weight
     if not context:
-        return relevance, cosine, vector_rank, text_rank
+        return _Fusion(dict(relevance), cosine, keyword, relevance, vector_rank, text_rank)
     # Only the best candidates' neighbours can reach the top: a neighbour's bonus is a share of the
     # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
     best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
@@ -216,21 +229,19 @@ def _fuse(
         if pk not in relevance and pk in around.cosine:
             cos = around.cosine[pk]
             cosine[pk] = cos
-            relevance[pk] = (config.vector_weight * cos + config.text_weight * around.keyword.get(pk, 0.0)) / total
+            keyword[pk] = around.keyword.get(pk, 0.0)
+            relevance[pk] = (config.vector_weight * cos + config.text_weight * keyword[pk]) / total
     fused = {}
     for pk, own in relevance.items():
         near = max((relevance[n] for n in links.get(pk, ()) if n in relevance), default=own)
         fused[pk] = own + context * max(0.0, near - own)
-    return fused, cosine, vector_rank, text_rank
+    return _Fusion(fused, cosine, keyword, relevance, vector_rank, text_rank)
 
 
 def _score(
     rows: dict[int, StoredRow],
     pks: list[int],
-    fused: dict[int, float],
-    cosine: dict[int, float],
-    vector_rank: dict[int, int],
-    text_rank: dict[int, int],
+    fusion: _Fusion,
     r: SearchRequest,
     vector: np.ndarray,
     config: MemoryConfig,
@@ -241,6 +252,8 @@ def _score(
     A row without a stored vector (its vector could not be written yet) keeps the cosine the
     index gave it."""
     now = datetime.now(timezone.utc)
+    total = config.vector_weight + config.text_weight
+    cosine = fusion.cosine
     scored = []
     stale = 0
     for pk in pks:
@@ -255,10 +268,14 @@ def _score(
         similarity = float(stored @ vector) if stored is not None else cosine[pk]
         if r.min_score is not None and similarity < r.min_score:
             continue
-        final = _weighted(fused[pk], memory, config, now)
+        final = _weighted(fusion.fused[pk], memory, config, now)
+        keyword = fusion.keyword.get(pk, 0.0)
         hit = SearchResult(
             memory=memory, score=similarity, fused_score=final,
-            vector_rank=vector_rank.get(pk), text_rank=text_rank.get(pk),
+            vector_rank=fusion.vector_rank.get(pk), text_rank=fusion.text_rank.get(pk), keyword_score=keyword,
+            vector_part=config.vector_weight * cosine.get(pk, similarity) / total,
+            keyword_part=config.text_weight * keyword / total,
+            context_part=fusion.fused[pk] - fusion.relevance[pk],
         )
         scored.append((final, hit, print_))
     return scored, stale

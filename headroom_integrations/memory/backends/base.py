@@ -24,7 +24,14 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from headroom_integrations.memory.models import ChatRecord, Memory, MemoryCategory, MemoryFilter, MemoryScope
+from headroom_integrations.memory.models import (
+    ChatRecord,
+    Memory,
+    MemoryCategory,
+    MemoryFilter,
+    MemoryScope,
+    UserCounts,
+)
 from headroom_integrations.memory.visibility import BucketKey, bucket_key, visible_keys
 
 __all__ = ["META_MESSAGES_COPIED", "KeywordQuery", "MemoryBackend", "Revision", "Scores", "SearchScope", "StoredRow"]
@@ -222,6 +229,9 @@ class MemoryBackend(Protocol):
     def stats(self, user_id: str | None) -> dict[str, Any]:
         """Counts: total, current, superseded, current ones per category and per scope."""
 
+    def users(self) -> list[UserCounts]:
+        """Every user with memories and their counts, by user id."""
+
     # -- vectors computed after the fact ----------------------------------------------------------------
 
     def without_embedding(self, pks: Sequence[int] | None = None) -> list[tuple[int, str]]:
@@ -293,8 +303,14 @@ class MemoryBackend(Protocol):
 
     # -- copying (migration) ----------------------------------------------------------------------
 
-    def dump(self, batch_size: int = 1000) -> Iterator[list[tuple[Memory, np.ndarray | None]]]:
-        """Every memory (all versions) with its vector, in batches, oldest first."""
+    def dump(
+        self, batch_size: int = 1000, user_id: str | None = None
+    ) -> Iterator[list[tuple[Memory, np.ndarray | None]]]:
+        """Every memory (all versions; of one user when given) with its vector, in batches, in
+        the order they were stored."""
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these memory ids are stored."""
 
     def load(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> int:
         """Store memories exactly as given (ids, chains, timestamps); ids already present are
@@ -308,6 +324,16 @@ class MemoryBackend(Protocol):
 
     def set_meta(self, key: str, value: str) -> None:
         """Record a store-wide fact (for tools such as migration; the engine's own keys are managed)."""
+
+    # -- consistency ------------------------------------------------------------------------------
+
+    def chain_problems(self) -> dict[str, int]:
+        """Counts of malformed version chains: ``chains_with_several_current``."""
+
+    def check_index(self, repair: bool) -> dict[str, int]:
+        """Compare what the backend keeps beside the rows (SQLite: the vector index and the FTS5
+        table; PostgreSQL: nothing, its indexes are the database's own) with the rows; counts
+        of what disagrees, by kind. ``repair``: rebuild what disagrees (the counts are of before)."""
 
     # -- lifecycle --------------------------------------------------------------------------------
 

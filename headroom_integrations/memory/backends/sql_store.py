@@ -17,10 +17,8 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
-    and_,
     bindparam,
     delete,
-    func,
     insert,
     select,
     true,
@@ -39,7 +37,8 @@ from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
 from headroom_integrations.memory.backends.sql_chat import SqlChatLog
 from headroom_integrations.memory.backends.sql_filters import filter_condition, scope_condition
 from headroom_integrations.memory.backends.sql_items import INDEX_COLUMNS, SqlItems
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryFilter, MemoryScope
+from headroom_integrations.memory.backends.sql_overview import SqlOverview
+from headroom_integrations.memory.models import Memory, MemoryFilter
 from headroom_integrations.memory.text_query import FINGERPRINT_VERSION, fingerprint, index_text
 from headroom_integrations.memory.validation import metadata_json
 from headroom_integrations.memory.visibility import bucket_key
@@ -48,7 +47,7 @@ __all__ = ["INDEX_COLUMNS", "SqlStore"]
 
 
 
-class SqlStore(SqlItems, SqlChatLog):
+class SqlStore(SqlItems, SqlOverview, SqlChatLog):
     """Blocking, thread-safe access to the memory tables of one database (portable SQL).
 
     Subclasses set :attr:`engine`, :attr:`tables`, :attr:`location` and may override the hooks
@@ -407,24 +406,6 @@ class SqlStore(SqlItems, SqlChatLog):
             ).all()
         return [row_to_memory(row._mapping) for row in rows]
 
-    def stats(self, user_id: str | None) -> dict[str, Any]:
-        """Counts: total rows, current, superseded, current ones by category and by scope."""
-        m = self.tables.memories
-        where = true() if user_id is None else m.c.user_id == user_id
-        current = and_(where, m.c.valid_to.is_(None))
-        with self.read() as conn:
-            total = conn.execute(select(func.count()).select_from(m).where(where)).scalar_one()
-            by = {
-                column: dict(conn.execute(select(m.c[column], func.count()).where(current).group_by(m.c[column])).all())
-                for column in ("category", "scope")
-            }
-        n_current = sum(by["scope"].values())
-        return {
-            "total": int(total), "current": int(n_current), "superseded": int(total - n_current),
-            "categories": {c.value: int(by["category"].get(c.value, 0)) for c in MemoryCategory},
-            "scopes": {s.value: int(by["scope"].get(s.value, 0)) for s in MemoryScope},
-        }
-
     def stored_rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
         """The given memories with their vectors and fingerprints (missing ones left out)."""
         if not pks:
@@ -472,39 +453,3 @@ class SqlStore(SqlItems, SqlChatLog):
     def scope_condition(self, scope: SearchScope) -> ColumnElement[bool]:
         """The SQL condition of a search scope."""
         return scope_condition(self.tables.memories, scope)
-
-    # -- copying ----------------------------------------------------------------------------------
-
-    def dump(self, batch_size: int = 1000) -> Iterator[list[tuple[Memory, np.ndarray | None]]]:
-        """Every memory (all versions) with its vector, in batches, in primary-key order."""
-        m = self.tables.memories
-        last = 0
-        while True:
-            with self.connect() as conn:
-                rows = conn.execute(
-                    select(*self._no_embedding, m.c.embedding).where(m.c.pk > last).order_by(m.c.pk).limit(batch_size)
-                ).all()
-            if not rows:
-                return
-            last = rows[-1].pk
-            yield [(row_to_memory(r._mapping), self._vector_of(r.embedding)) for r in rows]
-
-    def load_rows(self, rows: Sequence[tuple[Memory, np.ndarray | None]]) -> list[dict[str, Any]]:
-        """Store memories exactly as given; ids already present are skipped. The rows written."""
-        m = self.tables.memories
-        if not rows:
-            return []
-        with self.write() as conn:
-            self._lock_writes(conn)
-            ids = [memory.id for memory, _ in rows]
-            present = set(conn.execute(select(m.c.id).where(m.c.id.in_(ids))).scalars())
-            fresh = []
-            for memory, vector in rows:
-                if memory.id in present:
-                    continue
-                present.add(memory.id)
-                row = memory_row(memory)
-                row["embedding"] = None if vector is None else self._vector_value(vector)
-                fresh.append(self._prepare(row))
-            self._insert_rows(conn, fresh)
-        return fresh

@@ -489,6 +489,11 @@ class PostgresBackend(SqlStore):
             out[m["pk"]] = StoredRow(row_to_memory(m), m["embedding"], m["fingerprint"])
         return out
 
+    def check_index(self, repair: bool) -> dict[str, int]:
+        """See :meth:`MemoryBackend.check_index`: the database keeps its own indexes in step, so
+        only their presence is checked (``indexes_missing``; ``repair`` creates them)."""
+        return {"indexes_missing": self.missing_indexes(repair)}
+
     # -- lifecycle --------------------------------------------------------------------------------
 
     def save(self) -> None:

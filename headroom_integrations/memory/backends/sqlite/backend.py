@@ -24,6 +24,7 @@ from headroom_integrations.memory.backends.keywords import bm25_scores, keyword_
 from headroom_integrations.memory.backends.rows import row_to_memory
 from headroom_integrations.memory.backends.schema import ADDED_COLUMNS, SCHEMA_VERSION
 from headroom_integrations.memory.backends.sql_store import INDEX_COLUMNS, SqlStore
+from headroom_integrations.memory.backends.sqlite.doctor import check_sqlite
 from headroom_integrations.memory.backends.sqlite.driver import (
     SNAPSHOT,
     TABLES,
@@ -471,6 +472,10 @@ class SqliteBackend(SqlStore):
                 out[m["pk"]] = row
                 self._recent.put(m["pk"], (m["seq"], row), m["seq"])
         return out
+
+    def check_index(self, repair: bool) -> dict[str, int]:
+        """See :meth:`MemoryBackend.check_index` and :func:`.doctor.check_sqlite`."""
+        return check_sqlite(self, repair)
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -90,6 +90,13 @@ class VectorIndex:
     def __len__(self) -> int:
         return len(self._where)
 
+    def held(self) -> tuple[dict[int, int], set[int]]:
+        """After pulling every change: the change number of each memory held (pk -> seq) and the
+        graph's live labels (for :func:`.doctor.check_sqlite`)."""
+        with self._lock:
+            self.sync()
+            return {pk: self._seq_of[pk] for pk in self._where}, set(self._in_graph)
+
     def _bucket(self, key: BucketKey) -> int:
         bid = self._bucket_ids.get(key)
         if bid is None:
