@@ -29,7 +29,7 @@ demo: $(VENV)/.stamp-demo
 	$(PY) -m headroom_integrations.demo
 
 test: $(VENV)/.stamp-dev
-	$(PY) -m ruff check headroom_integrations tests benchmarks
+	$(PY) -m ruff check headroom_integrations tests benchmarks scripts
 	$(PY) -m mkdocs build --strict --quiet --site-dir .site
 	$(PY) -m pytest
 
@@ -38,12 +38,12 @@ docs: $(VENV)/.stamp-dev
 	$(PY) -m mkdocs build --strict --site-dir .site
 
 lint: $(VENV)/.stamp-dev
-	$(PY) -m ruff check headroom_integrations tests benchmarks
+	$(PY) -m ruff check headroom_integrations tests benchmarks scripts
 
 # Every figure of docs/benchmarks.md (about 100 minutes on 2 cores): engine (default int8 and fp32 runtime), with_memory, LoCoMo
 # retrieval quality (data path: LOCOMO) and the side-by-side run against the peers (their own
 # virtual environments are created once under benchmarks/.cache/venvs), SQLite vs PostgreSQL side by side
-# (LoCoMo included), and HeadroomStore against LangGraph's stores.
+# (LoCoMo included), HeadroomStore against LangGraph's stores, and export/import round trips.
 LOCOMO ?= ../shared/data/locomo/locomo_dev.json
 RESULTS := benchmarks/results
 bench: $(VENV)/.stamp-dev
@@ -54,6 +54,7 @@ bench: $(VENV)/.stamp-dev
 	$(PY) benchmarks/bench_peers.py --setup-peers --out docs/benchmarks.md --json $(RESULTS)/peers.json
 	$(PY) benchmarks/bench_backends.py --locomo $(LOCOMO) --out docs/benchmarks.md --json $(RESULTS)/backends.json
 	$(PY) benchmarks/bench_store.py --out docs/benchmarks.md --json $(RESULTS)/store.json
+	$(PY) benchmarks/bench_transfer.py --out docs/benchmarks.md --json $(RESULTS)/transfer.json
 
 # The reliability suite (tests/reliability) ten times longer, on new generated inputs; figures into
 # docs/reliability.md (the CI-scale section: SCALE=1 LABEL=ci).

@@ -195,3 +195,53 @@ def test_the_installed_command_pipes(tmp_path: Path) -> None:
     missing = subprocess.run([*command[:-1], str(tmp_path / "none.db"), "stats"], capture_output=True, text=True,
                              env=env, timeout=120)
     assert missing.returncode == 1 and missing.stderr.startswith("error: there is no memory store")
+
+
+def test_the_tour_in_the_docs_runs(tmp_path: Path) -> None:
+    """Every command of docs/cli.md's shell blocks runs as written, in order, and succeeds."""
+    import re
+    import shlex
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    lines = [line for block in re.findall(r"```bash\n(.*?)```", doc, re.S) for line in block.splitlines()
+             if line.startswith("headroom-memory ")]
+    assert len(lines) >= 10
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HEADROOM_"))} | {"HF_HUB_OFFLINE": "1"}
+    executable = str(Path(sys.executable).with_name("headroom-memory"))
+    for line in lines:
+        done = subprocess.run([executable, *shlex.split(line)[1:]], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=120)
+        assert done.returncode == 0, (line, done.stderr)
+    assert (tmp_path / "alice.jsonl").exists() and (tmp_path / "copy.db").exists()
+
+
+def test_ui_serves_the_inspector_on_loopback(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "HEADROOM_"))} | {"HF_HUB_OFFLINE": "1"}
+    db = tmp_path / "ui.db"
+    assert main(["--db", str(db), "add", "alice", "Likes tea"]) == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).with_name("headroom-memory")), "--db", str(db), "ui",
+                               "--port", str(port), "--read-only"], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read() if server.stderr else ""
+                time.sleep(0.3)
+        assert page.status_code == 200 and "alice" in page.text
+        assert httpx.post(f"http://127.0.0.1:{port}/memories/x/forget", timeout=5).status_code == 403
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert main(["--db", str(tmp_path / "none.db"), "ui"]) == 1

@@ -1,4 +1,4 @@
-"""The README's main job (the demo) and the command line, run as a user would."""
+"""The README's main job (the demo), run as a user would (the command line: test_cli.py)."""
 
 from __future__ import annotations
 
@@ -46,21 +46,3 @@ def test_demo_prints_scoped_and_versioned_memories(tmp_path: Path) -> None:
     assert "[user/fact, current] Works at Anthropic" in chat
     assert "5 chat requests for 5 turns" in chat
     assert "<memory>" not in out
-
-
-def test_cli_add_search_history_stats(tmp_path: Path) -> None:
-    db = str(tmp_path / "cli.db")
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "headroom_integrations.cli", "--db", db, *args],
-                              capture_output=True, text=True, env=ENV, timeout=300)
-
-    added = cli("add", "alice", "Prefers Go for services", "--category", "preference")
-    assert added.returncode == 0, added.stderr
-    memory_id = added.stdout.strip()
-    found = cli("search", "alice", "which language?")
-    assert memory_id in found.stdout and "Prefers Go for services" in found.stdout
-    assert "Prefers Go" in cli("history", memory_id).stdout
-    assert '"total": 1' in cli("stats", "--user", "alice").stdout
-    bad = cli("add", "alice", "x", "--category", "opinion")
-    assert bad.returncode == 2 and "expected one of" in bad.stderr
