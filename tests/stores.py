@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -32,3 +33,21 @@ class Store:
     def config(self, **options: Any) -> MemoryConfig:
         """A configuration on this store (``options`` are other MemoryConfig fields)."""
         return MemoryConfig(**self.where, **options)
+
+    def execute(self, *statements: str) -> None:
+        """Run SQL on the store with the database's own client, behind every engine's back."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.spec) as conn:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.close()
+            return
+        from sqlalchemy import create_engine, text
+
+        db = create_engine(self.config().postgres_url)  # type: ignore[arg-type]
+        try:
+            with db.begin() as conn:
+                for statement in statements:
+                    conn.execute(text(statement))
+        finally:
+            db.dispose()

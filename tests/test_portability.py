@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -13,9 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from stores import Store
 
 from headroom_integrations.errors import InvalidInputError
-from headroom_integrations.memory import Embedder, MemoryConfig, MemoryEngine, MemoryFilter, UserCounts
+from headroom_integrations.memory import Embedder, MemoryEngine, MemoryFilter, UserCounts
 from headroom_integrations.memory.jsonl import from_mem0
 
 Make = Callable[..., MemoryEngine]
@@ -196,35 +196,19 @@ def test_users_and_score_parts(engine: MemoryEngine) -> None:
         assert 0 <= hit.keyword_part <= 0.5 * hit.keyword_score + 1e-9 and hit.context_part >= 0
 
 
-def _sql(store: object, *statements: str) -> None:
-    """Run statements on the store with the database's own client, behind the engine's back."""
-    if store.kind == "sqlite":  # type: ignore[attr-defined]
-        with sqlite3.connect(store.spec) as conn:  # type: ignore[attr-defined]
-            for statement in statements:
-                conn.execute(statement)
-        return
-    from sqlalchemy import create_engine, text
-
-    db = create_engine(MemoryConfig(db_url=store.spec).postgres_url)  # type: ignore[arg-type, attr-defined]
-    with db.begin() as conn:
-        for statement in statements:
-            conn.execute(text(statement))
-    db.dispose()
-
-
-def test_doctor_finds_and_repairs(make_engine: Make, store: object) -> None:
+def test_doctor_finds_and_repairs(make_engine: Make, store: Store) -> None:
     engine = make_engine()
     fill(engine)
     healthy = engine.doctor()
     assert healthy and not any(healthy.values())
     damage = ["DROP INDEX ix_memories_chain"]
     expected = {"indexes_missing": 1}
-    if store.kind == "sqlite":  # type: ignore[attr-defined]
+    if store.kind == "sqlite":
         damage += ["DELETE FROM memories WHERE user_id = 'bob'",  # the change log the vector index follows is not told
                    "INSERT INTO memories_fts(memories_fts, rowid, search_text) SELECT 'delete', pk, search_text "
                    "FROM memories WHERE user_id = 'carol' LIMIT 1"]
         expected |= {"index_extra": 3, "keyword_index": 1}
-    _sql(store, *damage)
+    store.execute(*damage)
     found = engine.doctor()
     assert {name: n for name, n in found.items() if n} == expected
     assert engine.doctor(repair=True) == found
@@ -232,11 +216,11 @@ def test_doctor_finds_and_repairs(make_engine: Make, store: object) -> None:
     assert all(hit.memory.user_id == "alice" for hit in engine.search("note", user_id="alice"))
 
 
-def test_doctor_embeds_rows_left_without_a_vector(make_engine: Make, store: object) -> None:
+def test_doctor_embeds_rows_left_without_a_vector(make_engine: Make, store: Store) -> None:
     engine = make_engine()
     kept = engine.add("Likes green tea", user_id="u")
     engine.add("Plays the cello", user_id="u")
-    _sql(store, f"UPDATE memories SET embedding = NULL WHERE id = '{kept.id}'")
+    store.execute(f"UPDATE memories SET embedding = NULL WHERE id = '{kept.id}'")
     assert engine.doctor()["rows_without_vector"] == 1
     engine.doctor(repair=True)
     assert not any(engine.doctor().values())

@@ -9,7 +9,7 @@ Examples::
     headroom-memory --db memory.db forget --user alice --session s1 --yes
     headroom-memory --db memory.db export --user alice > alice.jsonl
     headroom-memory --db other.db import alice.jsonl
-    headroom-memory --db-url postgresql://user:pw@host:5432/db doctor --repair
+    headroom-memory --db-url postgresql://user:pw@host:5432/db doctor --dry-run
     headroom-memory --db memory.db ui --port 8765 --read-only
     headroom-memory migrate --from memory.db --to postgresql://user:pw@host:5432/db
 
@@ -117,8 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     importing = command("import", "memories from JSON Lines (ours, minimal lines or mem0's)")
     importing.add_argument("file", help="a .jsonl file, or - for stdin")
     importing.add_argument("--batch-size", type=int, default=500)
-    command("doctor", "check the vector and keyword indexes and version chains").add_argument(
-        "--repair", action="store_true", help="rebuild what disagrees with the rows")
+    command("doctor", "check the indexes and version chains against the rows, and repair the indexes").add_argument(
+        "--dry-run", action="store_true", help="only report what disagrees")
     ui = command("ui", "the web inspector")
     ui.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
     ui.add_argument("--port", type=int, default=8765)
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "migrate":
             return _migrate(args)
         run, creates, embeds = COMMANDS[args.command]
-        out = Output(as_json=bool(args.json))
-        with open_engine(args, create=creates, embeds=embeds or bool(getattr(args, "repair", False))) as engine:
-            return run(args, engine, out)
+        embeds = embeds or (args.command == "doctor" and not args.dry_run)  # a repair embeds waiting rows
+        with open_engine(args, create=creates, embeds=embeds) as engine:
+            return run(args, engine, Output(as_json=bool(args.json)))
     except MemoryNotFoundError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         return NOT_FOUND

@@ -207,16 +207,17 @@ def import_(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
 
 
 def doctor(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
-    """Check the store (and repair it with ``--repair``); exit 1 when problems remain."""
-    found = engine.doctor(repair=args.repair)
-    remaining = engine.doctor() if args.repair else found
+    """Check the store and repair what is derived from the rows (``--dry-run``: only report);
+    exit 1 when problems remain."""
+    found = engine.doctor(repair=not args.dry_run)
+    remaining = found if args.dry_run else engine.doctor()
     problems = {name: n for name, n in remaining.items() if n}
     if out.as_json:
         out.data({"found": found, "remaining": remaining})
     else:
         out.table(["check", "found", "remaining"], [[name, n, remaining.get(name, 0)] for name, n in found.items()])
         out.line("the store is healthy" if not problems else "problems remain: " + ", ".join(problems)
-                 + ("" if args.repair else " (run doctor --repair)"))
+                 + (" (run doctor without --dry-run to repair)" if args.dry_run else ""))
     return NOT_FOUND if problems else OK
 
 
@@ -251,5 +252,5 @@ COMMANDS: dict[str, tuple[Command, bool, bool]] = {
     "add": (add, True, True), "show": (show, False, False), "history": (history, False, False),
     "supersede": (supersede, False, True), "rollback": (rollback, False, True), "forget": (forget, False, False),
     "stats": (stats, False, False), "export": (export, False, False), "import": (import_, True, True),
-    "doctor": (doctor, False, True), "ui": (ui, False, True), "mcp": (mcp, True, True),
+    "doctor": (doctor, False, False), "ui": (ui, False, True), "mcp": (mcp, True, True),
 }
