@@ -246,3 +246,27 @@ def test_callback_with_a_completion_model(engine: MemoryEngine) -> None:
     chain = handler.injector() | prompt | FakeListLLM(responses=["Sure.\n" + GO]) | handler.stripper()
     assert chain.invoke({"question": "I like Go"}, config={"callbacks": [handler]}) == "Sure."
     assert [m.content for m in engine.query(MemoryFilter(user_id="gina"))] == ["Prefers Go for performance-critical code"]
+
+
+def test_memory_instruction_template_formats_to_the_instruction(engine: MemoryEngine) -> None:
+    """MEMORY_INSTRUCTION's JSON braces break a ChatPromptTemplate; the escaped template formats back to it exactly,
+    and a history chain prompted with it stores the block the model writes."""
+    import headroom_integrations.langchain as lc
+    from headroom_integrations.langchain import MEMORY_INSTRUCTION_TEMPLATE
+
+    assert "MEMORY_INSTRUCTION_TEMPLATE" in lc.__all__
+    with pytest.raises((KeyError, ValueError)):
+        ChatPromptTemplate.from_messages([("system", MEMORY_INSTRUCTION), ("human", "{question}")]).invoke(
+            {"question": "Hi"})
+    prompt = ChatPromptTemplate.from_messages([("system", MEMORY_INSTRUCTION_TEMPLATE), ("human", "{question}")])
+    assert prompt.input_variables == ["question"]
+    assert prompt.invoke({"question": "Hi"}).messages[0].content == MEMORY_INSTRUCTION
+    assert prompt.format_messages(question="Hi")[0].content == MEMORY_INSTRUCTION
+
+    model = _model("Noted.\n" + GO)
+    history = HeadroomChatMessageHistory("s-template", user_id="tess", memory=engine)
+    reply = (prompt | model).invoke({"question": "I prefer Go"})
+    assert model.seen[0][0].content == MEMORY_INSTRUCTION
+    history.add_messages([HumanMessage("I prefer Go"), reply])
+    assert [m.content for m in history.messages] == ["I prefer Go", "Noted."]
+    assert [m.content for m in engine.query(MemoryFilter(user_id="tess"))] == ["Prefers Go for performance-critical code"]

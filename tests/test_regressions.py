@@ -428,3 +428,29 @@ def test_a_store_written_by_an_earlier_version_is_brought_up_to_date(db_path: Pa
         assert len(engine.query(MemoryFilter(user_id="u"))) == 2 and negated.content == "Not allergic to peanuts"
         assert engine.add("allergic to peanuts.", user_id="u", dedupe=True).content == "Allergic to peanuts"
         assert engine.purge("u") == {"memories": 2, "messages": 0}
+
+
+def test_an_engine_collected_while_another_opens_does_not_deadlock(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Garbage collection can run a dropped engine's finalizer inside ``acquire`` (opening a
+    backend allocates): its release waited for the registry lock its own thread held, forever."""
+    import threading
+
+    from headroom_integrations.memory import registry
+
+    dropped = MemoryEngine(MemoryConfig(db_path=tmp_path / "dropped.db"))
+    real_open = registry.open_backend
+
+    def opening(*args: object, **kwargs: object) -> object:
+        dropped._finalizer()  # what the collector does, here, with the registry lock held
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(registry, "open_backend", opening)
+    opened: list[MemoryEngine] = []
+    worker = threading.Thread(target=lambda: opened.append(MemoryEngine(MemoryConfig(db_path=tmp_path / "new.db"))),
+                              daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "deadlocked in the store registry"
+    assert registry.backend_key(dropped.config) not in registry._OPEN  # the deferred release was carried out
+    opened[0].close()

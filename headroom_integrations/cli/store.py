@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headroom_integrations.errors import EmbedderError, MemoryNotFoundError
+from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory import Embedder, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.backends import recorded_meta
 
@@ -87,6 +87,9 @@ def open_engine(args: argparse.Namespace, *, create: bool, embeds: bool) -> Memo
     config = store_config(args)
     name = None if config.in_memory else recorded_meta(config, "embedder_name")
     if name is None:
+        path = config.resolved_db_path
+        if path is not None and path.exists() and path.stat().st_size > 0:  # opening it would say why
+            return MemoryEngine(config) if create else _refuse(path)
         if not create:
             raise StoreMissingError(_where(config))
         return MemoryEngine(config)
@@ -98,6 +101,10 @@ def open_engine(args: argparse.Namespace, *, create: bool, embeds: bool) -> Memo
         if backend in ("openai", "ollama"):
             config = _replace(config, embedder_backend=backend, embedder_model=model, vector_dimension=dimension)
     return MemoryEngine(config)
+
+
+def _refuse(path: Path) -> MemoryEngine:
+    raise InvalidInputError(f"{path} is not a memory store (it holds no embedder record); reading it changes nothing")
 
 
 def _replace(config: MemoryConfig, **changes: object) -> MemoryConfig:

@@ -47,8 +47,9 @@ class HeadroomStore(BaseStore):
     graphs and agents, LangMem, ``with_memory`` and the other adapters.
 
     Args:
-        memory / db_path / db_url / config: the store, as for every adapter (default: the
-            default SQLite file). A new ``HeadroomStore`` on the same store sees every item.
+        **store: the store, as for every adapter: ``memory`` (an open engine to share), or
+            ``db_path``, ``db_url`` or ``config`` to open one (default: the default SQLite file).
+            A new ``HeadroomStore`` on the same store sees every item.
         index: ``{"fields": [...]}``: the value fields embedded for semantic search, as LangGraph
             paths (default: the whole value: its text fields, one per line). The store's own
             embedder embeds; ``dims`` (if given) must be its dimension, ``embed`` is refused.

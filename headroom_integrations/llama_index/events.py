@@ -36,9 +36,10 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
     seen twice (a chat model answering through ``complete`` sends both events) is stored once.
     Its scope is fixed, so in a process serving several users prefer ``with_memory_llm``.
 
-    Args:
+    Attributes:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
+        memory (MemoryEngine | HierarchicalMemory | None): an open store to share; or ``db_path``, ``db_url`` or
+            ``config`` to open one.
         session_id: the conversation (session-level memories stay in it).
         agent_id: the agent.
 

@@ -125,11 +125,12 @@ class HeadroomMemory(BaseMemory):
     memory's system message instead, for LLMs that are not wrapped (their replies then show the
     block to the user, although the stored history never does).
 
-    Args:
+    Attributes:
         user_id: whose memories these are.
         session_id: the conversation (default: a new random id).
         agent_id: the agent, for agent-level memories.
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
+        memory (MemoryEngine | HierarchicalMemory | None): an open store to share; or ``db_path``, ``db_url`` or
+            ``config`` to open one.
         token_limit: approximate tokens of the returned history (memories included).
         top_k: memories recalled at most.
         token_budget: approximate tokens of recalled memories.
@@ -335,9 +336,10 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
     LLM with :func:`~headroom_integrations.llama_index.with_memory_llm` (``inject=False``); the
     block then only recalls.
 
-    Args:
+    Attributes:
         user_id: whose memories these are.
-        memory: an open store to share; or ``db_path``, ``db_url`` or ``config`` to open one.
+        memory (MemoryEngine | HierarchicalMemory | None): an open store to share; or ``db_path``, ``db_url`` or
+            ``config`` to open one.
         session_id: fixed session id (default: the ``Memory``'s session).
         agent_id: the agent, for agent-level memories.
         top_k: memories recalled at most.

@@ -9,7 +9,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -111,13 +111,34 @@ class SharedStore:
 
 _OPEN: dict[str, SharedStore] = {}
 _LOCK = threading.Lock()
+_HERE = threading.local()  # .holding: this thread is inside _held()
+_DEFERRED: list[str] = []  # releases asked for by a finalizer while this thread held the registry
 _POOL: ThreadPoolExecutor | None = None
+
+
+@contextlib.contextmanager
+def _held() -> Iterator[None]:
+    """The registry lock. A garbage-collected engine's finalizer can run on any allocation, also
+    while this thread holds the lock (opening a backend allocates a lot): its release is then
+    deferred (see :func:`release`) and carried out here, once the lock is free again."""
+    with _LOCK:
+        _HERE.holding = True
+        try:
+            yield
+        finally:
+            _HERE.holding = False
+    while True:
+        try:
+            key = _DEFERRED.pop()
+        except IndexError:
+            return
+        release(key)
 
 
 def background() -> ThreadPoolExecutor:
     """A small shared pool for work that overlaps with embedding (keyword search, deferred embeddings)."""
     global _POOL
-    with _LOCK:
+    with _held():
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="headroom-memory")
         return _POOL
@@ -131,7 +152,7 @@ def recorded_embedder_name(config: MemoryConfig) -> str | None:
     if config.embedder is not None or config.local_runtime != "auto" or config.in_memory:
         return None
     key = backend_key(config)
-    with _LOCK:
+    with _held():
         shared = _OPEN.get(key) if key is not None else None
     return shared.embedder_name if shared is not None else recorded_meta(config, "embedder_name")
 
@@ -143,7 +164,7 @@ def acquire(config: MemoryConfig, embedder_name: str, dimension: int) -> tuple[s
         EmbedderMismatchError: the store is open in this process with another embedder.
     """
     key = backend_key(config) or f":memory:{uuid.uuid4()}"
-    with _LOCK:
+    with _held():
         shared = _OPEN.get(key)
         if shared is None:
             backend = open_backend(config, embedder_name, dimension)
@@ -159,8 +180,15 @@ def acquire(config: MemoryConfig, embedder_name: str, dimension: int) -> tuple[s
 
 
 def release(key: str) -> None:
-    """One engine fewer on this store; the last one closes it (saving what it keeps in RAM)."""
-    with _LOCK:
+    """One engine fewer on this store; the last one closes it (saving what it keeps in RAM).
+
+    Called by an engine's finalizer while this thread holds the registry (garbage collection
+    inside :func:`acquire`), it only records the release: waiting for the lock would wait forever.
+    """
+    if getattr(_HERE, "holding", False):
+        _DEFERRED.append(key)
+        return
+    with _held():
         shared = _OPEN.get(key)
         if shared is None:
             return
