@@ -248,3 +248,19 @@ def test_ui_serves_the_inspector_on_loopback(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=30)
     assert main(["--db", str(tmp_path / "none.db"), "ui"]) == 1
+
+
+def test_a_terminal_gets_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from headroom_integrations.cli.output import Output
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    Output(as_json=False).table(["id", "content"], [["m1", "Prefers Go\tfor services"], ["m2", "[bold]x[/bold]"]])
+    text = screen.getvalue()
+    assert "┃" in text and "Prefers Go\\tfor services" in text and "[bold]x[/bold]" in text

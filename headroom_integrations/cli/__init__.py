@@ -62,7 +62,7 @@ def _narrowing(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="headroom-memory", description=__doc__,
+    parser = argparse.ArgumentParser(prog="headroom-memory", description=(__doc__ or "").replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _global_options(parser, None)
     common = argparse.ArgumentParser(add_help=False)

@@ -56,10 +56,11 @@ class Output:
         elif self.rich:
             from rich.console import Console
             from rich.table import Table
+            from rich.text import Text
 
             table = Table(*columns, title=title, show_lines=False)
-            for row in rows:
-                table.add_row(*(escaped(v) if not isinstance(v, str) else v for v in row))
+            for row in rows:  # Text: a memory's "[m1]" or "[bold]" is shown, never read as markup
+                table.add_row(*(Text(escaped(v)) for v in row))
             Console(file=self.stream, soft_wrap=False).print(table)
         else:
             self.stream.write("\t".join(columns) + "\n")
