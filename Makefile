@@ -21,7 +21,7 @@ $(VENV)/.stamp-%: pyproject.toml
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 EXTRAS_demo := local,openai
 EXTRAS_dev := dev
