@@ -20,11 +20,11 @@ import numpy as np
 from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError
 from headroom_integrations.memory.ahead import EmbeddingsAhead
 from headroom_integrations.memory.backends import Revision, SearchScope
+from headroom_integrations.memory.chat_log import ChatLog
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
 from headroom_integrations.memory.items import KeyValueItems
 from headroom_integrations.memory.models import (
-    ChatRecord,
     Memory,
     MemoryCategory,
     MemoryFilter,
@@ -47,7 +47,6 @@ from headroom_integrations.memory.validation import (
     batch_memories,
     content_text,
     identifier,
-    message_rows,
     metadata_value,
     new_memory,
     query_text,
@@ -65,7 +64,7 @@ def _release(key: str, owned_embedder: Embedder | None = None) -> None:
     release(key)
 
 
-class MemoryEngine(KeyValueItems, Portability):
+class MemoryEngine(KeyValueItems, Portability, ChatLog):
     """The blocking memory engine. Thread-safe; every public method may be called from any thread.
 
     Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly
@@ -490,39 +489,6 @@ class MemoryEngine(KeyValueItems, Portability):
         ``categories`` and ``scopes`` (the last two over current memories)."""
         self._check_open()
         return self.backend.stats(identifier(user_id, "user_id"))
-
-    # -- conversation log -------------------------------------------------------------------------
-
-    def append_messages(self, user_id: str, session_id: str, messages: Iterable[Mapping[str, Any]]) -> None:
-        """Log chat messages of a session, in order (for chat-history adapters).
-
-        Each message is a mapping with ``role`` and ``content`` (text) and optionally ``payload``,
-        the framework's own JSON-compatible serialisation, returned as is by :meth:`get_messages`.
-
-        Raises:
-            InvalidInputError: missing ids, a role or content that is not a string, a payload that
-                is not JSON-serialisable (nothing is logged then).
-        """
-        self._check_open()
-        user = identifier(user_id, "user_id", required=True)
-        session = identifier(session_id, "session_id", required=True)
-        rows = message_rows(user, session, messages, self.config.max_content_chars)  # type: ignore[arg-type]
-        self.backend.append_messages(rows)
-
-    def get_messages(self, user_id: str, session_id: str, limit: int | None = None) -> list[ChatRecord]:
-        """A session's logged messages, oldest first (only the last ``limit`` when given)."""
-        self._check_open()
-        if limit is not None:
-            as_count(limit, "limit")
-        user = identifier(user_id, "user_id", required=True)
-        session = identifier(session_id, "session_id", required=True)
-        return self.backend.messages(user, session, limit)  # type: ignore[arg-type]
-
-    def clear_messages(self, user_id: str, session_id: str | None = None) -> int:
-        """Delete a session's logged messages (all of the user's sessions when ``session_id`` is None)."""
-        self._check_open()
-        user = identifier(user_id, "user_id", required=True)
-        return self.backend.delete_messages(user, identifier(session_id, "session_id"))  # type: ignore[arg-type]
 
     # -- lifecycle ------------------------------------------------------------------------------
 
