@@ -179,6 +179,15 @@ def test_bad_sources_are_refused(engine: MemoryEngine, tmp_path: Path) -> None:
     assert report.added == 1 and [n for n, _ in report.errors] == [2]  # a header is only a header on line 1
 
 
+def test_a_file_with_a_byte_order_mark_and_a_broken_line(engine: MemoryEngine, tmp_path: Path) -> None:
+    path = tmp_path / "from-windows.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"content": "Likes tea", "user_id": "u"}\r\n'
+                     b'{"content": "Caf\xe9", "user_id": "u"}\r\n{"content": "Plays chess", "user_id": "u"}\r\n')
+    report = engine.import_(path)
+    assert report.added == 2 and report.errors == ((2, "not UTF-8 text"),)
+    assert sorted(m.content for m in engine.query(MemoryFilter(user_id="u"))) == ["Likes tea", "Plays chess"]
+
+
 def test_a_file_export_is_whole_or_absent(engine: MemoryEngine, tmp_path: Path) -> None:
     engine.add("Likes tea", user_id="u")
     path = tmp_path / "out.jsonl"

@@ -87,7 +87,9 @@ def _lines(source: str | os.PathLike[str] | IO[str] | Iterable[str]) -> Iterator
             raise InvalidInputError(f"there is no file {str(path)!r} to import")
         with path.open("rb") as counting:
             total = sum(1 for _ in counting)
-        with path.open(encoding="utf-8", errors="replace", newline="") as handle:
+        # utf-8-sig: a byte-order mark is not part of the first line; surrogateescape: a line with
+        # bytes that are not UTF-8 is reported as a bad line, not imported with replaced characters
+        with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
             yield handle, total
     elif isinstance(source, (str, bytes)) or not isinstance(source, Iterable):
         raise InvalidInputError(f"import_ takes a file path, a text file or lines, got {type(source).__name__}")
@@ -182,6 +184,11 @@ class Portability:
         with _lines(source) as (lines, total):
             for number, line in enumerate(lines, start=1):
                 if not line.strip():
+                    continue
+                try:
+                    line.encode("utf-8")
+                except UnicodeEncodeError:
+                    batch.errors.append((number, "not UTF-8 text"))
                     continue
                 try:
                     obj = json.loads(line)
