@@ -291,8 +291,8 @@ def evaluate_conversation(
         for vw, cw in itertools.product(GRID_VECTOR_WEIGHTS, GRID_CONTEXT_WEIGHTS):
             config = embedder_config(variant, db, vector_weight=vw, text_weight=round(1 - vw, 6), context_weight=cw)
             ranked = hybrid_rankings(config, conv, progress, grid_key(vw, cw))
-            firsts = [ranks(r, q["evidence"])[0] for r, q in zip(ranked, conv["questions"])]
-            grid[grid_key(vw, cw)] = {f"any@{k}": sum(1 for f in firsts if f is not None and f <= k) for k in (5, 10)}
+            # per question: (rank of the first evidence turn, rank by which every one was found)
+            grid[grid_key(vw, cw)] = [list(ranks(r, q["evidence"])) for r, q in zip(ranked, conv["questions"])]
     rows = []
     for i, q in enumerate(conv["questions"]):
         row = {"conversation": conv["id"], "qa_index": q["index"], "category": q["category"], "evidence": q["evidence"]}
@@ -340,28 +340,45 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+HELD_OUT_METRICS = ("any@5", "any@10", "all@10")
+
+
+def _hits(pairs: Sequence[Sequence[int | None]], metric: str) -> int:
+    """How many questions meet ``metric`` (``any@k``: first evidence rank <= k; ``all@k``: every one)."""
+    kind, k = metric.split("@")
+    position = 0 if kind == "any" else 1
+    return sum(1 for pair in pairs if pair[position] is not None and pair[position] <= int(k))
+
+
 def held_out(per_conv: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Leave-one-conversation-out choice of the fusion settings (see the module doc)."""
+    """Leave-one-conversation-out choice of the fusion settings (see the module doc): each
+    conversation is scored at the grid point that did best (any@5 + any@10) on the other four,
+    overall and per category (any@5, any@10, all@10)."""
     if len(per_conv) < 2 or not all(c["grid"] for c in per_conv):
         return None
-    folds, totals = [], {"any@5": 0, "any@10": 0, "n": 0}
+    folds, chosen_pairs = [], []  # chosen_pairs: (category, (first, all)) of every held-out question
     for held in per_conv:
         train = [c for c in per_conv if c is not held]
 
         def score(key: str, train: list[dict[str, Any]] = train) -> int:
-            return sum(c["grid"][key]["any@5"] + c["grid"][key]["any@10"] for c in train)
+            return sum(_hits(c["grid"][key], "any@5") + _hits(c["grid"][key], "any@10") for c in train)
 
         best = max(held["grid"], key=score)
         got = held["grid"][best]
+        categories = [row["category"] for row in held["rows"]]
+        chosen_pairs += list(zip(categories, got))
         folds.append({"held_out": held["conversation"], "chosen": best, "questions": held["questions"],
-                      "any@5": got["any@5"] / held["questions"], "any@10": got["any@10"] / held["questions"]})
-        totals["any@5"] += got["any@5"]
-        totals["any@10"] += got["any@10"]
-        totals["n"] += held["questions"]
-    n = totals["n"]
-    grid_all = {key: {m: sum(c["grid"][key][m] for c in per_conv) / n for m in ("any@5", "any@10")}
+                      **{m: _hits(got, m) / held["questions"] for m in HELD_OUT_METRICS}})
+
+    def pooled(pairs: list[tuple[int, Sequence[int | None]]]) -> dict[str, float | int]:
+        ranked = [pair for _, pair in pairs]
+        return {"n": len(ranked), **{m: _hits(ranked, m) / len(ranked) if ranked else 0.0 for m in HELD_OUT_METRICS}}
+
+    n = sum(c["questions"] for c in per_conv)
+    grid_all = {key: {m: sum(_hits(c["grid"][key], m) for c in per_conv) / n for m in HELD_OUT_METRICS}
                 for key in per_conv[0]["grid"]}
-    return {"folds": folds, "pooled": {"any@5": totals["any@5"] / n, "any@10": totals["any@10"] / n, "n": n},
+    return {"folds": folds, "pooled": pooled(chosen_pairs),
+            "per_category": {str(c): pooled([p for p in chosen_pairs if p[0] == c]) for c in CATEGORIES},
             "grid": grid_all}
 
 
@@ -483,6 +500,13 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
             *(f"| {f['held_out']} | `{f['chosen']}` | {_fmt(f['any@5'])} | {_fmt(f['any@10'])} |"
               for f in validation["folds"]),
             f"| **pooled ({pooled['n']} questions)** | | **{_fmt(pooled['any@5'])}** | **{_fmt(pooled['any@10'])}** |",
+            "",
+            "Per category on the held-out folds (each question scored with the settings chosen without its "
+            "conversation):", "",
+            "| category | questions | any@5 | any@10 | all@10 |", "|---|---:|---:|---:|---:|",
+            *(f"| {c} ({CATEGORY_NAMES[int(c)]}) | {v['n']} | {_fmt(v['any@5'])} | {_fmt(v['any@10'])} | "
+              f"{_fmt(v['all@10'])} |" for c, v in validation["per_category"].items()),
+            f"| all | {pooled['n']} | {_fmt(pooled['any@5'])} | {_fmt(pooled['any@10'])} | {_fmt(pooled['all@10'])} |",
             "",
             "Whole grid (all five conversations), any@5 / any@10:", "",
             "| vector_weight \\ context_weight | " + " | ".join(f"{c:g}" for c in GRID_CONTEXT_WEIGHTS) + " |",

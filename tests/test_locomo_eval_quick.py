@@ -77,10 +77,17 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
         _fraction(fold["any@5"], "fold any@5")
     _fraction(held_out["pooled"]["any@5"], "pooled any@5")
     _fraction(held_out["pooled"]["any@10"], "pooled any@10")
+    per_category = held_out["per_category"]
+    assert sum(per_category[c]["n"] for c in CATEGORIES) == held_out["pooled"]["n"] == settings["questions"]
+    for name, figures in [*per_category.items(), ("pooled", held_out["pooled"])]:
+        for metric in ("any@5", "any@10", "all@10"):
+            _fraction(figures[metric], f"held-out {name} {metric}")
+        assert figures["any@5"] <= figures["any@10"] and figures["all@10"] <= figures["any@10"], name
     chart = tmp_path / "img" / "locomo_recall.png"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     text = out_md.read_text()
+    assert "Per category on the held-out folds" in text and "| all |" in text
     assert text.startswith("# Title\n\nkept before\n\n<!-- locomo:start -->\n")
     assert text.endswith("<!-- locomo:end -->\n\nkept after\n")
     assert "stale" not in text
