@@ -605,7 +605,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "held_out": held_out(per_conv),
         "time_s": round(elapsed, 2),
         "timings_s": timings,
-        "conversations": [{k: v for k, v in c.items() if k != "rows"} for c in per_conv],
+        # each conversation without its rows and grid (their figures are in summary and held_out)
+        "conversations": [{k: v for k, v in c.items() if k not in ("rows", "grid")} for c in per_conv],
         "rows": rows,
     }
     chart_path = args.chart or (args.out.parent / "img" / "locomo_recall.png" if args.out else None)
