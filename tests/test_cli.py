@@ -264,3 +264,15 @@ def test_a_terminal_gets_a_table(monkeypatch: pytest.MonkeyPatch) -> None:
     Output(as_json=False).table(["id", "content"], [["m1", "Prefers Go\tfor services"], ["m2", "[bold]x[/bold]"]])
     text = screen.getvalue()
     assert "┃" in text and "Prefers Go\\tfor services" in text and "[bold]x[/bold]" in text
+
+
+def test_an_unreachable_database_server_is_not_a_missing_store(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert main(["--db-url", f"postgresql://app:secret@127.0.0.1:{port}/app", "stats"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot connect to postgresql://app:***@127.0.0.1") and err.count("\n") == 1
+    assert "secret" not in err

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError
+from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError, StorageError
 from headroom_integrations.memory import Embedder, MemoryConfig, MemoryEngine
 from headroom_integrations.memory.backends import recorded_meta
 
@@ -91,6 +91,7 @@ def open_engine(args: argparse.Namespace, *, create: bool, embeds: bool) -> Memo
         if path is not None and path.exists() and path.stat().st_size > 0:  # opening it would say why
             return MemoryEngine(config) if create else _refuse(path)
         if not create:
+            _check_reachable(config)
             raise StoreMissingError(_where(config))
         return MemoryEngine(config)
     if args.embedder is None:
@@ -101,6 +102,24 @@ def open_engine(args: argparse.Namespace, *, create: bool, embeds: bool) -> Memo
         if backend in ("openai", "ollama"):
             config = _replace(config, embedder_backend=backend, embedder_model=model, vector_dimension=dimension)
     return MemoryEngine(config)
+
+
+def _check_reachable(config: MemoryConfig) -> None:
+    """A database server that cannot be reached is not a missing store: say what failed."""
+    if config.backend != "postgres":
+        return
+    from sqlalchemy import NullPool, create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(config.postgres_url, poolclass=NullPool)  # type: ignore[arg-type]
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        reason = " ".join(str(getattr(exc, "orig", exc)).split())[:300]
+        raise StorageError(f"cannot connect to {_where(config)}: {reason}") from None
+    finally:
+        engine.dispose()
 
 
 def _refuse(path: Path) -> MemoryEngine:
