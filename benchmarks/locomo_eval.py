@@ -20,8 +20,10 @@ then asked over the same stored turns by:
   store gets (``local_runtime="auto"``);
 * **fusion ablation**: engine hybrid with parts of the fusion switched off (equal weights, no
   neighbouring-turn context, no common-term filter), each through a config option;
-* **held-out validation** of the two fusion settings (``vector_weight``, with ``text_weight = 1 -
-  vector_weight``, and ``context_weight``): for each conversation the grid point that does best on
+* **held-out validation** of every tuned retrieval knob (:data:`GRID`: ``vector_weight`` with
+  ``text_weight = 1 - vector_weight``, ``context_weight``, ``common_term_weight``, ``time_weight``,
+  ``diversity_weight``):
+  for each conversation the grid point that does best on
   the *other four* (any@5 + any@10) is scored on that conversation; the pooled figures show what
   the defaults are worth on data they were not chosen on.
 
@@ -52,6 +54,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -93,15 +96,36 @@ ABLATION = (
     ("no neighbouring-memory context", {"context_weight": 0.0}),
     ("vector 0.6 / text 0.4", {"vector_weight": 0.6, "text_weight": 0.4}),
     ("without the common-term filter", {"text_max_share": 1.0}),
-    ("defaults (vector 0.5 / text 0.5, context 0.5)", {}),
+    ("no common-term lift", {"common_term_weight": 0.0}),
+    ("no time lift", {"time_weight": 0.0}),
+    ("no diversity step", {"diversity_weight": 0.0}),
+    ("defaults (vector 0.5 / text 0.5, context 0.5, common-term lift 0.2, time lift 0.1, diversity 0.1)", {}),
 )
-GRID_VECTOR_WEIGHTS = (0.4, 0.5, 0.6, 0.7)
-GRID_CONTEXT_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+# The held-out grid: every tuned retrieval knob, as MemoryConfig fields (text_weight = 1 - vector_weight).
+# (vector_weight 0.6/0.7 and context_weight 0/0.25 were never chosen by a fold in earlier runs.)
+GRID = {
+    "vector_weight": (0.4, 0.5),
+    "context_weight": (0.5, 0.75),
+    "common_term_weight": (0.0, 0.1, 0.2),
+    "time_weight": (0.0, 0.1),
+    "diversity_weight": (0.0, 0.1, 0.2),
+}
+GRID_SHORT = {"vector_weight": "vw", "context_weight": "cw", "common_term_weight": "ctw", "time_weight": "tw",
+              "diversity_weight": "dw"}
+# What each new knob bought on the held-out folds: the folds choose within a part of the grid.
+GRID_STEPS = (
+    ("fusion weights and context only (the knobs before issue 17)",
+     {"common_term_weight": 0.0, "time_weight": 0.0, "diversity_weight": 0.0}),
+    ("+ common-term lift", {"time_weight": 0.0, "diversity_weight": 0.0}),
+    ("+ time lift", {"diversity_weight": 0.0}),
+    ("+ diversity step (every knob)", {}),
+)
 # Earlier engine versions, measured with this script on the same data (git history of this file's
 # results); kept so the table shows what each change bought.
 HISTORY = (
     ("reciprocal-rank fusion (k=60, equal weights), normalised + stemmed BM25", 0.624, 0.705),
     ("+ query terms found in more than half of the memories left out of BM25", 0.636, 0.722),
+    ("+ score fusion with neighbouring-turn context (the engine before the two lifts)", 0.720, 0.816),
 )
 
 _EVIDENCE = re.compile(r"D:?(\d+):(\d+)")
@@ -140,8 +164,18 @@ def evidence_ids(raw: Sequence[str]) -> list[str]:
     return out
 
 
+def session_time(text: str) -> datetime | None:
+    """A LoCoMo session date (``"1:56 pm on 8 May, 2023"``) as a UTC time; None if it reads otherwise."""
+    try:
+        return datetime.strptime(text.strip(), "%I:%M %p on %d %B, %Y").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
 def load(path: Path, quick: bool) -> list[dict[str, Any]]:
-    """Conversations as ``{"id", "turns": [(dia_id, content)], "questions": [...], "dropped": {...}}``."""
+    """Conversations as ``{"id", "turns": [(dia_id, content)], "observed": {dia_id: time}, "now": time,
+    "questions": [...], "dropped": {...}}`` (``now``: the day after the last session, when the
+    questions are asked)."""
     data = json.loads(path.read_text())
     if quick:
         data = data[:QUICK_CONVERSATIONS]
@@ -149,10 +183,13 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
     for sample in data:
         conv = sample["conversation"]
         numbers = sessions(conv)[:QUICK_SESSIONS] if quick else sessions(conv)
-        turns = []
+        turns, observed = [], {}
         for n in numbers:
             date = conv.get(f"session_{n}_date_time", "")
             turns.extend((t["dia_id"], turn_text(t, date)) for t in conv[f"session_{n}"])
+            when = session_time(date)
+            if when is not None:
+                observed.update((t["dia_id"], when) for t in conv[f"session_{n}"])
         known = {dia for dia, _ in turns}
         questions, dropped_ids, no_evidence = [], 0, 0
         for index, qa in enumerate(sample["qa"]):
@@ -168,7 +205,9 @@ def load(path: Path, quick: bool) -> list[dict[str, Any]]:
                               "evidence": kept})
         if quick:
             questions = questions[:QUICK_QUESTIONS]
-        out.append({"id": sample["sample_id"], "turns": turns, "questions": questions,
+        last = max(observed.values(), default=datetime.now(timezone.utc))
+        out.append({"id": sample["sample_id"], "turns": turns, "observed": observed, "questions": questions,
+                    "now": (last + timedelta(days=1)).replace(hour=0, minute=0),
                     "dropped": {"evidence_ids": dropped_ids, "questions_without_evidence": no_evidence}})
     return out
 
@@ -213,9 +252,20 @@ def ranks(ranked: Sequence[str], evidence: Sequence[str]) -> tuple[int | None, i
     return first, last
 
 
-def grid_key(vector_weight: float, context_weight: float) -> str:
-    """The name of one validation grid point."""
-    return f"vw={vector_weight:g},cw={context_weight:g}"
+def grid_points(quick: bool = False) -> list[dict[str, float]]:
+    """Every point of the held-out grid as config overrides (``quick``: the first two values of each knob)."""
+    values = [options[:2] if quick else options for options in GRID.values()]
+    return [dict(zip(GRID, point)) for point in itertools.product(*values)]
+
+
+def grid_key(point: dict[str, float]) -> str:
+    """The name of one validation grid point (``vw=0.5,cw=0.5,ctw=0.1,tw=0``)."""
+    return ",".join(f"{GRID_SHORT[name]}={point[name]:g}" for name in GRID)
+
+
+def grid_value(key: str, name: str) -> float:
+    """One knob's value in a grid point's name."""
+    return float(dict(part.split("=") for part in key.split(","))[GRID_SHORT[name]])
 
 
 def hybrid_rankings(config: MemoryConfig, conv: dict[str, Any], progress: bool, desc: str) -> list[list[str]]:
@@ -223,7 +273,7 @@ def hybrid_rankings(config: MemoryConfig, conv: dict[str, Any], progress: bool, 
     out = []
     with MemoryEngine(config) as engine:
         for q in tqdm(conv["questions"], desc=desc, unit="q", leave=False, disable=not progress, file=sys.stderr):
-            hits = engine.search(q["question"], user_id=conv["id"], top_k=TOP_K)
+            hits = engine.search(q["question"], user_id=conv["id"], top_k=TOP_K, now=conv["now"])
             out.append([str(h.memory.metadata.get("dia_id")) for h in hits])
     return out
 
@@ -234,7 +284,9 @@ def store_conversation(config: MemoryConfig, conv: dict[str, Any]) -> tuple[floa
     started = time.perf_counter()
     with MemoryEngine(config) as engine:
         engine.add_batch(
-            [{"content": content, "metadata": {"dia_id": dia}} for dia, content in conv["turns"]], user_id=user
+            [{"content": content, "metadata": {"dia_id": dia},
+              **({"observed_at": conv["observed"][dia]} if dia in conv["observed"] else {})}
+             for dia, content in conv["turns"]], user_id=user
         )
         engine.flush()
         add_s = time.perf_counter() - started
@@ -263,7 +315,7 @@ def keyword_ranking(backend: MemoryBackend, user: str, question: str) -> list[tu
 
 
 def evaluate_conversation(
-    conv: dict[str, Any], workdir: Path, embedders: Sequence[str], full: bool, progress: bool
+    conv: dict[str, Any], workdir: Path, embedders: Sequence[str], full: bool, progress: bool, quick: bool = False
 ) -> dict[str, Any]:
     """Every system of the module doc over one conversation: per-question ranks and grid counts."""
     rankings: dict[str, list[list[str]]] = {}
@@ -288,11 +340,11 @@ def evaluate_conversation(
         for label, overrides in ABLATION[:-1]:
             config = embedder_config(variant, db, **overrides)
             rankings[f"ablation:{label}"] = hybrid_rankings(config, conv, progress, label)
-        for vw, cw in itertools.product(GRID_VECTOR_WEIGHTS, GRID_CONTEXT_WEIGHTS):
-            config = embedder_config(variant, db, vector_weight=vw, text_weight=round(1 - vw, 6), context_weight=cw)
-            ranked = hybrid_rankings(config, conv, progress, grid_key(vw, cw))
+        for point in grid_points(quick):
+            config = embedder_config(variant, db, text_weight=round(1 - point["vector_weight"], 6), **point)
+            ranked = hybrid_rankings(config, conv, progress, grid_key(point))
             # per question: (rank of the first evidence turn, rank by which every one was found)
-            grid[grid_key(vw, cw)] = [list(ranks(r, q["evidence"])) for r, q in zip(ranked, conv["questions"])]
+            grid[grid_key(point)] = [list(ranks(r, q["evidence"])) for r, q in zip(ranked, conv["questions"])]
     rows = []
     for i, q in enumerate(conv["questions"]):
         row = {"conversation": conv["id"], "qa_index": q["index"], "category": q["category"], "evidence": q["evidence"]}
@@ -350,12 +402,15 @@ def _hits(pairs: Sequence[Sequence[int | None]], metric: str) -> int:
     return sum(1 for pair in pairs if pair[position] is not None and pair[position] <= int(k))
 
 
-def held_out(per_conv: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """Leave-one-conversation-out choice of the fusion settings (see the module doc): each
+def held_out(per_conv: Sequence[dict[str, Any]], fixed: dict[str, float] | None = None) -> dict[str, Any] | None:
+    """Leave-one-conversation-out choice of the retrieval knobs (see the module doc): each
     conversation is scored at the grid point that did best (any@5 + any@10) on the other four,
-    overall and per category (any@5, any@10, all@10)."""
+    overall and per category (any@5, any@10, all@10). ``fixed``: choose only among the points with
+    these knob values (what the folds get without a knob)."""
     if len(per_conv) < 2 or not all(c["grid"] for c in per_conv):
         return None
+    keys = [key for key in per_conv[0]["grid"]
+            if all(grid_value(key, name) == value for name, value in (fixed or {}).items())]
     folds, chosen_pairs = [], []  # chosen_pairs: (category, (first, all)) of every held-out question
     for held in per_conv:
         train = [c for c in per_conv if c is not held]
@@ -363,7 +418,7 @@ def held_out(per_conv: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         def score(key: str, train: list[dict[str, Any]] = train) -> int:
             return sum(_hits(c["grid"][key], "any@5") + _hits(c["grid"][key], "any@10") for c in train)
 
-        best = max(held["grid"], key=score)
+        best = max(keys, key=score)
         got = held["grid"][best]
         categories = [row["category"] for row in held["rows"]]
         chosen_pairs += list(zip(categories, got))
@@ -376,10 +431,15 @@ def held_out(per_conv: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
     n = sum(c["questions"] for c in per_conv)
     grid_all = {key: {m: sum(_hits(c["grid"][key], m) for c in per_conv) / n for m in HELD_OUT_METRICS}
-                for key in per_conv[0]["grid"]}
-    return {"folds": folds, "pooled": pooled(chosen_pairs),
-            "per_category": {str(c): pooled([p for p in chosen_pairs if p[0] == c]) for c in CATEGORIES},
-            "grid": grid_all}
+                for key in keys}
+    result = {"folds": folds, "pooled": pooled(chosen_pairs),
+              "per_category": {str(c): pooled([p for p in chosen_pairs if p[0] == c]) for c in CATEGORIES},
+              "grid": grid_all}
+    if fixed is None:
+        steps = [(label, held_out(per_conv, part)) for label, part in GRID_STEPS]
+        result["steps"] = [{"label": label, "pooled": step["pooled"], "per_category": step["per_category"]}
+                           for label, step in steps if step is not None]
+    return result
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -492,9 +552,9 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
     if validation:
         pooled = validation["pooled"]
         lines += [
-            "", "### Held-out check of the fusion settings", "",
-            f"Grid: `vector_weight` in {list(GRID_VECTOR_WEIGHTS)} (`text_weight = 1 - vector_weight`) by "
-            f"`context_weight` in {list(GRID_CONTEXT_WEIGHTS)}. For each conversation, the grid point with the best "
+            "", "### Held-out check of the retrieval knobs", "",
+            "Grid: " + ", ".join(f"`{name}` in {list(values)}" for name, values in GRID.items())
+            + " (`text_weight = 1 - vector_weight`). For each conversation, the grid point with the best "
             "any@5 + any@10 on the other four is scored on it:", "",
             "| held-out conversation | chosen on the other four | any@5 | any@10 |", "|---|---|---:|---:|",
             *(f"| {f['held_out']} | `{f['chosen']}` | {_fmt(f['any@5'])} | {_fmt(f['any@10'])} |"
@@ -508,14 +568,20 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
               f"{_fmt(v['all@10'])} |" for c, v in validation["per_category"].items()),
             f"| all | {pooled['n']} | {_fmt(pooled['any@5'])} | {_fmt(pooled['any@10'])} | {_fmt(pooled['all@10'])} |",
             "",
-            "Whole grid (all five conversations), any@5 / any@10:", "",
-            "| vector_weight \\ context_weight | " + " | ".join(f"{c:g}" for c in GRID_CONTEXT_WEIGHTS) + " |",
-            "|---|" + "---:|" * len(GRID_CONTEXT_WEIGHTS),
+            "What each knob bought on the held-out folds (the folds choose only within that part of the grid), "
+            "any@5 overall and per category, all@10 of multi-hop:", "",
+            "| knobs the folds may tune | any@5 | " + " | ".join(f"{CATEGORY_NAMES[c]} any@5" for c in CATEGORIES)
+            + " | multi-hop all@10 |",
+            "|---|" + "---:|" * (len(CATEGORIES) + 2),
+            *(f"| {step['label']} | {_fmt(step['pooled']['any@5'])} | "
+              + " | ".join(_fmt(step["per_category"][str(c)]["any@5"]) for c in CATEGORIES)
+              + f" | {_fmt(step['per_category']['1']['all@10'])} |" for step in validation.get("steps", [])),
+            "",
+            "Best grid points on all five conversations (any@5 / any@10 / all@10):", "",
+            "| grid point | any@5 | any@10 | all@10 |", "|---|---:|---:|---:|",
         ]
-        for vw in GRID_VECTOR_WEIGHTS:
-            cells = [f"{validation['grid'][grid_key(vw, cw)]['any@5']:.3f} / "
-                     f"{validation['grid'][grid_key(vw, cw)]['any@10']:.3f}" for cw in GRID_CONTEXT_WEIGHTS]
-            lines.append(f"| {vw:g} | " + " | ".join(cells) + " |")
+        best = sorted(validation["grid"].items(), key=lambda kv: -(kv[1]["any@5"] + kv[1]["any@10"]))[:8]
+        lines += [f"| `{key}` | {_fmt(v['any@5'])} | {_fmt(v['any@10'])} | {_fmt(v['all@10'])} |" for key, v in best]
     t, main = results["timings_s"], s["embedders"][0]
     lines += [
         "",
@@ -574,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
             POSTGRES["url"] = server.get_uri()
         for conv in conversations:
-            result = evaluate_conversation(conv, Path(tmp), embedders, full, not args.no_progress)
+            result = evaluate_conversation(conv, Path(tmp), embedders, full, not args.no_progress, args.quick)
             per_conv.append(result)
             print(f"{result['conversation']}: {result['turns']} turns, {result['questions']} questions, "
                   f"timings {result['timings_s']}", file=sys.stderr)

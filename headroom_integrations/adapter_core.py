@@ -7,10 +7,18 @@ An adapter builds one :class:`AdapterCore` from its constructor's keywords (``me
 the memories to inject and the system text with the instruction. The policy is the same
 everywhere: memories are injected only when ``inject`` is on and something relevant was found;
 the instruction is added only when ``instruct`` is on and the system text does not hold it yet.
+
+Memories extracted from a reply were stated in that turn: :func:`stated_at` is the time of the
+user's message when the framework message carries one (see :func:`message_time`), else the time
+the request was made; an adapter takes it before calling the model and stores the reply's
+memories with it (:class:`Turn`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -18,9 +26,21 @@ from headroom_integrations.errors import InvalidInputError
 from headroom_integrations.inline import MEMORY_INSTRUCTION, Injection
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.core import HierarchicalMemory, MemoryEngine
+from headroom_integrations.memory.models import as_datetime
 from headroom_integrations.session import InlineMemory
 
-__all__ = ["STORE_OPTIONS", "AdapterCore", "RecallOptions", "StoreOptions", "engine_from", "engine_of"]
+__all__ = [
+    "STORE_OPTIONS",
+    "TIME_KEYS",
+    "AdapterCore",
+    "RecallOptions",
+    "StoreOptions",
+    "Turn",
+    "engine_from",
+    "engine_of",
+    "message_time",
+    "stated_at",
+]
 
 
 STORE_OPTIONS = ("memory", "config", "db_path", "db_url")
@@ -96,6 +116,90 @@ def engine_from(
     return MemoryEngine(MemoryConfig(db_path=db_path) if db_path is not None else MemoryConfig())
 
 
+TIME_KEYS = ("observed_at", "timestamp", "created_at")
+"""The keys of a message's ``additional_kwargs`` (LangChain, LlamaIndex) or ``response_metadata``
+(LangChain) that may say when it was written, first found first."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def message_time(message: Any) -> datetime | None:
+    """When a framework message says it was written, or None.
+
+    Neither LangChain's ``BaseMessage`` nor LlamaIndex's ``ChatMessage`` has a time field, so an
+    application that knows it (a chat log, a LoCoMo session date) puts it under one of
+    :data:`TIME_KEYS` in the message's ``additional_kwargs`` (or a LangChain message's
+    ``response_metadata``): a datetime (naive means UTC), a date or an ISO 8601 string. Anything
+    else there is ignored.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> message_time(SimpleNamespace(additional_kwargs={"timestamp": "2023-05-08T13:56:00Z"}))
+        datetime.datetime(2023, 5, 8, 13, 56, tzinfo=datetime.timezone.utc)
+        >>> message_time({"role": "user", "content": "hi"}) is None
+        True
+    """
+    for container in ("additional_kwargs", "response_metadata"):
+        extra = message.get(container) if isinstance(message, Mapping) else getattr(message, container, None)
+        if not isinstance(extra, Mapping):
+            continue
+        for key in TIME_KEYS:
+            value = extra.get(key)
+            if value is None:
+                continue
+            try:
+                return as_datetime(value, key)
+            except InvalidInputError:
+                continue
+    return None
+
+
+def _is_user(message: Any) -> bool:
+    role = message.get("role") if isinstance(message, Mapping) else getattr(message, "role", None)
+    if role is None and not isinstance(message, Mapping):
+        role = getattr(message, "type", None)  # LangChain: "human"
+    return getattr(role, "value", role) in ("user", "human")
+
+
+def stated_at(messages: Sequence[Any] = (), default: datetime | None = None) -> datetime:
+    """When the facts of this turn were stated: the time the last user message among ``messages``
+    carries (:func:`message_time`), else ``default``, else now. Call it before the model is
+    called, so a slow reply does not move the time.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> said = SimpleNamespace(role="user", additional_kwargs={"created_at": "2023-05-08"})
+        >>> stated_at([said]).date().isoformat()
+        '2023-05-08'
+        >>> stated_at([{"role": "user", "content": "hi"}]).tzinfo
+        datetime.timezone.utc
+    """
+    for message in reversed(list(messages)):
+        if _is_user(message):
+            found = message_time(message)
+            if found is not None:
+                return found
+            break
+    return default or _now()
+
+
+@dataclass
+class Turn:
+    """What an adapter keeps between a model call's request and its reply: the handles of the
+    injected memories (for ``supersedes``) and when the turn's facts were stated.
+
+    Example:
+        >>> turn = Turn({"m1": "id-1"})
+        >>> turn.handles, turn.observed_at.tzinfo
+        ({'m1': 'id-1'}, datetime.timezone.utc)
+    """
+
+    handles: dict[str, str] = field(default_factory=dict)
+    observed_at: datetime = field(default_factory=_now)
+
+
 def _flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidInputError(f"{name} must be True or False, got {value!r}")
@@ -167,11 +271,12 @@ class AdapterCore:
         return InlineMemory(self.engine, m.user_id, session_id, m.agent_id, top_k=m.top_k,
                             token_budget=m.token_budget, min_score=m.min_score)
 
-    def recall(self, query: str, memory: InlineMemory | None = None) -> Injection:
-        """The memories to inject for ``query`` (empty when ``inject`` is off or nothing is relevant)."""
+    def recall(self, query: str, memory: InlineMemory | None = None, now: datetime | None = None) -> Injection:
+        """The memories to inject for ``query`` (empty when ``inject`` is off or nothing is relevant);
+        ``now``: the time "last week" in the query is read against (the turn's :func:`stated_at`)."""
         if not self.inject:
             return Injection()
-        return (memory or self.memory).recall(query)
+        return (memory or self.memory).recall(query, now)
 
     def needs_instruction(self, system_text: str) -> bool:
         """Whether the instruction should be added to this system text."""

@@ -53,7 +53,8 @@ class Deletion(TypedDict):
 
 
 class MemoryRecord(TypedDict):
-    """A memory as the tools return it (``score``: the search similarity, None outside searches)."""
+    """A memory as the tools return it (``score``: the search similarity, None outside searches;
+    ``observed_at``: when the fact was stated, ISO 8601 UTC)."""
 
     id: str
     content: str
@@ -62,6 +63,7 @@ class MemoryRecord(TypedDict):
     score: float | None
     valid_from: str | None
     is_current: bool
+    observed_at: str
 
 
 def _record(memory: Memory, score: float | None = None) -> MemoryRecord:
@@ -69,6 +71,7 @@ def _record(memory: Memory, score: float | None = None) -> MemoryRecord:
     return MemoryRecord(
         id=memory.id, content=memory.content, category=memory.category.value, scope=memory.scope.value,
         score=score, valid_from=valid_from.isoformat() if valid_from else None, is_current=memory.is_current,
+        observed_at=memory.observed_at.isoformat(),
     )
 
 
@@ -106,10 +109,11 @@ class MemoryTools:
         return memory
 
     def add_memory(self, content: str, category: str = "fact", importance: float = 0.5,
-                   scope: str = "user") -> MemoryRecord:
+                   scope: str = "user", observed_at: str | None = None) -> MemoryRecord:
         """Remember a short self-contained fact about the user (a repeat of a current memory is not
         stored twice). ``scope``: "user" (every conversation), "session" or "agent" (this server's
-        session / agent, when it has one)."""
+        session / agent, when it has one). ``observed_at``: when the user stated it, an ISO 8601
+        date or time such as "2023-05-08" (default: now)."""
         wanted = MemoryScope.parse(scope)
         if wanted is MemoryScope.TURN:
             raise InvalidInputError("turn-scoped memories are not kept beyond their turn: use user or session")
@@ -119,7 +123,8 @@ class MemoryTools:
             raise InvalidInputError("this server has no agent: an agent-scoped memory needs one")
         memory = self.engine.add(
             content, self.user_id, session_id=self.session_id, agent_id=self.agent_id, scope=wanted,
-            category=category, importance=importance, metadata={"source": "mcp"}, dedupe=True,
+            category=category, importance=importance, metadata={"source": "mcp"}, observed_at=observed_at,
+            dedupe=True,
         )
         return _record(memory)
 
@@ -142,10 +147,11 @@ class MemoryTools:
         self._own(memory_id)
         return [_record(m) for m in self.engine.get_history(memory_id)]
 
-    def supersede_memory(self, memory_id: str, new_content: str) -> MemoryRecord:
-        """Replace a remembered fact that is no longer true; the old version stays in its history."""
+    def supersede_memory(self, memory_id: str, new_content: str, observed_at: str | None = None) -> MemoryRecord:
+        """Replace a remembered fact that is no longer true; the old version stays in its history.
+        ``observed_at``: when the user stated the new version (ISO 8601; default: now)."""
         self._own(memory_id)
-        return _record(self.engine.supersede(memory_id, new_content))
+        return _record(self.engine.supersede(memory_id, new_content, observed_at=observed_at))
 
     def delete_memory(self, memory_id: str) -> Deletion:
         """Forget one memory (older versions of its fact stay in its history)."""

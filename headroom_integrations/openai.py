@@ -25,11 +25,12 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from headroom_integrations._async import async_face
-from headroom_integrations.adapter_core import engine_from
+from headroom_integrations.adapter_core import engine_from, stated_at
 from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
 from headroom_integrations.inline import (
     ExtractedMemory,
@@ -78,11 +79,13 @@ def _set(obj: Any, name: str, value: Any) -> None:
 
 @dataclass
 class CallState:
-    """What one wrapped call needs to remember between the request and the reply."""
+    """What one wrapped call needs to remember between the request and the reply (``observed_at``:
+    when the call was made, the time the reply's memories were stated)."""
 
     handles: dict[str, str] = field(default_factory=dict)
     extract: bool = True
     turn_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    observed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
 
 class MemorySession(InlineMemory):
@@ -113,8 +116,9 @@ class MemorySession(InlineMemory):
         if messages is None or isinstance(messages, (str, bytes)):
             return out, state
         messages = clean_messages(messages)  # a lone surrogate would make the SDK refuse the request
+        state.observed_at = stated_at(messages, state.observed_at)
         if self.inject:
-            injection = self.recall(last_user_text(messages))
+            injection = self.recall(last_user_text(messages), state.observed_at)
             messages = inject_memories(messages, injection)
             state.handles = injection.handles
         if state.extract:
@@ -150,7 +154,7 @@ class MemorySession(InlineMemory):
 
     def store(self, found: list[ExtractedMemory], state: CallState) -> list[Memory]:
         """Store extracted memories for this call (see :meth:`InlineMemory.remember`)."""
-        return self.remember(found, state.handles)
+        return self.remember(found, state.handles, state.observed_at)
 
     # -- streaming ------------------------------------------------------------------------------
 
@@ -369,8 +373,10 @@ class MemoryFacade:
         scope: MemoryScope | str | None = None,
         metadata: Mapping[str, Any] | None = None,
         turn_id: str | None = None,
+        observed_at: datetime | date | str | None = None,
     ) -> Memory:
-        """Store a memory by hand under this client's ids, by the engine's scope rules.
+        """Store a memory by hand under this client's ids, by the engine's scope rules
+        (``observed_at``: when the fact was stated, default now).
 
         Without ``scope`` the memory is user-level (``context`` memories: session-level when the
         client has a session). A scope the ids cannot carry is refused, never widened: ``"agent"``
@@ -385,7 +391,7 @@ class MemoryFacade:
             scope = MemoryScope.SESSION if context and s.session_id is not None else MemoryScope.USER
         return self.engine.add(
             content, s.user_id, session_id=s.session_id, agent_id=s.agent_id, turn_id=turn_id,
-            category=category, scope=scope, importance=importance, metadata=metadata,
+            category=category, scope=scope, importance=importance, metadata=metadata, observed_at=observed_at,
         )
 
     def get_all(self) -> list[Memory]:

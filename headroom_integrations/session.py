@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from headroom_integrations.blocks import ExtractedMemory, parse_reply
 from headroom_integrations.errors import HeadroomError, MemoryAlreadySupersededError, MemoryNotFoundError
@@ -54,19 +55,20 @@ class InlineMemory:
         self.token_budget = as_count(token_budget, "token_budget", minimum=1)
         self.min_score = as_number(min_score, "min_score", -1.0, 1.0)
 
-    def retrieve(self, query: str) -> list[SearchResult]:
-        """Memories relevant to ``query`` that these ids may see."""
+    def retrieve(self, query: str, now: datetime | None = None) -> list[SearchResult]:
+        """Memories relevant to ``query`` that these ids may see (a time the query names, such as
+        "last week", read against ``now``: by default the current time)."""
         return self.engine.search(
             query, user_id=self.user_id, session_id=self.session_id, agent_id=self.agent_id,
-            top_k=self.top_k, min_score=self.min_score,
+            top_k=self.top_k, min_score=self.min_score, now=now,
         )
 
-    def recall(self, query: str) -> Injection:
+    def recall(self, query: str, now: datetime | None = None) -> Injection:
         """The injection block for ``query`` (empty for an empty query; a failure is logged, not raised)."""
         try:
             if not query.strip():
                 return Injection()
-            return format_memories(self.retrieve(query), self.token_budget)
+            return format_memories(self.retrieve(query, now), self.token_budget)
         except Exception as exc:  # never let the memory layer break the conversation
             logger.error("memory retrieval failed, going on without memories: %s", exc, exc_info=True)
             return Injection()
@@ -81,12 +83,17 @@ class InlineMemory:
             wanted = MemoryScope.USER
         return wanted
 
-    def remember(self, found: Iterable[ExtractedMemory], handles: Mapping[str, str] | None = None) -> list[Memory]:
+    def remember(
+        self, found: Iterable[ExtractedMemory], handles: Mapping[str, str] | None = None,
+        observed_at: datetime | None = None,
+    ) -> list[Memory]:
         """Store extracted memories under these ids (never another user's).
 
         A memory naming an injected handle in ``supersedes`` replaces that memory; a memory that
-        repeats a current one in the same scope is not stored twice. Rows are committed before
-        this returns and embedded in the background. Failures are logged, never raised.
+        repeats a current one in the same scope is not stored twice. ``observed_at`` is when they
+        were stated (the turn's time, see :func:`~headroom_integrations.adapter_core.stated_at`;
+        default: now). Rows are committed before this returns and embedded in the background.
+        Failures are logged, never raised.
         """
         handles = handles or {}
         stored: list[Memory] = []
@@ -101,7 +108,7 @@ class InlineMemory:
                     try:
                         stored.append(self.engine.supersede(
                             target, item.content, category=item.category, importance=item.importance,
-                            defer_embedding=True,
+                            observed_at=observed_at, defer_embedding=True,
                         ))
                         continue
                     except (MemoryAlreadySupersededError, MemoryNotFoundError) as exc:
@@ -111,14 +118,17 @@ class InlineMemory:
                 stored.append(self.engine.add(
                     item.content, self.user_id, session_id=self.session_id, agent_id=self.agent_id,
                     category=item.category, scope=scope, importance=item.importance,
-                    metadata={"source": "inline"}, dedupe=True, defer_embedding=True,
+                    metadata={"source": "inline"}, observed_at=observed_at, dedupe=True, defer_embedding=True,
                 ))
             except HeadroomError as exc:
                 logger.error("could not store memory %r: %s", item.content, exc)
         return stored
 
-    def remember_reply(self, text: str, handles: Mapping[str, str] | None = None) -> str:
-        """Parse a whole reply, store its memories and return it without blocks."""
+    def remember_reply(
+        self, text: str, handles: Mapping[str, str] | None = None, observed_at: datetime | None = None
+    ) -> str:
+        """Parse a whole reply, store its memories (stated at ``observed_at``, default now) and
+        return it without blocks."""
         parsed = parse_reply(text)
-        self.remember(parsed.memories, handles)
+        self.remember(parsed.memories, handles, observed_at)
         return parsed.text

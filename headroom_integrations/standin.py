@@ -24,7 +24,7 @@ from typing import Any
 
 __all__ = ["StandInLLM", "stand_in_reply"]
 
-_HANDLE = re.compile(r"^\[(m\d+)\] \((\w+)\) (.+)$", re.MULTILINE)
+_HANDLE = re.compile(r"^\[(m\d+)\] (?:\([\d-]+\) )?\((\w+)\) (.+)$", re.MULTILINE)  # [m1] (2023-05-08) (fact) …
 _RULES: list[tuple[re.Pattern[str], str, str]] = [
     (re.compile(r"\bI (?:now |just )?(?:work|started working) (?:at|for) ([^.,!?]+)", re.I), "fact", "Works at {}"),
     (re.compile(r"\bI (?:just )?moved to ([^.,!?]+) (?:as|to work)", re.I), "fact", "Works at {}"),

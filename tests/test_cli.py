@@ -63,9 +63,10 @@ def test_add_list_search_show_history(cli: Cli) -> None:
     cli("add", "alice", "Plans the sprint", "--session", "s1", "--agent", "planner", "--category", "decision")
     cli("add", "bob", "Prefers Python", "--metadata", '{"source": "chat"}')
     listed = cli("list", "alice").splitlines()
-    assert listed[0].split("\t") == ["id", "category", "scope", "session", "agent", "valid_from", "current", "content"]
-    assert len(listed) == 4 and all(len(line.split("\t")) == 8 for line in listed)  # tabs and newlines escaped
-    assert listed[1].endswith("Prefers Go\\tfor services\\nand tools")
+    assert listed[0].split("\t") == ["id", "category", "scope", "session", "agent", "valid_from", "current", "content",
+                                     "observed"]
+    assert len(listed) == 4 and all(len(line.split("\t")) == 9 for line in listed)  # tabs and newlines escaped
+    assert listed[1].split("\t")[7] == "Prefers Go\\tfor services\\nand tools"
     assert [m["content"] for m in cli.json("list", "alice", "--session", "s1")] == ["Debugging a flaky test",
                                                                                      "Plans the sprint"]
     assert [m["scope"] for m in cli.json("list", "alice", "--scope", "agent")] == ["agent"]
@@ -74,10 +75,19 @@ def test_add_list_search_show_history(cli: Cli) -> None:
     hits = cli.json("search", "alice", "which language?", "--session", "s1", "--agent", "planner", "--top-k", "3")
     assert go in [hit["memory"]["id"] for hit in hits] and len(hits) == 3
     parts = hits[0]["parts"]
-    assert parts["vector"] + parts["keyword"] + parts["context"] == pytest.approx(hits[0]["score"])
+    assert sum(parts.values()) == pytest.approx(hits[0]["score"])
     explained = cli("search", "alice", "which language?", "--explain").splitlines()
-    assert explained[0].split("\t") == ["score", "vector", "keyword", "context", "cosine", "id", "category", "content"]
-    assert all(len(line.split("\t")) == 8 for line in explained)
+    assert explained[0].split("\t") == ["score", "vector", "keyword", "context", "terms", "time", "diversity",
+                                        "cosine", "id", "category", "content"]
+    assert all(len(line.split("\t")) == 11 for line in explained)
+    assert cli.json("search", "alice", "language", "--observed-after", "2999-01-01") == []
+    rust = cli("add", "alice", "Switched the parser to Rust", "--observed-at", "2024-03-05").strip()
+    dated = {hit["memory"]["id"]: hit["parts"]["time"] for hit in
+             cli.json("search", "alice", "which language did I pick last week?", "--now", "2024-03-13")}
+    assert dated.pop(rust) == pytest.approx(0.1) and set(dated.values()) == {0.0}  # only it was stated then
+    assert [h["memory"]["id"] for h in cli.json("search", "alice", "language", "--observed-after", "2024-03-01",
+                                                "--observed-before", "2024-03-06")] == [rust]
+    cli("search", "alice", "language", "--now", "someday", code=2)
     shown = dict(line.split("\t", 1) for line in cli("show", go).splitlines()[1:])
     assert shown["category"] == "preference" and shown["content"] == "Prefers Go\\tfor services\\nand tools"
     assert cli.json("show", go)["content"] == "Prefers Go\tfor services\nand tools"
@@ -276,3 +286,22 @@ def test_an_unreachable_database_server_is_not_a_missing_store(capsys: pytest.Ca
     err = capsys.readouterr().err
     assert err.startswith("error: cannot connect to postgresql://app:***@127.0.0.1") and err.count("\n") == 1
     assert "secret" not in err
+
+
+def test_add_observed_at_and_list_by_when_facts_were_stated(cli: Cli) -> None:
+    dog = cli("add", "alice", "Adopted a dog", "--observed-at", "2023-05-08T13:56:00+02:00").strip()
+    cli("add", "alice", "Ran a marathon", "--observed-at", "2023-06-01")
+    cli("add", "alice", "Likes tea")  # stated now
+    shown = dict(line.split("\t", 1) for line in cli("show", dog).splitlines()[1:])
+    assert shown["observed_at"] == "2023-05-08T11:56:00+00:00"
+    assert cli.json("show", dog)["observed_at"] == "2023-05-08T11:56:00+00:00"
+    listed = [line.split("\t") for line in cli("list", "alice").splitlines()]
+    assert listed[0][-1] == "observed" and listed[1][-1] == "2023-05-08T11:56:00+00:00"
+    window = cli.json("list", "alice", "--observed-after", "2023-05-01", "--observed-before", "2023-06-01")
+    assert [m["content"] for m in window] == ["Adopted a dog"]
+    assert [m["content"] for m in cli.json("list", "alice", "--observed-after", "2023-06-01")] == [
+        "Ran a marathon", "Likes tea"]
+    cli("add", "alice", "x", "--observed-at", "last tuesday", code=2)
+    assert "observed_at must be a datetime, a date or an ISO 8601 string" in cli.err
+    cli("list", "alice", "--observed-before", "soon", code=2)
+    assert "observed_before must be" in cli.err

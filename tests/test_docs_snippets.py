@@ -202,7 +202,10 @@ def _check_engine(ns: dict[str, Any], stub: StubLLM, out: str) -> None:
     chain = ns["engine"].get_history(ns["old"].id)
     assert [(m.content, m.is_current) for m in chain] == [
         ("User works at Google", False), ("User now works at Anthropic", False), ("User works at Google", True)]
-    assert ns["current"].id == chain[-1].id and out.splitlines()[-1] == "True"
+    assert ns["current"].id == chain[-1].id
+    assert out.splitlines()[-6:] == [  # the versioning snippet's, "When a fact was stated", "Searching by time"
+        "True", "['Adopted a dog named Rex']", "[m1] (2023-05-08) (fact) Adopted a dog named Rex", "2024-02-01",
+        "2023-05-20 0.1", "['Booked a kayak tour', 'Went hiking in the Alps with Sam']"]
 
 
 def _check_postgres(ns: dict[str, Any], stub: StubLLM, out: str) -> None:

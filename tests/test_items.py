@@ -14,6 +14,7 @@ from stores import Store  # tests/ is on sys.path
 
 from headroom_integrations import MemoryEngine, MemoryFilter
 from headroom_integrations.errors import InvalidInputError
+from headroom_integrations.memory.backends.schema import SCHEMA_VERSION
 from headroom_integrations.memory.namespaces import decode_namespace, encode_namespace, prefix_bounds
 
 NS = ("memories", "alice")
@@ -142,7 +143,8 @@ def _downgrade(engine: MemoryEngine, store: Store) -> None:
     """Make the store look like one written before the item columns existed (schema 1)."""
     with engine.backend.engine.begin() as conn:  # type: ignore[attr-defined]
         conn.exec_driver_sql("DROP INDEX ix_memories_item")
-        for column in ("namespace", "item_key", "expires_at", "searchable"):
+        conn.exec_driver_sql("DROP INDEX ix_memories_user_observed")
+        for column in ("namespace", "item_key", "expires_at", "searchable", "observed_at"):
             conn.exec_driver_sql(f"ALTER TABLE memories DROP COLUMN {column}")
         conn.exec_driver_sql("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
 
@@ -153,7 +155,7 @@ def test_a_store_made_before_items_is_upgraded_in_place(make_engine: Callable[..
     _downgrade(engine, store)
     engine.close()  # the last engine on the store releases it: the next one opens it anew
     engine = make_engine()
-    assert engine.backend.meta()["schema_version"] == "2"
+    assert engine.backend.meta()["schema_version"] == SCHEMA_VERSION
     assert engine.get(old.id) == old  # nothing lost
     assert [h.content for h in engine.search("bees", user_id="alice")] == ["Keeps bees"]
     engine.put_item("alice", NS, "k", "Keeps wasps")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -171,7 +172,8 @@ def test_callback_on_a_chain(engine: MemoryEngine) -> None:
     assert MEMORY_INSTRUCTION in model.seen[0][0].content
     second = chain.invoke({"question": "Which language for my service?"}, config={"callbacks": [handler]})
     assert second.content == "Use Go."
-    assert "[m1] (preference) Prefers Go for performance-critical code" in model.seen[1][1].content
+    assert re.search(r"\[m1\] \(\d{4}-\d\d-\d\d\) \(preference\) Prefers Go for performance-critical code",
+                     model.seen[1][1].content)
 
 
 def test_callback_with_streaming_strips_in_flight(engine: MemoryEngine) -> None:

@@ -66,12 +66,13 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     assert len(results["rows"]) == settings["questions"]
     assert results["time_s"] > 0
     ablation = [key for key in results["summary"] if key.startswith("ablation:")]
-    assert len(ablation) == 3
+    assert len(ablation) == 6
     for key in ablation:
         _check_recall(results["summary"][key]["overall"], key)
     held_out = results["held_out"]
     assert [fold["held_out"] for fold in held_out["folds"]] == settings["conversation_ids"]
-    assert len(held_out["grid"]) == 16
+    assert len(held_out["grid"]) == 32  # --quick: two values of each of the five knobs
+    assert [step["label"] for step in held_out["steps"]][-1] == "+ diversity step (every knob)"
     for fold in held_out["folds"]:
         assert fold["chosen"] in held_out["grid"]
         _fraction(fold["any@5"], "fold any@5")
@@ -107,5 +108,6 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     assert "any@5 ≥ 0.65" in section and "any@10 ≥ 0.75" in section
     assert "![LoCoMo recall per system](img/locomo_recall.png)" in section
     assert "### What each retrieval change bought" in section
-    assert "### Held-out check of the fusion settings" in section
+    assert "### Held-out check of the retrieval knobs" in section
+    assert "What each knob bought on the held-out folds" in section
     assert "**pooled (" in section

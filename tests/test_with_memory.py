@@ -53,7 +53,7 @@ def test_seed_example_recalls_the_preference_in_another_session(stub_llm: StubLL
     assert stub_llm.count == 2  # zero extra requests
     sent = _user_text(stub_llm.requests[1])
     assert sent.startswith("What language for my new microservice?")
-    assert "[m1] (preference) Prefers Go for performance-critical code" in sent
+    assert re.search(r"\[m1\] \(\d{4}-\d\d-\d\d\) \(preference\) Prefers Go for performance-critical code", sent)
     assert _system(stub_llm.requests[1]) == MEMORY_INSTRUCTION  # a system message was created
 
 
@@ -67,7 +67,7 @@ def test_prompt_prefix_stays_cacheable(stub_llm: StubLLM, engine: MemoryEngine) 
     first, second = stub_llm.requests
     assert first["messages"][:3] == second["messages"][:3]  # system prompt and earlier turns identical
     assert first["messages"][0]["content"] == "You are terse.\n\n" + MEMORY_INSTRUCTION
-    assert "[m1] (preference) Prefers tabs" in first["messages"][-1]["content"]
+    assert re.search(r"\[m1\] \(\d{4}-\d\d-\d\d\) \(preference\) Prefers tabs", first["messages"][-1]["content"])
     assert first["messages"][1:3] == history[1:3]
     assert history[0]["content"] == "You are terse."  # the caller's messages were not modified
 
@@ -195,7 +195,7 @@ def test_supersession_through_an_injected_handle(stub_llm: StubLLM, engine: Memo
     engine.add("Has a cat named Miso", user_id="alice", category="entity")
 
     def answer(request: dict[str, Any]) -> str:
-        handle = re.search(r"\[(m\d+)\] \(fact\) Works at Google", _user_text(request)).group(1)  # type: ignore[union-attr]
+        handle = re.search(r"\[(m\d+)\] \(\d{4}-\d\d-\d\d\) \(fact\) Works at Google", _user_text(request)).group(1)  # type: ignore[union-attr]
         block = {"memories": [{"content": "Works at Anthropic", "category": "fact", "supersedes": handle}]}
         return "Congratulations on the new job!\n<memory>" + json.dumps(block) + "</memory>"
 

@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("user")
     _ids(listing)
     _narrowing(listing)
+    listing.add_argument("--observed-after", metavar="WHEN", help="only facts stated at or after this time (ISO 8601)")
+    listing.add_argument("--observed-before", metavar="WHEN", help="only facts stated before this time (ISO 8601)")
     listing.add_argument("--limit", type=int, help="at most this many")
     search = command("search", "hybrid search of what a user (and the given session, agent, turn) may see")
     search.add_argument("user")
@@ -85,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     _ids(search)
     _narrowing(search)
     search.add_argument("--top-k", type=int, default=5)
-    search.add_argument("--explain", action="store_true", help="show the vector, keyword and context parts of scores")
+    search.add_argument("--observed-after", metavar="WHEN", help="only facts stated at or after this time (ISO 8601)")
+    search.add_argument("--observed-before", metavar="WHEN", help="only facts stated before this time (ISO 8601)")
+    search.add_argument("--now", metavar="WHEN", help="read times in the query (\"last week\") against this one")
+    search.add_argument("--explain", action="store_true",
+                        help="show the parts of scores: vector, keyword, context, common terms, time")
     add = command("add", "store a memory (prints its id)")
     add.add_argument("user")
     add.add_argument("content")
@@ -94,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--scope", dest="scope_of", choices=_SCOPES, help="default: the narrowest the ids allow")
     add.add_argument("--importance", type=float, default=0.5)
     add.add_argument("--metadata", help="a JSON object")
+    add.add_argument("--observed-at", metavar="WHEN", help="when the fact was stated (ISO 8601; default: now)")
     for name, text in (("show", "every field of a memory"), ("history", "every version of a memory's fact"),
                        ("rollback", "make an older version current again (recorded as a new version)")):
         command(name, text).add_argument("memory_id")

@@ -18,12 +18,13 @@ __all__ = ["COMMANDS", "Command"]
 Command = Callable[[argparse.Namespace, MemoryEngine, Output], int]
 OK, NOT_FOUND, BAD_INPUT = 0, 1, 2
 
-_MEMORY_COLUMNS = ["id", "category", "scope", "session", "agent", "valid_from", "current", "content"]
+_MEMORY_COLUMNS = ["id", "category", "scope", "session", "agent", "valid_from", "current", "content", "observed"]
 
 
 def _row(m: Memory) -> list[Any]:
     return [m.id, m.category.value, m.scope.value, m.session_id, m.agent_id,
-            m.valid_from.isoformat(timespec="seconds") if m.valid_from else None, m.is_current, m.content]
+            m.valid_from.isoformat(timespec="seconds") if m.valid_from else None, m.is_current, m.content,
+            m.observed_at.isoformat(timespec="seconds")]
 
 
 def _memories(out: Output, memories: list[Memory], title: str | None = None) -> None:
@@ -50,28 +51,31 @@ def list_(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
     """A user's memories (current ones unless ``--all-versions`` or ``--as-of``), oldest first."""
     flt = MemoryFilter(user_id=args.user, session_id=args.session, agent_id=args.agent, turn_id=args.turn,
                        categories=args.category, scopes=args.scope, include_superseded=args.all_versions,
-                       valid_at=args.as_of, limit=args.limit)
+                       valid_at=args.as_of, observed_after=args.observed_after,
+                       observed_before=args.observed_before, limit=args.limit)
     _memories(out, engine.query(flt))
     return OK
 
 
 def search(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
-    """Hybrid search; ``--explain`` shows the vector, keyword and context parts of each score."""
+    """Hybrid search; ``--explain`` shows the parts of each score (vector, keyword, context, lifts)."""
     hits = engine.search(args.query, user_id=args.user, session_id=args.session, agent_id=args.agent,
                          turn_id=args.turn, top_k=args.top_k, categories=args.category, scopes=args.scope,
-                         include_superseded=args.all_versions, valid_at=args.as_of)
+                         include_superseded=args.all_versions, valid_at=args.as_of,
+                         observed_after=args.observed_after, observed_before=args.observed_before, now=args.now)
     if out.as_json:
         out.data([_hit_fields(hit) for hit in hits])
         return OK
     columns = ["score", "id", "category", "content"]
     if args.explain:
-        columns[1:1] = ["vector", "keyword", "context", "cosine"]
+        columns[1:1] = ["vector", "keyword", "context", "terms", "time", "diversity", "cosine"]
     rows = []
     for hit in hits:
         row: list[Any] = [f"{hit.fused_score:.3f}", hit.id, hit.memory.category.value, hit.content]
         if args.explain:
-            row[1:1] = [f"{hit.vector_part:.3f}", f"{hit.keyword_part:.3f}", f"{hit.context_part:.3f}",
-                        f"{hit.score:.3f}"]
+            parts = (hit.vector_part, hit.keyword_part, hit.context_part, hit.common_term_part, hit.time_part,
+                     hit.diversity_part, hit.score)
+            row[1:1] = [f"{part:.3f}" for part in parts]
         rows.append(row)
     out.table(columns, rows)
     return OK
@@ -79,7 +83,9 @@ def search(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
 
 def _hit_fields(hit: SearchResult) -> dict[str, Any]:
     return {"score": hit.fused_score, "cosine": hit.score, "keyword": hit.keyword_score,
-            "parts": {"vector": hit.vector_part, "keyword": hit.keyword_part, "context": hit.context_part},
+            "parts": {"vector": hit.vector_part, "keyword": hit.keyword_part, "context": hit.context_part,
+                      "terms": hit.common_term_part, "time": hit.time_part},
+            "diversity": hit.diversity_part,
             "vector_rank": hit.vector_rank, "text_rank": hit.text_rank, "memory": memory_fields(hit.memory)}
 
 
@@ -88,7 +94,7 @@ def add(args: argparse.Namespace, engine: MemoryEngine, out: Output) -> int:
     metadata = _metadata(args.metadata)
     m = engine.add(args.content, user_id=args.user, session_id=args.session, agent_id=args.agent,
                    turn_id=args.turn, category=args.category, scope=args.scope_of, importance=args.importance,
-                   metadata=metadata)
+                   metadata=metadata, observed_at=args.observed_at)
     out.data(memory_fields(m)) if out.as_json else out.line(m.id)
     return OK
 

@@ -8,7 +8,8 @@ memory needs three pieces, all sharing one handler::
 
 * :meth:`HeadroomMemoryCallbackHandler.injector` fills the prompt variables ``memories`` (the
   relevant memories) and ``memory_instruction`` (the extraction instruction);
-* the handler's ``on_llm_end`` parses the ``<memory>`` block of the generation and stores it;
+* the handler's ``on_llm_end`` parses the ``<memory>`` block of the generation and stores it
+  (stated at the time the latest human message carries, else when the model call started);
 * :meth:`HeadroomMemoryCallbackHandler.stripper` removes the block from what the user sees, also
   when streaming.
 """
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import datetime
 from typing import Any, Unpack
+from uuid import UUID
 
 from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -25,7 +28,7 @@ from langchain_core.outputs import LLMResult
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from headroom_integrations._async import async_face
-from headroom_integrations.adapter_core import AdapterCore, RecallOptions
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions, stated_at
 from headroom_integrations.inline import MEMORY_INSTRUCTION, StreamFilter, parse_reply
 
 __all__ = ["AsyncHeadroomMemoryCallbackHandler", "HeadroomMemoryCallbackHandler"]
@@ -76,10 +79,26 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
         self.core = AdapterCore(user_id, **options)
         self.memory = self.core.memory
         self.handles: dict[str, str] = {}  # handles of the latest injection, for "supersedes"
+        self._started: dict[Any, datetime] = {}  # run id -> when its facts were stated
+
+    def on_chat_model_start(
+        self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *, run_id: UUID, **kwargs: Any
+    ) -> None:
+        """Note when the run's facts are stated: the latest human message's time, else now."""
+        self._started[run_id] = stated_at(messages[0] if messages else [])
+
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID, **kwargs: Any) -> None:
+        """Note when the run's facts are stated (a completion model: now)."""
+        self._started[run_id] = stated_at()
 
     def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        """Parse the block of the first generation and store its memories."""
-        self.memory.remember(parse_reply(_generation_text(response)).memories, self.handles)
+        """Parse the block of the first generation and store its memories, stated when the run started."""
+        observed = self._started.pop(kwargs.get("run_id"), None)
+        self.memory.remember(parse_reply(_generation_text(response)).memories, self.handles, observed)
+
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        """Forget a failed run's start time."""
+        self._started.pop(kwargs.get("run_id"), None)
 
     # -- companions -------------------------------------------------------------------------------
 
@@ -156,4 +175,7 @@ class AsyncHeadroomMemoryCallbackHandler(AsyncCallbackHandler):
     def __init__(self, user_id: str, **options: Any) -> None:
         self.sync = HeadroomMemoryCallbackHandler(user_id, **options)
 
+    on_chat_model_start = async_face(HeadroomMemoryCallbackHandler.on_chat_model_start)
+    on_llm_start = async_face(HeadroomMemoryCallbackHandler.on_llm_start)
     on_llm_end = async_face(HeadroomMemoryCallbackHandler.on_llm_end)
+    on_llm_error = async_face(HeadroomMemoryCallbackHandler.on_llm_error)

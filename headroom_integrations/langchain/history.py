@@ -10,7 +10,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, message_to_dict
 from langchain_core.messages import messages_from_dict as _from_dicts
 
-from headroom_integrations.adapter_core import AdapterCore, RecallOptions
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions, stated_at
 
 __all__ = ["HeadroomChatMessageHistory"]
 
@@ -78,11 +78,15 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         return messages
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Save messages; memory blocks in AI messages are stored as memories and removed."""
+        """Save messages; memory blocks in AI messages are stored as memories and removed.
+
+        The memories were stated at the time the human message before the AI message carries
+        (see :func:`~headroom_integrations.adapter_core.message_time`), else now.
+        """
         rows = []
-        for message in messages:
+        for position, message in enumerate(messages):
             if self.extract and isinstance(message, AIMessage) and isinstance(message.content, str):
-                cleaned = self.memory.remember_reply(message.content)
+                cleaned = self.memory.remember_reply(message.content, observed_at=stated_at(messages[:position]))
                 if cleaned != message.content:
                     message = message.model_copy(update={"content": cleaned})
             rows.append({"role": message.type, "content": message.text, "payload": message_to_dict(message)})

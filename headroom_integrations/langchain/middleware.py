@@ -9,7 +9,7 @@ from typing import Any, Unpack
 from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from headroom_integrations.adapter_core import AdapterCore, RecallOptions
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions, Turn, stated_at
 from headroom_integrations.inline import MEMORY_INSTRUCTION
 from headroom_integrations.session import InlineMemory
 
@@ -36,7 +36,8 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     Around every model call it appends the relevant memories to the latest human message and the
     extraction instruction to the system prompt; afterwards it stores the ``<memory>`` block of
-    the reply and removes it from the AI message kept in the agent's state. The session is the
+    the reply (stated at the time the latest human message carries, else when the model was
+    called) and removes it from the AI message kept in the agent's state. The session is the
     LangGraph ``thread_id`` unless ``session_id`` is given, so a user-level fact learned in one
     thread is recalled in every other thread of that user.
 
@@ -66,12 +67,13 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _memory(self) -> InlineMemory:
         return self.core.conversation(self.core.session_id or _thread_id())
 
-    def _prepare(self, request: ModelRequest, memory: InlineMemory) -> tuple[ModelRequest, dict[str, str]]:
+    def _prepare(self, request: ModelRequest, memory: InlineMemory) -> tuple[ModelRequest, Turn]:
         messages = list(request.messages)
+        stated = stated_at(messages)  # before the model call: the human message's time, else now
         position = next((i for i in range(len(messages) - 1, -1, -1) if isinstance(messages[i], HumanMessage)), None)
         handles: dict[str, str] = {}
         if position is not None:
-            injection = self.core.recall(messages[position].text, memory)
+            injection = self.core.recall(messages[position].text, memory, now=stated)
             if injection.text:
                 human = messages[position]
                 messages[position] = human.model_copy(update={"content": _append(human.content, injection.text)})
@@ -80,14 +82,15 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         if self.core.needs_instruction(system.text if system is not None else ""):
             content = _append(system.content, MEMORY_INSTRUCTION) if system is not None else MEMORY_INSTRUCTION
             system = SystemMessage(content=content)
-        return request.override(messages=messages, system_message=system), handles
+        return request.override(messages=messages, system_message=system), Turn(handles, stated)
 
     @staticmethod
-    def _finish(response: ModelResponse, memory: InlineMemory, handles: dict[str, str]) -> ModelResponse:
+    def _finish(response: ModelResponse, memory: InlineMemory, turn: Turn) -> ModelResponse:
         cleaned = []
         for message in response.result:
             if isinstance(message, AIMessage) and isinstance(message.content, str):
-                text = memory.remember_reply(message.content, handles) if not cleaned else message.content
+                text = (memory.remember_reply(message.content, turn.handles, turn.observed_at) if not cleaned
+                        else message.content)
                 message = message.model_copy(update={"content": text})
             cleaned.append(message)
         return ModelResponse(result=cleaned, structured_response=response.structured_response)
@@ -97,14 +100,14 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     ) -> ModelResponse:
         """Inject, call the model, then store and strip the block."""
         memory = self._memory()
-        prepared, handles = self._prepare(request, memory)
-        return self._finish(handler(prepared), memory, handles)
+        prepared, turn = self._prepare(request, memory)
+        return self._finish(handler(prepared), memory, turn)
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
     ) -> ModelResponse:
         """Async :meth:`wrap_model_call` (memory work runs in a worker thread)."""
         memory = self._memory()
-        prepared, handles = await asyncio.to_thread(self._prepare, request, memory)
+        prepared, turn = await asyncio.to_thread(self._prepare, request, memory)
         response = await handler(prepared)
-        return await asyncio.to_thread(self._finish, response, memory, handles)
+        return await asyncio.to_thread(self._finish, response, memory, turn)

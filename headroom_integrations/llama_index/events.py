@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
-from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
+from llama_index.core.instrumentation.events.llm import (
+    LLMChatEndEvent,
+    LLMChatStartEvent,
+    LLMCompletionEndEvent,
+    LLMCompletionStartEvent,
+)
 
-from headroom_integrations.adapter_core import AdapterCore, engine_of
+from headroom_integrations.adapter_core import AdapterCore, engine_of, stated_at
 from headroom_integrations.inline import parse_reply
 from headroom_integrations.memory import MemoryEngine
 from headroom_integrations.session import InlineMemory
 
 __all__ = ["HeadroomMemoryEventHandler"]
+
+_MAX_OPEN_CALLS = 1024
+"""Start times kept for calls whose end event has not come yet (the oldest are dropped)."""
 
 
 def _reply_text(event: BaseEvent) -> str:
@@ -57,6 +66,7 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
     agent_id: str | None = None
 
     _memory: InlineMemory = PrivateAttr()
+    _started: dict[str | None, datetime] = PrivateAttr(default_factory=dict)  # span id -> when stated
 
     def __init__(self, **data: Any) -> None:
         engine = engine_of(data)
@@ -74,10 +84,21 @@ class HeadroomMemoryEventHandler(BaseEventHandler):
         return self._memory.engine
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        """Store the memories of a finished chat or completion (other events are ignored)."""
+        """Store the memories of a finished chat or completion, stated when the call started (the
+        user message's time, else the start event's); other events are ignored."""
+        if isinstance(event, (LLMChatStartEvent, LLMCompletionStartEvent)):
+            messages = event.messages if isinstance(event, LLMChatStartEvent) else ()
+            self._started[event.span_id] = stated_at(messages)
+            while len(self._started) > _MAX_OPEN_CALLS:  # starts whose end never came
+                self._started.pop(next(iter(self._started)))
+            return
+        if not isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
+            return
+        started = self._started.pop(event.span_id, None)
         text = _reply_text(event)
         if "<" not in text:
             return
         found = parse_reply(text).memories
         if found:
-            self._memory.remember(found)
+            messages = event.messages if isinstance(event, LLMChatEndEvent) else ()
+            self._memory.remember(found, observed_at=stated_at(messages, started))

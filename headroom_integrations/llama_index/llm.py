@@ -21,7 +21,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr, SerializeAsAny
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 
-from headroom_integrations.adapter_core import AdapterCore, RecallOptions, engine_of
+from headroom_integrations.adapter_core import AdapterCore, RecallOptions, Turn, engine_of, stated_at
 from headroom_integrations.inline import MEMORY_INSTRUCTION, ExtractedMemory, Injection, StreamFilter, parse_reply
 from headroom_integrations.llama_index.memory import append_text, message_text, query_of, strip_blocks, with_text
 from headroom_integrations.memory import MemoryEngine
@@ -137,8 +137,9 @@ class HeadroomLLM(LLM):
         self._last = (query, injection)
         return injection
 
-    def _prepare(self, messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], dict[str, str]]:
+    def _prepare(self, messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], Turn]:
         out = list(messages)
+        stated = stated_at(out)  # before the model call: the user message's time, else now
         handles: dict[str, str] = {}
         if self.inject:
             position = next((i for i in range(len(out) - 1, -1, -1) if out[i].role == MessageRole.USER), None)
@@ -152,10 +153,10 @@ class HeadroomLLM(LLM):
                 out[0] = append_text(out[0], MEMORY_INSTRUCTION)
             else:
                 out.insert(0, ChatMessage(role=MessageRole.SYSTEM, content=MEMORY_INSTRUCTION))
-        return out, handles
+        return out, Turn(handles, stated)
 
-    def _prepare_prompt(self, prompt: str) -> tuple[str, dict[str, str]]:
-        parts, handles = [prompt], {}
+    def _prepare_prompt(self, prompt: str) -> tuple[str, Turn]:
+        parts, handles, stated = [prompt], {}, stated_at()
         if self.inject:
             injection = self._recall(prompt.strip())
             if injection.text:
@@ -163,29 +164,29 @@ class HeadroomLLM(LLM):
                 handles = dict(injection.handles)
         if self._policy.needs_instruction(prompt):
             parts.insert(0, MEMORY_INSTRUCTION)
-        return "\n\n".join(parts), handles
+        return "\n\n".join(parts), Turn(handles, stated)
 
-    def _store(self, found: list[ExtractedMemory], handles: dict[str, str]) -> None:
+    def _store(self, found: list[ExtractedMemory], turn: Turn) -> None:
         if found:
-            self._core.memory.remember(found, handles)
+            self._core.memory.remember(found, turn.handles, turn.observed_at)
             self._last = None  # what is remembered changed: recall afresh
 
-    def _finish_chat(self, response: ChatResponse, handles: dict[str, str]) -> ChatResponse:
+    def _finish_chat(self, response: ChatResponse, turn: Turn) -> ChatResponse:
         message, found = strip_blocks(response.message)
         if message is response.message:
             return response
-        self._store(found, handles)
+        self._store(found, turn)
         return response.model_copy(update={"message": message})
 
-    def _finish_completion(self, response: CompletionResponse, handles: dict[str, str]) -> CompletionResponse:
+    def _finish_completion(self, response: CompletionResponse, turn: Turn) -> CompletionResponse:
         parsed = parse_reply(response.text)
         if not parsed.blocks:
             return response
-        self._store(parsed.memories, handles)
+        self._store(parsed.memories, turn)
         return response.model_copy(update={"text": parsed.text})
 
-    def _remember_stream(self, stream: StreamFilter, handles: dict[str, str]) -> None:
-        self._store(parse_reply(stream.text).memories, handles)
+    def _remember_stream(self, stream: StreamFilter, turn: Turn) -> None:
+        self._store(parse_reply(stream.text).memories, turn)
 
     @staticmethod
     def _chat_chunk(chunk: ChatResponse, visible: str, shown: str) -> ChatResponse:
@@ -199,18 +200,18 @@ class HeadroomLLM(LLM):
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Chat with memories injected; the reply's block is stored and removed."""
-        prepared, handles = self._prepare(messages)
-        return self._finish_chat(self.llm.chat(prepared, **kwargs), handles)
+        prepared, turn = self._prepare(messages)
+        return self._finish_chat(self.llm.chat(prepared, **kwargs), turn)
 
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async :meth:`chat` (memory work runs in a worker thread)."""
-        prepared, handles = await asyncio.to_thread(self._prepare, messages)
+        prepared, turn = await asyncio.to_thread(self._prepare, messages)
         response = await self.llm.achat(prepared, **kwargs)
-        return await asyncio.to_thread(self._finish_chat, response, handles)
+        return await asyncio.to_thread(self._finish_chat, response, turn)
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream a chat; blocks are removed in flight and stored when the stream ends."""
-        prepared, handles = self._prepare(messages)
+        prepared, turn = self._prepare(messages)
         inner = self.llm.stream_chat(prepared, **kwargs)
 
         def gen() -> ChatResponseGen:
@@ -218,13 +219,13 @@ class HeadroomLLM(LLM):
             for chunk in inner:
                 yield cleaner.step(chunk)
             yield from cleaner.tail()
-            self._remember_stream(cleaner.stream, handles)
+            self._remember_stream(cleaner.stream, turn)
 
         return gen()
 
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         """Async :meth:`stream_chat`."""
-        prepared, handles = await asyncio.to_thread(self._prepare, messages)
+        prepared, turn = await asyncio.to_thread(self._prepare, messages)
         inner = await self.llm.astream_chat(prepared, **kwargs)
 
         async def gen() -> ChatResponseAsyncGen:
@@ -233,7 +234,7 @@ class HeadroomLLM(LLM):
                 yield cleaner.step(chunk)
             for tail in cleaner.tail():
                 yield tail
-            await asyncio.to_thread(self._remember_stream, cleaner.stream, handles)
+            await asyncio.to_thread(self._remember_stream, cleaner.stream, turn)
 
         return gen()
 
@@ -241,18 +242,18 @@ class HeadroomLLM(LLM):
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Complete with the instruction and memories added; the block is stored and removed."""
-        prepared, handles = self._prepare_prompt(prompt)
-        return self._finish_completion(self.llm.complete(prepared, formatted=formatted, **kwargs), handles)
+        prepared, turn = self._prepare_prompt(prompt)
+        return self._finish_completion(self.llm.complete(prepared, formatted=formatted, **kwargs), turn)
 
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async :meth:`complete`."""
-        prepared, handles = await asyncio.to_thread(self._prepare_prompt, prompt)
+        prepared, turn = await asyncio.to_thread(self._prepare_prompt, prompt)
         response = await self.llm.acomplete(prepared, formatted=formatted, **kwargs)
-        return await asyncio.to_thread(self._finish_completion, response, handles)
+        return await asyncio.to_thread(self._finish_completion, response, turn)
 
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         """Stream a completion; blocks are removed in flight and stored when the stream ends."""
-        prepared, handles = self._prepare_prompt(prompt)
+        prepared, turn = self._prepare_prompt(prompt)
         inner = self.llm.stream_complete(prepared, formatted=formatted, **kwargs)
 
         def gen() -> CompletionResponseGen:
@@ -260,7 +261,7 @@ class HeadroomLLM(LLM):
             for chunk in inner:
                 yield cleaner.step(chunk)
             yield from cleaner.tail()
-            self._remember_stream(cleaner.stream, handles)
+            self._remember_stream(cleaner.stream, turn)
 
         return gen()
 
@@ -268,7 +269,7 @@ class HeadroomLLM(LLM):
         self, prompt: str, formatted: bool = False, **kwargs: Any
     ) -> CompletionResponseAsyncGen:
         """Async :meth:`stream_complete`."""
-        prepared, handles = await asyncio.to_thread(self._prepare_prompt, prompt)
+        prepared, turn = await asyncio.to_thread(self._prepare_prompt, prompt)
         inner = await self.llm.astream_complete(prepared, formatted=formatted, **kwargs)
 
         async def gen() -> CompletionResponseAsyncGen:
@@ -277,7 +278,7 @@ class HeadroomLLM(LLM):
                 yield cleaner.step(chunk)
             for tail in cleaner.tail():
                 yield tail
-            await asyncio.to_thread(self._remember_stream, cleaner.stream, handles)
+            await asyncio.to_thread(self._remember_stream, cleaner.stream, turn)
 
         return gen()
 

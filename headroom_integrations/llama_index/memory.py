@@ -11,6 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, MessageRole, TextBlock
@@ -20,7 +21,7 @@ from llama_index.core.memory.memory import BaseMemoryBlock
 from llama_index.core.memory.types import BaseMemory
 from llama_index.core.utils import get_tokenizer
 
-from headroom_integrations.adapter_core import AdapterCore, engine_of
+from headroom_integrations.adapter_core import AdapterCore, engine_of, stated_at
 from headroom_integrations.inline import ExtractedMemory, parse_reply
 from headroom_integrations.memory import MemoryEngine
 from headroom_integrations.session import InlineMemory
@@ -164,6 +165,7 @@ class HeadroomMemory(BaseMemory):
     _engine: MemoryEngine = PrivateAttr()
     _core: AdapterCore = PrivateAttr()
     _handles: dict[str, str] = PrivateAttr(default_factory=dict)
+    _stated: datetime | None = PrivateAttr(default=None)  # when the latest user message was stated
 
     def __init__(self, **data: Any) -> None:
         engine = engine_of(data)
@@ -245,6 +247,7 @@ class HeadroomMemory(BaseMemory):
     ) -> list[ChatMessage]:
         """The memories relevant to ``input`` (system message) plus the recent history that fits."""
         history = self._load(self.max_messages)
+        self._stated = stated_at([input] if isinstance(input, ChatMessage) else history if input is None else ())
         self._core.inject, self._core.instruct = self.recall, self.instruction  # the fields as they are now
         injection = self._core.recall(query_of(input, history))
         if self._core.inject:
@@ -267,13 +270,20 @@ class HeadroomMemory(BaseMemory):
         self.put_messages([message])
 
     def put_messages(self, messages: list[ChatMessage]) -> None:
-        """Append messages in order (memory blocks of assistant messages are stored and removed)."""
+        """Append messages in order (memory blocks of assistant messages are stored and removed).
+
+        A block's memories were stated at the latest user message (the time it carries, see
+        :func:`~headroom_integrations.adapter_core.message_time`, else when it was put or
+        :meth:`get` was called for it).
+        """
         rows = []
         for message in messages:
+            if message.role == MessageRole.USER:
+                self._stated = stated_at([message])
             if self.extract:
                 message, found = strip_blocks(message)
                 if found:
-                    self._core.memory.remember(found, self._handles)
+                    self._core.memory.remember(found, self._handles, self._stated)
             rows.append({
                 "role": message.role.value,
                 "content": message_text(message),
@@ -366,6 +376,7 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
     _core: AdapterCore = PrivateAttr()
     _handles: dict[str, str] = PrivateAttr(default_factory=dict)
     _last_session: str | None = PrivateAttr(default=None)
+    _stated: datetime | None = PrivateAttr(default=None)  # when the latest recalled-for message was stated
 
     def __init__(self, **data: Any) -> None:
         engine = engine_of(data)
@@ -384,6 +395,7 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
         injection = self._memory(session_id).recall(query_of(None, messages))
         self._handles = dict(injection.handles)
         self._last_session = session_id
+        self._stated = stated_at(messages)
         lines = injection.text.splitlines()[1:-1]  # without the <memories> wrapper
         return "\n".join(lines)
 
@@ -396,7 +408,8 @@ class HeadroomMemoryBlock(BaseMemoryBlock[str]):
             _, found = strip_blocks(message)
             if found:
                 session = message.additional_kwargs.get("session_id") or self._last_session
-                self._memory(session if isinstance(session, str) else None).remember(found, self._handles)
+                self._memory(session if isinstance(session, str) else None).remember(
+                    found, self._handles, self._stated)
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
         """Store the memories written in the blocks of flushed assistant messages."""

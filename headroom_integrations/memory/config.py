@@ -92,6 +92,15 @@ class MemoryConfig:
             many rows in all (it bounds the cost of BM25 on large stores).
         text_max_share: query terms found in more than this share of the stored memories are left
             out of keyword search (they rank nothing, like a user's own name in every memory).
+        common_term_weight: those left-out terms still count a little: a candidate holding all of
+            them gains this much (a share of it for some), so a question about one person prefers
+            that person's memories among otherwise equal ones; 0 turns it off.
+        time_weight: a query naming a time ("last week", "in May", "on 8 May, 2023": see
+            :mod:`~headroom_integrations.memory.time_expressions`) lifts candidates stated within it
+            (by ``observed_at``) by this much; 0 turns it off.
+        diversity_weight: the diversity step (maximal marginal relevance): each result is picked
+            by its score less this much times its highest cosine to a result picked before it, so
+            the top results are not five wordings of one memory; 0 turns it off.
 
     Example:
         >>> cfg = MemoryConfig(db_path=":memory:", embedder_backend="ollama")
@@ -128,6 +137,9 @@ class MemoryConfig:
     local_runtime: str = "auto"
     text_postings_budget: int = 1000
     text_max_share: float = 0.5
+    common_term_weight: float = 0.2
+    time_weight: float = 0.1
+    diversity_weight: float = 0.1
 
     def __post_init__(self) -> None:
         try:
@@ -154,7 +166,8 @@ class MemoryConfig:
             as_count(getattr(self, name), name)
         if self.vector_dimension is not None:
             as_count(self.vector_dimension, "vector_dimension", minimum=1)
-        for name in ("importance_weight", "recency_weight", "context_weight", "text_max_share"):
+        for name in ("importance_weight", "recency_weight", "context_weight", "text_max_share",
+                     "common_term_weight", "time_weight", "diversity_weight"):
             as_number(getattr(self, name), name, 0.0, 1.0)
         for name in ("vector_weight", "text_weight"):
             if as_number(getattr(self, name), name) < 0:  # type: ignore[operator]

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from headroom_integrations.errors import EmbedderError, InvalidInputError, MemoryNotFoundError
+from headroom_integrations.errors import EmbedderError, InvalidInputError
 from headroom_integrations.memory.ahead import EmbeddingsAhead
-from headroom_integrations.memory.backends import Revision, SearchScope
+from headroom_integrations.memory.backends import SearchScope
 from headroom_integrations.memory.chat_log import ChatLog
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.embedders import Embedder, LocalEmbedder, QueryCache, build_embedder
@@ -31,6 +30,7 @@ from headroom_integrations.memory.models import (
     MemoryScope,
     SearchResult,
     as_count,
+    as_datetime,
     as_number,
 )
 from headroom_integrations.memory.portability import Portability
@@ -43,15 +43,14 @@ from headroom_integrations.memory.retrieval import (
     keyword_candidates,
 )
 from headroom_integrations.memory.text_query import query_terms
+from headroom_integrations.memory.time_expressions import time_window
 from headroom_integrations.memory.validation import (
     batch_memories,
-    content_text,
     identifier,
-    metadata_value,
     new_memory,
     query_text,
 )
-from headroom_integrations.memory.validation import importance as _importance
+from headroom_integrations.memory.versions import Versioning, When
 
 __all__ = ["MemoryEngine"]
 
@@ -64,7 +63,7 @@ def _release(key: str, owned_embedder: Embedder | None = None) -> None:
     release(key)
 
 
-class MemoryEngine(KeyValueItems, Portability, ChatLog):
+class MemoryEngine(Versioning, KeyValueItems, Portability, ChatLog):
     """The blocking memory engine. Thread-safe; every public method may be called from any thread.
 
     Prefer :class:`HierarchicalMemory` in async code; in plain sync code use this class directly
@@ -118,17 +117,6 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
         limit = self.config.embed_max_chars
         return self.embedder.embed([text[:limit] for text in texts])
 
-    def _revision(
-        self, content: object, what: str, category: object, importance: object, metadata: Mapping[str, Any] | None
-    ) -> Revision:
-        """New values for a memory, each checked (None: keep the old one)."""
-        return Revision(
-            content=None if content is None else content_text(content, what, self.config.max_content_chars),
-            category=None if category is None else MemoryCategory.parse(category),  # type: ignore[arg-type]
-            importance=None if importance is None else _importance(importance),
-            metadata=None if metadata is None else metadata_value(metadata),
-        )
-
     def _insert(self, new: list[Memory], dedupe: bool, defer_embedding: bool) -> list[Memory]:
         vectors: Sequence[np.ndarray | None]
         chunk = self.backend.write_chunk
@@ -166,6 +154,7 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
         scope: MemoryScope | str | None = None,
         importance: float = 0.5,
         metadata: Mapping[str, Any] | None = None,
+        observed_at: When | None = None,
         dedupe: bool = False,
         defer_embedding: bool = False,
     ) -> Memory:
@@ -181,6 +170,8 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
             scope: visibility; by default the narrowest scope the given ids allow.
             importance: 0..1.
             metadata: JSON-serialisable extra data.
+            observed_at: when the fact was stated (a datetime, naive meaning UTC; a date; an ISO
+                8601 string), e.g. the time of the conversation it comes from; default: now.
             dedupe: if a current memory with the same wording (case, punctuation, stop words and
                 word endings aside) is visible in the same scope, return it instead of storing a copy.
             defer_embedding: return as soon as the row is committed (about a millisecond) and embed
@@ -188,11 +179,12 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
                 this process or another, waits for or computes its vector first.
 
         Raises:
-            InvalidInputError: empty or oversized content, unknown category/scope, bad ids or importance.
+            InvalidInputError: empty or oversized content, unknown category/scope, bad ids, importance
+                or ``observed_at``.
         """
         self._check_open()
         memory = new_memory(self.config.max_content_chars, content, user_id, session_id, agent_id, turn_id,
-                            category, scope, importance, metadata)
+                            category, scope, importance, metadata, observed_at)
         return self._insert([memory], dedupe, defer_embedding)[0]
 
     def add_batch(
@@ -210,7 +202,7 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
 
         Each item is a content string or a mapping with :meth:`add`'s arguments; the keyword
         arguments give defaults for the ids. Every item is validated before anything is stored.
-        ``dedupe`` and ``defer_embedding`` work as in :meth:`add`.
+        ``dedupe`` and ``defer_embedding`` work as in :meth:`add` (an item's ``observed_at`` too).
 
         Raises:
             InvalidInputError: any item is invalid (nothing is stored then).
@@ -221,103 +213,6 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
         if not new:
             return []
         return self._insert(new, dedupe, defer_embedding)
-
-    def supersede(
-        self,
-        old_memory_id: str,
-        new_content: str,
-        *,
-        category: MemoryCategory | str | None = None,
-        importance: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        defer_embedding: bool = False,
-    ) -> Memory:
-        """Replace a fact with a new version; the old one stays in the history, no longer current.
-
-        The new version inherits owner, scope ids, category and importance unless given.
-        ``defer_embedding`` works as in :meth:`add`.
-
-        Raises:
-            MemoryNotFoundError: no such memory.
-            MemoryAlreadySupersededError: the memory was superseded already (supersede the current one).
-            InvalidInputError: empty or oversized content, unknown category, bad importance.
-        """
-        self._check_open()
-        return self._new_version(
-            identifier(old_memory_id, "old_memory_id", required=True), new_content,  # type: ignore[arg-type]
-            category, importance, metadata, defer_embedding,
-        )
-
-    def _new_version(
-        self,
-        old_id: str,
-        new_content: object,
-        category: MemoryCategory | str | None,
-        importance: object,
-        metadata: Mapping[str, Any] | None,
-        defer_embedding: bool = False,
-        revive: bool = False,
-    ) -> Memory:
-        """Supersede ``old_id`` (with ``revive``, also the last version of a fact without a current one)."""
-        text = content_text(new_content, "new_content", self.config.max_content_chars)  # required here
-        revision = self._revision(text, "new_content", category, importance, metadata)
-        vector = None if defer_embedding else self._embed([revision.content])[0]  # type: ignore[list-item]
-        new, pk = self.backend.supersede(old_id, str(uuid.uuid4()), revision, vector, revive)
-        if vector is None:
-            self._shared.embed_later(self._embed, [pk])
-        return new
-
-    def update(
-        self,
-        memory_id: str,
-        *,
-        content: str | None = None,
-        category: MemoryCategory | str | None = None,
-        importance: float | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Memory:
-        """Edit a memory in place (no new version); new content is re-embedded and re-indexed.
-
-        Use :meth:`supersede` instead when a fact *changed* and its history matters.
-
-        Raises:
-            MemoryNotFoundError: no such memory.
-            InvalidInputError: invalid new values.
-        """
-        self._check_open()
-        memory_id = identifier(memory_id, "memory_id", required=True)  # type: ignore[assignment]
-        revision = self._revision(content, "content", category, importance, metadata)
-        if revision == Revision():
-            memory = self.backend.get(memory_id)
-            if memory is None:
-                raise MemoryNotFoundError(memory_id)
-            return memory
-        vector = None if revision.content is None else self._embed([revision.content])[0]
-        return self.backend.update(memory_id, revision, vector)
-
-    def rollback(self, memory_id: str) -> Memory:
-        """Make an older version of a fact current again.
-
-        The rollback is itself recorded: the current version is superseded by a new version
-        carrying the old content (``metadata["rolled_back_to"]`` names the restored version), so
-        the history and point-in-time queries stay truthful. A fact whose current version was
-        deleted can be rolled back too: the restored version becomes its new current version.
-
-        Raises:
-            MemoryNotFoundError: no such memory.
-            InvalidInputError: the memory is already current.
-        """
-        self._check_open()
-        chain = self.get_history(memory_id)
-        target = next(m for m in chain if m.id == memory_id)
-        if target.is_current:
-            raise InvalidInputError(f"memory {memory_id!r} is already the current version")
-        head = next((m for m in chain if m.is_current), None)
-        metadata = {**target.metadata, "rolled_back_to": target.id}
-        base = head if head is not None else chain[-1]  # headless: continue from the latest version
-        return self._new_version(
-            base.id, target.content, target.category, target.importance, metadata, revive=head is None
-        )
 
     def delete(self, memory_id: str, *, all_versions: bool = False) -> bool:
         """Delete one version of a fact, or with ``all_versions=True`` the fact's whole history.
@@ -421,6 +316,9 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
         include_superseded: bool = False,
         valid_at: datetime | date | str | None = None,
         min_score: float | None = None,
+        observed_after: datetime | date | str | None = None,
+        observed_before: datetime | date | str | None = None,
+        now: datetime | date | str | None = None,
     ) -> list[SearchResult]:
         """Hybrid (vector + keyword) search over what these ids may see; best first.
 
@@ -439,10 +337,14 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
             valid_at: search the versions that were valid at this time (a datetime, a date or an
                 ISO 8601 string) instead of the current ones.
             min_score: drop hits whose cosine similarity is below this (-1..1).
+            observed_after: only memories stated (``observed_at``) at or after this time.
+            observed_before: only memories stated before this time.
+            now: the time a time named in the query ("last week", "in May") is read against
+                (default: the current time); see ``MemoryConfig.time_weight``.
 
         Raises:
-            InvalidInputError: a query that is not a string, bad ids, ``top_k``, ``min_score`` or
-                ``valid_at``, an unknown category or scope.
+            InvalidInputError: a query that is not a string, bad ids, ``top_k``, ``min_score``,
+                ``valid_at``, ``observed_after``/``observed_before`` or ``now``, an unknown category or scope.
         """
         self._check_open()
         text = query_text(query)
@@ -451,14 +353,18 @@ class MemoryEngine(KeyValueItems, Portability, ChatLog):
         turn = identifier(turn_id, "turn_id")
         as_count(top_k, "top_k", minimum=1)
         flt = MemoryFilter(categories=categories, scopes=scopes, include_superseded=include_superseded,
-                           valid_at=valid_at)  # parses and validates these
+                           valid_at=valid_at, observed_after=observed_after,
+                           observed_before=observed_before)  # parses and validates these
+        reference = as_datetime(now, "now") or datetime.now(timezone.utc)
         scope = SearchScope(
             user_id=user, session_id=session, agent_id=agent, turn_id=turn,  # type: ignore[arg-type]
             categories=flt.categories, scopes=flt.scopes,  # type: ignore[arg-type]
             include_superseded=include_superseded, valid_at=flt.valid_at,
         )
         request = SearchRequest(
-            terms=query_terms(text), scope=scope, top_k=top_k, min_score=as_number(min_score, "min_score", -1.0, 1.0)
+            terms=query_terms(text), scope=scope, top_k=top_k, min_score=as_number(min_score, "min_score", -1.0, 1.0),
+            window=time_window(text, reference) if self.config.time_weight else None,
+            observed_after=flt.observed_after, observed_before=flt.observed_before,
         )
         if not text.strip():
             return []

@@ -2,12 +2,18 @@
 
 Header (first line)::
 
-    {"format": "headroom-memory", "version": 1, "embedder": "local/all-MiniLM-L6-v2-int8",
+    {"format": "headroom-memory", "version": 2, "embedder": "local/all-MiniLM-L6-v2-int8",
      "dimension": 384, "vectors": true, "user_id": null}
 
 Each memory line holds every field of :class:`~headroom_integrations.memory.models.Memory`
 (keys sorted, so a store exports the same bytes on every backend; times in ISO 8601 UTC) and,
 in an export made with vectors, ``vector``: the float32 embedding, little-endian, base64-encoded.
+
+Version 2 added ``observed_at`` (when the fact was stated) to the memory lines; it is the only
+difference, so files of version 1 are read as well (their memories were stated when stored:
+``observed_at`` is ``created_at``). The version was raised because readers of version 1 refuse a
+line with a field they do not know: such a reader now says the file is too new, once, instead
+of failing on every line.
 
 Lines from elsewhere may be minimal: ``content`` and ``user_id`` are enough (everything else is
 defaulted and the id derived from the text, so importing them twice adds nothing). A line in
@@ -35,11 +41,13 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Header", "from_mem0", "header_line", "me
            "parse_memory"]
 
 FORMAT = "headroom-memory"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
+"""The format versions :func:`parse_header` accepts (every one this library ever wrote)."""
 _IDS = uuid.UUID("6f1d3c52-8a0e-4f4e-9a57-2f3b8d0c1e11")  # namespace of ids derived from a minimal line
 _FIELDS = ("id", "user_id", "session_id", "agent_id", "turn_id", "scope", "category", "content", "importance",
            "metadata", "created_at", "updated_at", "valid_from", "valid_to", "supersedes", "superseded_by",
-           "chain_id", "namespace", "key", "expires_at", "searchable")
+           "chain_id", "namespace", "key", "expires_at", "searchable", "observed_at")
 _MEM0_CATEGORIES = {"preferences": MemoryCategory.PREFERENCE, "preference": MemoryCategory.PREFERENCE}
 
 
@@ -48,8 +56,8 @@ class Header:
     """What an export's first line says about the file.
 
     Example:
-        >>> parse_header({"format": "headroom-memory", "version": 1, "embedder": "e", "dimension": 8})
-        Header(version=1, embedder='e', dimension=8, vectors=False, user_id=None)
+        >>> parse_header({"format": "headroom-memory", "version": 2, "embedder": "e", "dimension": 8})
+        Header(version=2, embedder='e', dimension=8, vectors=False, user_id=None)
     """
 
     version: int
@@ -64,7 +72,7 @@ def header_line(embedder: str, dimension: int, vectors: bool, user_id: str | Non
 
     Example:
         >>> header_line("local/x", 8, False)
-        '{"format":"headroom-memory","version":1,"embedder":"local/x","dimension":8,"vectors":false,"user_id":null}\\n'
+        '{"format":"headroom-memory","version":2,"embedder":"local/x","dimension":8,"vectors":false,"user_id":null}\\n'
     """
     fields = {"format": FORMAT, "version": FORMAT_VERSION, "embedder": embedder, "dimension": dimension,
               "vectors": vectors, "user_id": user_id}
@@ -80,8 +88,10 @@ def parse_header(obj: Any) -> Header | None:
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         return None
     version = obj.get("version")
-    if version != FORMAT_VERSION:
-        raise InvalidInputError(f"export format version {version!r} is not supported (this library reads version 1)")
+    if isinstance(version, bool) or version not in READ_VERSIONS:
+        raise InvalidInputError(
+            f"export format version {version!r} is not supported (this library reads versions 1 and 2)"
+        )
     dimension = obj.get("dimension")
     return Header(version, obj.get("embedder"), dimension if isinstance(dimension, int) else None,
                   obj.get("vectors") is True, obj.get("user_id"))
@@ -112,6 +122,7 @@ def memory_line(memory: Memory, vector: np.ndarray | None = None) -> str:
         "supersedes": memory.supersedes, "superseded_by": memory.superseded_by, "chain_id": memory.chain_id,
         "namespace": None if memory.namespace is None else list(memory.namespace), "key": memory.key,
         "expires_at": _time(memory.expires_at), "searchable": memory.searchable,
+        "observed_at": _time(memory.observed_at),
     }
     if vector is not None:
         fields["vector"] = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
@@ -141,7 +152,8 @@ def from_mem0(obj: dict[str, Any]) -> dict[str, Any]:
     mapped = [_MEM0_CATEGORIES[c] for c in categories if isinstance(c, str) and c in _MEM0_CATEGORIES]
     line = {"id": obj.get("id"), "content": obj.get("memory"), "user_id": obj.get("user_id"), "session_id": session,
             "agent_id": agent, "category": mapped[0].value if mapped else "fact", "metadata": metadata,
-            "created_at": obj.get("created_at"), "updated_at": obj.get("updated_at")}
+            "created_at": obj.get("created_at"), "updated_at": obj.get("updated_at"),
+            "observed_at": obj.get("created_at")}  # mem0 knows no event time: stated when stored
     return {name: value for name, value in line.items() if value is not None}
 
 
@@ -149,7 +161,8 @@ def parse_memory(obj: Any, max_chars: int, dimension: int | None = None) -> tupl
     """A memory (and its vector, when the line has one and ``dimension`` is given) from a parsed line.
 
     Every field is checked as :meth:`MemoryEngine.add` checks it; missing fields get the defaults
-    of a new memory (a minimal line's id is derived from its user, ids and text).
+    of a new memory (a minimal line's id is derived from its user, ids and text; a line without
+    ``observed_at``, as every line of a version 1 file, was stated at its ``created_at``).
 
     Raises:
         InvalidInputError: not an object, unknown fields, a missing or bad value (the message says which).
@@ -186,6 +199,7 @@ def parse_memory(obj: Any, max_chars: int, dimension: int | None = None) -> tupl
         namespace=None if namespace is None else namespace_labels(namespace),
         key=None if obj.get("key") is None else checked_key(obj["key"]),
         expires_at=as_datetime(obj.get("expires_at"), "expires_at"), searchable=searchable,
+        observed_at=as_datetime(obj.get("observed_at"), "observed_at") or created,
     )
     if (memory.namespace is None) != (memory.key is None):
         raise InvalidInputError("namespace and key go together (a key-value item has both)")

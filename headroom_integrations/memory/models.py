@@ -196,14 +196,17 @@ class Memory:
     (``valid_to``) and links it to its successor (``superseded_by``), so the history of a fact
     is a chain sharing one ``chain_id``.
 
+    ``observed_at`` is when the fact was stated (the conversation's time, an event time given to
+    :meth:`MemoryEngine.add`); it defaults to the time the memory was stored (``created_at``).
+
     A memory stored as a key-value item (:meth:`MemoryEngine.put_item`) also has a ``namespace``
     and a ``key`` (shared by every version), may expire (``expires_at``) and may be stored for
     lookup only (``searchable=False``: never embedded, never found by a search).
 
     Example:
         >>> m = Memory(id="1", content="Prefers Go", user_id="bob")
-        >>> m.is_current, m.scope, m.category
-        (True, <MemoryScope.USER: 'user'>, <MemoryCategory.FACT: 'fact'>)
+        >>> m.is_current, m.scope, m.category, m.observed_at == m.created_at
+        (True, <MemoryScope.USER: 'user'>, <MemoryCategory.FACT: 'fact'>, True)
     """
 
     id: str
@@ -227,6 +230,11 @@ class Memory:
     key: str | None = None
     expires_at: datetime | None = None
     searchable: bool = True
+    observed_at: datetime = None  # type: ignore[assignment]  # None: the same as created_at
+
+    def __post_init__(self) -> None:
+        if self.observed_at is None:
+            object.__setattr__(self, "observed_at", self.created_at)
 
     @property
     def is_current(self) -> bool:
@@ -249,7 +257,8 @@ class SearchResult:
         score: cosine similarity between the query and the memory (-1..1; higher is closer).
             ``min_score`` filters on it. Results are ordered by the fused rank, not by this alone.
         fused_score: the score used for ordering: ``vector_part + keyword_part + context_part``,
-            re-weighted by importance and recency when the config asks for it.
+            re-weighted by importance and recency when the config asks for it, plus
+            ``common_term_part + time_part``.
         vector_rank: 1-based rank among the vector candidates, or None if not among them.
         text_rank: 1-based rank among the keyword (BM25) candidates, or None.
         keyword_score: normalised BM25 under the query's terms (about 1 when the memory holds every
@@ -257,6 +266,11 @@ class SearchResult:
         vector_part: the cosine's share of the fused score (``vector_weight`` of the two weights).
         keyword_part: the keyword score's share of the fused score (``text_weight`` of the two).
         context_part: what a more relevant neighbour (a memory stored right next to this one) added.
+        common_term_part: what holding the query's too-common terms added (``common_term_weight``).
+        time_part: what being stated within the time the query names added (``time_weight``).
+        diversity_part: what the diversity step took off when the hit was picked (0 or less:
+            ``diversity_weight`` times its highest similarity to a better result); results are in
+            the order ``fused_score + diversity_part`` picked them.
 
     Example:
         >>> hit = SearchResult(memory=Memory(id="1", content="Prefers Go", user_id="bob"), score=0.8)
@@ -273,6 +287,9 @@ class SearchResult:
     vector_part: float = 0.0
     keyword_part: float = 0.0
     context_part: float = 0.0
+    common_term_part: float = 0.0
+    time_part: float = 0.0
+    diversity_part: float = 0.0
 
     @property
     def content(self) -> str:
@@ -315,6 +332,8 @@ class MemoryFilter:
     Key-value items (:meth:`MemoryEngine.put_item`): ``namespace`` matches exactly,
     ``namespace_prefix`` matches every namespace starting with these labels (``()``: every item),
     ``key`` an item's key; ``live_at`` leaves out items expired by then, ``expired_at`` keeps only those.
+    ``observed_after`` / ``observed_before`` bound when the facts were stated (``observed_at``:
+    at or after, strictly before), as ``created_after`` / ``created_before`` bound when they were stored.
     Results come oldest first (by ``created_at``), or with ``newest_first`` latest version first
     (by ``valid_from``); ``limit`` and ``offset`` page through them.
 
@@ -334,6 +353,8 @@ class MemoryFilter:
     valid_at: datetime | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    observed_after: datetime | None = None
+    observed_before: datetime | None = None
     min_importance: float | None = None
     namespace: Sequence[str] | None = None
     namespace_prefix: Sequence[str] | None = None
@@ -356,6 +377,8 @@ class MemoryFilter:
         self.valid_at = as_datetime(self.valid_at, "valid_at")
         self.created_after = as_datetime(self.created_after, "created_after")
         self.created_before = as_datetime(self.created_before, "created_before")
+        self.observed_after = as_datetime(self.observed_after, "observed_after")
+        self.observed_before = as_datetime(self.observed_before, "observed_before")
         self.min_importance = as_number(self.min_importance, "min_importance")
         if self.namespace is not None:
             self.namespace = namespace_labels(self.namespace)

@@ -14,15 +14,23 @@
    itself moves ``context_weight`` of the way up to it: ``own + context_weight * (neighbour -
    own)``. Nothing is pulled down, and no memory passes the neighbour that lifts it, so a memory
    searched for by its own words still comes first.
-4. The ordered candidates are checked once more against the database rows, optionally re-weighted
+4. Two small lifts: query terms the keyword side left out as too common (often the name of the
+   person the question is about, found in half the memories) add ``common_term_weight`` times the
+   share of them a candidate holds; when the query names a time ("last week", "in May"), a
+   candidate stated within it (``observed_at``) gains ``time_weight``. Explicit bounds on
+   ``observed_at`` drop the candidates outside them (the search then looks deeper).
+5. The ordered candidates are checked once more against the database rows, optionally re-weighted
    by importance and recency, and true repeats (the same wording, case and closing punctuation
-   aside: see :func:`text_query.fingerprint`) are collapsed. Memories that differ in a word, a
+   aside: see :func:`text_query.fingerprint`) are collapsed; a diversity step (maximal marginal
+   relevance, ``diversity_weight``) then picks the results one at a time, each lowered by its
+   similarity to those picked before it. Memories that differ in a word, a
    number, a date, a name or a negation are always separate results, however similar.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -33,6 +41,7 @@ from headroom_integrations.memory.backends import KeywordQuery, MemoryBackend, S
 from headroom_integrations.memory.config import MemoryConfig
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, SearchResult
+from headroom_integrations.memory.time_expressions import TimeWindow
 
 __all__ = ["KeywordCache", "KeywordHits", "SearchRequest", "hybrid_search", "keyword_candidates"]
 
@@ -46,6 +55,14 @@ class SearchRequest:
     top_k: int
     min_score: float | None = None
     min_depth: int = 0
+    window: TimeWindow | None = None  # the time the query names (lifts what was stated then)
+    observed_after: datetime | None = None  # only memories stated at or after this
+    observed_before: datetime | None = None  # ... and before this
+
+    def in_bounds(self, memory: Memory) -> bool:
+        """True if the memory was stated within the search's explicit ``observed_at`` bounds."""
+        return (self.observed_after is None or memory.observed_at >= self.observed_after) and (
+            self.observed_before is None or memory.observed_at < self.observed_before)
 
     @property
     def depth(self) -> int:
@@ -159,25 +176,64 @@ def _search_once(
     fusion = _fuse(backend, r, vector, vector_hits, found, text, config)
     fused = fusion.fused
     ordered = sorted(fused, key=fused.__getitem__, reverse=True)
-    weighted = bool(config.importance_weight or config.recency_weight)
+    lifts = _Lifts.of(r, text, config)
+    diverse = bool(config.diversity_weight)
+    weighted = bool(config.importance_weight or config.recency_weight or lifts.active or diverse)
     # Without re-weighting the fused order is final: fetch rows a few at a time, only as needed.
-    chunk = len(ordered) if weighted else r.top_k + 2
+    chunk = max(1, len(ordered)) if weighted else r.top_k + 2
     candidates: list[tuple[float, SearchResult, str | None]] = []
+    vectors: dict[str, np.ndarray] = {}  # by memory id: the stored vectors, for the diversity step
     results: list[SearchResult] = []
     stale = 0
     for start in range(0, len(ordered), chunk):
         pks = ordered[start : start + chunk]
         rows = backend.rows(pks)
-        scored, dropped = _score(rows, pks, fusion, r, vector, config)
+        scored, dropped = _score(rows, pks, fusion, r, vector, config, lifts, vectors)
         candidates.extend(scored)
         stale += dropped
         candidates.sort(key=lambda item: item[0], reverse=True)
-        results = _collapse_repeats(candidates, r.top_k)
+        if diverse:
+            results = _diversify(_collapse_repeats(candidates, len(candidates)), vectors, r.top_k,
+                                 config.diversity_weight)
+        else:
+            results = _collapse_repeats(candidates, r.top_k)
         if len(results) == r.top_k:
             break
     prints = [print_ for _, _, print_ in candidates if print_ is not None]
     repeats = len(prints) - len(set(prints))
     return results, not exhausted and (stale + repeats) > 0
+
+
+@dataclass(frozen=True)
+class _Lifts:
+    """The two lifts of step 4: the query's left-out terms (as word-start patterns) and its time."""
+
+    common: list[re.Pattern[str]]
+    common_weight: float
+    window: TimeWindow | None
+    time_weight: float
+
+    @classmethod
+    def of(cls, r: SearchRequest, text: KeywordHits, config: MemoryConfig) -> _Lifts:
+        used = set(text.query.terms) if text.query is not None else set()
+        left_out = [term for term in r.terms if term not in used] if config.common_term_weight else []
+        # Terms are lowercased stems: a word starting with one holds the term.
+        common = [re.compile(r"\b" + re.escape(term), re.IGNORECASE) for term in left_out]
+        window = r.window if config.time_weight else None
+        return cls(common, config.common_term_weight, window, config.time_weight)
+
+    @property
+    def active(self) -> bool:
+        """True if a lift can reorder the fused candidates."""
+        return bool(self.common) or self.window is not None
+
+    def parts(self, memory: Memory) -> tuple[float, float]:
+        """(common-term lift, time lift) of one memory."""
+        common = 0.0
+        if self.common:
+            common = self.common_weight * sum(1 for p in self.common if p.search(memory.content)) / len(self.common)
+        stated = self.time_weight if self.window is not None and self.window.contains(memory.observed_at) else 0.0
+        return common, stated
 
 
 @dataclass(frozen=True)
@@ -245,9 +301,12 @@ def _score(
     r: SearchRequest,
     vector: np.ndarray,
     config: MemoryConfig,
+    lifts: _Lifts,
+    vectors: dict[str, np.ndarray],
 ) -> tuple[list[tuple[float, SearchResult, str | None]], int]:
-    """Check candidates against their rows; score and weight the ones that still match. Also
-    returns how many were dropped as stale (row gone or changed).
+    """Check candidates against their rows; score and weight the ones that still match (their
+    stored vectors go into ``vectors``). Also returns how many were dropped as stale (row gone or
+    changed) or outside the ``observed_at`` bounds.
 
     A row without a stored vector (its vector could not be written yet) keeps the cosine the
     index gave it."""
@@ -262,22 +321,25 @@ def _score(
             stale += 1
             continue
         memory, stored, print_ = found
-        if not r.scope.matches(memory):  # the row changed since the candidate was found
+        if not r.scope.matches(memory) or not r.in_bounds(memory):  # changed since found, or out of bounds
             stale += 1
             continue
         similarity = float(stored @ vector) if stored is not None else cosine[pk]
         if r.min_score is not None and similarity < r.min_score:
             continue
-        final = _weighted(fusion.fused[pk], memory, config, now)
+        common, stated = lifts.parts(memory)
+        final = _weighted(fusion.fused[pk], memory, config, now) + common + stated
         keyword = fusion.keyword.get(pk, 0.0)
         hit = SearchResult(
             memory=memory, score=similarity, fused_score=final,
             vector_rank=fusion.vector_rank.get(pk), text_rank=fusion.text_rank.get(pk), keyword_score=keyword,
             vector_part=config.vector_weight * cosine.get(pk, similarity) / total,
             keyword_part=config.text_weight * keyword / total,
-            context_part=fusion.fused[pk] - fusion.relevance[pk],
+            context_part=fusion.fused[pk] - fusion.relevance[pk], common_term_part=common, time_part=stated,
         )
         scored.append((final, hit, print_))
+        if stored is not None:
+            vectors[memory.id] = stored
     return scored, stale
 
 
@@ -288,6 +350,31 @@ def _weighted(relevance: float, memory: Memory, config: MemoryConfig, now: datet
     recency = math.pow(0.5, age_days / config.recency_half_life_days)
     rest = 1.0 - config.importance_weight - config.recency_weight
     return rest * relevance + config.importance_weight * memory.importance + config.recency_weight * recency
+
+
+def _diversify(
+    hits: list[SearchResult], vectors: dict[str, np.ndarray], top_k: int, weight: float
+) -> list[SearchResult]:
+    """Maximal marginal relevance: pick ``top_k`` hits one at a time, each by its fused score less
+    ``weight`` times its highest cosine to a hit picked before it (``diversity_part``), so the
+    results cover different memories rather than paraphrases of the best one."""
+    if len(hits) <= 1:
+        return hits[:top_k]
+    dim = next(iter(vectors.values())).shape[0] if vectors else 1
+    matrix = np.stack([vectors.get(h.id, np.zeros(dim, dtype=np.float32)) for h in hits]).astype(np.float32)
+    similar = matrix @ matrix.T
+    score = np.array([h.fused_score for h in hits])
+    closest = np.full(len(hits), -np.inf)  # highest similarity to a picked hit
+    left = np.ones(len(hits), dtype=bool)
+    picked: list[SearchResult] = []
+    while len(picked) < top_k and left.any():
+        penalty = weight * np.where(np.isfinite(closest), np.maximum(closest, 0.0), 0.0)
+        value = np.where(left, score - penalty, -np.inf)
+        best = int(np.argmax(value))
+        picked.append(replace(hits[best], diversity_part=0.0 - float(penalty[best])))
+        left[best] = False
+        closest = np.maximum(closest, similar[best])
+    return picked
 
 
 def _collapse_repeats(candidates: list[tuple[float, SearchResult, str | None]], top_k: int) -> list[SearchResult]:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from headroom_integrations.errors import InvalidInputError
-from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, as_number
+from headroom_integrations.memory.models import Memory, MemoryCategory, MemoryScope, as_datetime, as_number
 from headroom_integrations.memory.text_query import clean_text
 
 __all__ = [
@@ -32,7 +32,8 @@ __all__ = [
 ]
 
 _ADD_FIELDS = frozenset(
-    {"content", "user_id", "session_id", "agent_id", "turn_id", "category", "scope", "importance", "metadata"}
+    {"content", "user_id", "session_id", "agent_id", "turn_id", "category", "scope", "importance", "metadata",
+     "observed_at"}
 )
 
 QUERY_MAX_CHARS = 10_000
@@ -143,13 +144,19 @@ def new_memory(
     scope: MemoryScope | str | None = None,
     importance: object = 0.5,
     metadata: Mapping[str, Any] | None = None,
+    observed_at: object = None,
 ) -> Memory:
     """A new memory from :meth:`MemoryEngine.add`'s arguments, every one checked (a new id, now).
 
+    ``observed_at`` (when the fact was stated: a datetime, a date or an ISO 8601 string; naive
+    means UTC) defaults to now, the time it is stored.
+
     Example:
         >>> m = new_memory(100, "Likes tea", "bob", session_id="s1")
-        >>> m.scope.value, m.chain_id == m.id
-        ('session', True)
+        >>> m.scope.value, m.chain_id == m.id, m.observed_at == m.created_at
+        ('session', True, True)
+        >>> new_memory(100, "Likes tea", "bob", observed_at="2023-05-08").observed_at.isoformat()
+        '2023-05-08T00:00:00+00:00'
     """
     text = content_text(content, "content", max_chars)
     user = identifier(user_id, "user_id", required=True)
@@ -161,14 +168,15 @@ def new_memory(
     if needs is not None and needs[1] is None:
         raise InvalidInputError(f"scope {resolved.value!r} needs {needs[0]}")
     meta = metadata_value(metadata)
+    observed = as_datetime(observed_at, "observed_at")
     stamp = datetime.now(timezone.utc)
     memory_id = str(uuid.uuid4())
     return Memory(
         id=memory_id, content=text, user_id=user, session_id=session, agent_id=agent,  # type: ignore[arg-type]
         turn_id=turn, scope=resolved, category=MemoryCategory.parse(category), importance=_check_importance(importance),
         metadata=meta, created_at=stamp, updated_at=stamp, valid_from=stamp, chain_id=memory_id,
+        observed_at=observed or stamp,
     )
-
 
 
 def batch_memories(max_chars: int, items: object, defaults: Mapping[str, Any]) -> list[Memory]:

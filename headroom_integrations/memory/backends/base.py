@@ -149,6 +149,8 @@ class Revision:
     category: MemoryCategory | None = None
     importance: float | None = None
     metadata: Mapping[str, Any] | None = None
+    observed_at: datetime | None = None
+    """When the fact was stated (a new version: None means now; an edit: None keeps it)."""
 
 
 class MemoryBackend(Protocol):

@@ -44,6 +44,7 @@ def row_to_memory(m: Mapping[str, Any]) -> Memory:
         supersedes=m["supersedes"], superseded_by=m["superseded_by"], chain_id=m["chain_id"],
         namespace=None if m["namespace"] is None else decode_namespace(m["namespace"]), key=m["item_key"],
         expires_at=aware(m["expires_at"]), searchable=bool(m["searchable"]),
+        observed_at=aware(m.get("observed_at") or m["created_at"]),  # type: ignore[arg-type]  # NULL: created_at
     )
 
 
@@ -62,4 +63,5 @@ def memory_row(memory: Memory) -> dict[str, Any]:
         "fingerprint": fingerprint(memory.content),
         "namespace": None if memory.namespace is None else encode_namespace(memory.namespace),
         "item_key": memory.key, "expires_at": naive(memory.expires_at), "searchable": memory.searchable,
+        "observed_at": naive(memory.observed_at or memory.created_at),
     }

@@ -27,13 +27,14 @@ from sqlalchemy.types import TypeEngine
 
 __all__ = ["ADDED_COLUMNS", "SCHEMA_VERSION", "Tables", "build_tables"]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 """The layout this code writes; a store recording a newer one is refused (see the backends).
 
 Version 2 added the key-value item columns (``namespace``, ``item_key``, ``expires_at``,
-``searchable``); stores of version 1 are upgraded in place when opened (:data:`ADDED_COLUMNS`)."""
+``searchable``), version 3 ``observed_at`` (when a fact was stated); older stores are upgraded
+in place when opened (:data:`ADDED_COLUMNS`; their rows get ``observed_at = created_at``)."""
 
-ADDED_COLUMNS = ("namespace", "item_key", "expires_at", "searchable")
+ADDED_COLUMNS = ("namespace", "item_key", "expires_at", "searchable", "observed_at")
 """Columns of ``memories`` added after version 1, in order (nullable or with a default)."""
 
 # Integer primary keys that autoincrement on both: SQLite needs INTEGER, PostgreSQL gets BIGSERIAL.
@@ -97,11 +98,13 @@ def build_tables(embedding: TypeEngine | None = None, *extra: Column | Index) ->
         Column("item_key", Text),
         Column("expires_at", DateTime),
         Column("searchable", Boolean, nullable=False, server_default="1"),  # False: never embedded nor searched
+        Column("observed_at", DateTime),  # when the fact was stated; NULL (a row of an older store): created_at
         Index("ix_memories_user_current", "user_id", "valid_to"),
         Index("ix_memories_item", "namespace", "item_key"),
         Index("ix_memories_chain", "chain_id"),
         Index("ix_memories_seq", "seq"),
         Index("ix_memories_user_fingerprint", "user_id", "fingerprint"),
+        Index("ix_memories_user_observed", "user_id", "observed_at"),
         *extra,
         sqlite_autoincrement=True,  # primary keys are HNSW labels: never reuse one
     )

@@ -1,5 +1,5 @@
 """The SQL conditions of the value types that cross the backend seam: a :class:`MemoryFilter`
-(exact id matches, validity, categories, scopes, dates, importance) and a :class:`SearchScope`
+(exact id matches, validity, categories, scopes, dates stored and stated, importance) and a :class:`SearchScope`
 (scope visibility built from the bucket keys a search may see, validity, categories)."""
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ def filter_condition(table: Table, flt: MemoryFilter) -> ColumnElement[bool]:
         parts.append(c.created_at >= naive(flt.created_after))
     if flt.created_before is not None:
         parts.append(c.created_at < naive(flt.created_before))
+    if flt.observed_after is not None:
+        parts.append(c.observed_at >= naive(flt.observed_after))
+    if flt.observed_before is not None:
+        parts.append(c.observed_at < naive(flt.observed_before))
     if flt.min_importance is not None:
         parts.append(c.importance >= flt.min_importance)
     parts.extend(_item_conditions(table, flt))

@@ -46,7 +46,8 @@ class SqlItems:
 
         Returns per memory the previous version's row as updated (None for a new item) and the
         new row (with ``pk`` and ``seq``). A version stored after a current one keeps the item's
-        ``created_at``; a lookup-only memory (``searchable=False``) is stored without a vector.
+        ``created_at`` (its ``observed_at`` is now: the value was stated now); a lookup-only
+        memory (``searchable=False``) is stored without a vector.
         """
         m = self.tables.memories
         out: list[tuple[dict[str, Any] | None, dict[str, Any]]] = []
@@ -69,11 +70,12 @@ class SqlItems:
         old_row = None if found is None else dict(found._mapping)
         if old_row is None:
             memory = dataclasses.replace(memory, created_at=stamp, updated_at=stamp, valid_from=stamp,
-                                         chain_id=memory.id)
+                                         chain_id=memory.id, observed_at=stamp)
         else:
             old = row_to_memory(old_row)
             memory = dataclasses.replace(memory, created_at=old.created_at if old.is_current else stamp,
-                                         updated_at=stamp, valid_from=stamp, supersedes=old.id, chain_id=old.chain_id)
+                                         updated_at=stamp, valid_from=stamp, supersedes=old.id, chain_id=old.chain_id,
+                                         observed_at=stamp)
         [row] = self._new_rows([memory], [vector])  # type: ignore[attr-defined]
         if old_row is None:
             self._insert_rows(conn, [row])  # type: ignore[attr-defined]
@@ -107,8 +109,9 @@ class SqlItems:
         return updated
 
     def _upgrade_columns(self, conn: Connection) -> None:
-        """Add the columns of :data:`ADDED_COLUMNS` a store made by an older version lacks, build
-        missing indexes and record the current schema version (inside the caller's write)."""
+        """Add the columns of :data:`ADDED_COLUMNS` a store made by an older version lacks (an added
+        ``observed_at`` is filled with ``created_at``), build missing indexes and record the
+        current schema version (inside the caller's write)."""
         m, meta = self.tables.memories, self.tables.meta
         present = {column["name"] for column in inspect(conn).get_columns("memories")}
         for name in ADDED_COLUMNS:
@@ -121,6 +124,8 @@ class SqlItems:
             if column.server_default is not None:
                 ddl += f" DEFAULT '{column.server_default.arg}'"
             conn.exec_driver_sql(ddl)
+            if name == "observed_at":  # rows stored before it: the fact was stated when it was stored
+                conn.execute(update(m).where(m.c.observed_at.is_(None)).values(observed_at=m.c.created_at))
         for index in m.indexes:  # an index added since the store was created (built once, here)
             index.create(conn, checkfirst=True)
         found = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()

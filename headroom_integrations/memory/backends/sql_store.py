@@ -32,7 +32,7 @@ from headroom_integrations.errors import (
     StorageError,
 )
 from headroom_integrations.memory.backends.base import Revision, SearchScope, StoredRow
-from headroom_integrations.memory.backends.rows import memory_row, now_utc, row_to_memory
+from headroom_integrations.memory.backends.rows import memory_row, naive, now_utc, row_to_memory
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
 from headroom_integrations.memory.backends.sql_chat import SqlChatLog
 from headroom_integrations.memory.backends.sql_filters import filter_condition, scope_condition
@@ -297,6 +297,7 @@ class SqlStore(SqlItems, SqlOverview, SqlChatLog):
                 metadata=dict(old.metadata if revision.metadata is None else revision.metadata),
                 created_at=stamp, updated_at=stamp, valid_from=stamp, supersedes=old_id, chain_id=old.chain_id,
                 namespace=old.namespace, key=old.key, expires_at=old.expires_at, searchable=old.searchable,
+                observed_at=stamp if revision.observed_at is None else naive(revision.observed_at),
             )], [vector])
             new = self._link_successor(conn, old_row, new, stamp)
         return old_row, new
@@ -329,6 +330,8 @@ class SqlStore(SqlItems, SqlOverview, SqlChatLog):
             values["importance"] = revision.importance
         if revision.metadata is not None:
             values["meta_json"] = metadata_json(revision.metadata)
+        if revision.observed_at is not None:
+            values["observed_at"] = naive(revision.observed_at)
         values = self._prepare(values)
         with self.write() as conn:
             self._lock_writes(conn)

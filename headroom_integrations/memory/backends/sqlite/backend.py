@@ -33,6 +33,7 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     checkpoint_truncate,
     create_sqlite_engine,
     document_frequencies,
+    ensure_waiting_index,
     fts_optimize,
     fts_rank,
     fts_search,
@@ -96,6 +97,7 @@ class SqliteBackend(SqlStore):
             try:
                 self._probe = ChangeProbe(path)
                 self._create()
+                ensure_waiting_index(self.engine)
                 self.check_embedder(embedder_name, dimension)
                 if index_path is None and path is not None:
                     index_path = path.with_name(path.name + ".hnsw")

@@ -52,6 +52,7 @@ __all__ = [
     "checkpoint_truncate",
     "create_sqlite_engine",
     "document_frequencies",
+    "ensure_waiting_index",
     "fts_rank",
     "fts_search",
     "fts_optimize",
@@ -214,6 +215,26 @@ def recorded_meta(path: Path | None, key: str) -> str | None:
     except sqlite3.Error:  # not a store yet (or not readable): opening it reports any real problem
         return None
     return None if row is None else str(row[0])
+
+
+_WAITING = "memories_waiting"
+_WAITING_DDL = f"CREATE INDEX IF NOT EXISTS {_WAITING} ON memories(pk) WHERE embedding IS NULL"
+
+
+def ensure_waiting_index(engine: Engine) -> None:
+    """Index the rows still waiting for their vector (a partial index: it holds only those, so
+    it costs embedded rows nothing), so finding them when a store opens reads no other row.
+
+    Created once on a store that lacks it; a read-only file simply goes without (the lookup then
+    scans the table, as it did before this index existed).
+    """
+    with engine.connect() as conn:
+        if conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE name = ?", (_WAITING,)).first():
+            return
+    with contextlib.suppress(DBAPIError, sqlite3.Error), engine.connect() as conn:
+        conn.execution_options(**WRITE)
+        with conn.begin():
+            conn.exec_driver_sql(_WAITING_DDL)
 
 
 def install_fts(connection: Connection) -> None:

@@ -1,30 +1,34 @@
 """The vector side of search: an hnswlib HNSW index beside the database, kept as a cache of it.
 
 * The index holds the *current* memories only; superseded and deleted ones leave it.
-* Memories are grouped into visibility buckets (see :mod:`visibility`). A search looks at the
-  buckets its ids may see: when they hold few vectors (``brute_force_max``), it scores them
-  exactly from a per-bucket matrix; otherwise it walks the HNSW graph, restricted to those buckets.
-  So recall does not collapse when one database holds many users.
+* Memories are grouped into visibility buckets (see :mod:`visibility`). A small bucket (at most
+  ``brute_force_max`` vectors) keeps its vectors in a matrix of its own and is scored exactly; a
+  bucket that grows past that moves to the HNSW graph, which holds the large buckets' vectors
+  only. So each vector is held once in RAM, a store of many small users builds no graph at all,
+  and a search of a few users among many never filters the graph candidate by candidate.
+  A search scores its visible small buckets exactly (at most ``brute_force_max`` vectors: past
+  that, the largest of them moves to the graph) and walks the graph for its large ones,
+  restricted to them only when the graph holds other buckets too.
 * Every write carries a change number (``seq``). The index remembers up to which number it has
   pulled every change (its watermark) and, before each search, pulls what other processes wrote.
-* The HNSW graph is saved atomically (temp file + rename) with its watermark; on open it is loaded
-  and reconciled with the database, or rebuilt when missing, corrupt or stale.
+* The HNSW graph is saved atomically with its watermark; on open it is loaded and reconciled with
+  the database, or rebuilt when missing, corrupt or stale (see :mod:`.index_file`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from headroom_integrations.memory.backends.sqlite.buckets import CATEGORY_CODE, Bucket
+from headroom_integrations.memory.backends.sqlite.driver import vectors_by_pk
+from headroom_integrations.memory.backends.sqlite.index_file import IndexFile, Placed
 from headroom_integrations.memory.backends.sqlite.index_rows import IndexRow
 from headroom_integrations.memory.models import MemoryCategory
 from headroom_integrations.memory.visibility import BucketKey, bucket_key
@@ -36,10 +40,8 @@ __all__ = ["VectorIndex"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT = 1
 
-
-class VectorIndex:
+class VectorIndex(IndexFile):
     """HNSW over every current memory of one database, shared by all engines on that file.
 
     Example:
@@ -86,41 +88,86 @@ class VectorIndex:
         self._seq_of: dict[int, int] = {}  # pk -> change number of the version applied
         self._bucket_ids: dict[BucketKey, int] = {}
         self._buckets: list[Bucket] = []
+        self._raw_bids: dict[tuple[str, str, str | None, str | None, str | None], int] = {}
 
     def __len__(self) -> int:
         return len(self._where)
 
     def held(self) -> tuple[dict[int, int], set[int]]:
         """After pulling every change: the change number of each memory held (pk -> seq) and the
-        graph's live labels (for :func:`.doctor.check_sqlite`)."""
+        memories whose vector the index holds for search (live graph labels and the small
+        buckets' rows; for :func:`.doctor.check_sqlite`)."""
         with self._lock:
             self.sync()
-            return {pk: self._seq_of[pk] for pk in self._where}, set(self._in_graph)
+            vectors = set(self._in_graph)
+            for bucket in self._buckets:
+                if bucket.exact:
+                    vectors.update(bucket.pks)
+            return {pk: self._seq_of[pk] for pk in self._where}, vectors
 
-    def _bucket(self, key: BucketKey) -> int:
+    def _bucket(self, key: BucketKey, exact: bool = True) -> int:
         bid = self._bucket_ids.get(key)
         if bid is None:
             bid = self._bucket_ids[key] = len(self._buckets)
-            self._buckets.append(Bucket(self.dim, self.brute_force_max))
+            self._buckets.append(Bucket(self.dim, self.brute_force_max, exact))
+        return bid
+
+    def _bucket_of(self, user_id: str, scope: str, session_id: str | None, agent_id: str | None,
+                   turn_id: str | None, exact: bool = True) -> int:
+        """The bucket id of a row's ids (cached: :func:`bucket_key` costs a scope parse per row);
+        a new bucket is made without a matrix unless ``exact``."""
+        raw = (user_id, scope, session_id, agent_id, turn_id)
+        bid = self._raw_bids.get(raw)
+        if bid is None:
+            bid = self._raw_bids[raw] = self._bucket(bucket_key(*raw), exact)
         return bid
 
     # -- applying rows ------------------------------------------------------------------------------
 
-    def _place(self, rows: list[tuple[int, int, BucketKey, str]], vectors: np.ndarray) -> None:
-        """File rows (pk, seq, bucket key, category) with their vectors into buckets and bookkeeping."""
+    def _place(self, rows: list[Placed], vectors: np.ndarray | None) -> None:
+        """File rows with their vectors into buckets, the bookkeeping and (large buckets) the graph.
+
+        ``vectors`` None: the rows belong to large buckets and the graph holds them already.
+        """
         by_bucket: dict[int, list[int]] = {}
-        for position, (pk, seq, key, category) in enumerate(rows):
-            bid, code = self._bucket(key), CATEGORY_CODE[category]
-            old = self._where.get(pk)
+        where, seq_of, buckets = self._where, self._seq_of, self._buckets
+        for position, (pk, seq, bid, code) in enumerate(rows):
+            old = where.get(pk)
             if old is not None and old[0] != bid:
-                self._buckets[old[0]].remove(pk)
-            self._where[pk] = (bid, code)
-            self._seq_of[pk] = seq
+                buckets[old[0]].remove(pk)
+            where[pk] = (bid, code)
+            seq_of[pk] = seq
             by_bucket.setdefault(bid, []).append(position)
+        graph_pks: list[int] = []
+        graph_vectors: list[np.ndarray] = []
         for bid, positions in by_bucket.items():
+            bucket = buckets[bid]
             pks = [rows[i][0] for i in positions]
-            codes = np.fromiter((CATEGORY_CODE[rows[i][3]] for i in positions), dtype=np.int8, count=len(positions))
-            self._buckets[bid].put_many(pks, vectors[positions], codes)
+            codes = np.fromiter((rows[i][3] for i in positions), dtype=np.int8, count=len(positions))
+            if bucket.exact:
+                assert vectors is not None
+                bucket.put_many(pks, vectors[positions], codes)
+                for pk in pks:
+                    if pk in self._in_graph:  # moved here from a large bucket
+                        self._unlink(pk)
+                if bucket.full:
+                    graph_pks += bucket.pks
+                    graph_vectors.append(bucket.to_graph())
+            else:
+                bucket.put_many(pks, None, codes)
+                if vectors is not None:
+                    graph_pks += pks
+                    graph_vectors.append(vectors[positions])
+        if graph_pks:
+            self._add_to_graph(graph_pks, np.concatenate(graph_vectors))
+
+    def _to_graph(self, bid: int) -> None:
+        """Move a small bucket's vectors into the graph (it is searched through the graph from then on)."""
+        bucket = self._buckets[bid]
+        pks = list(bucket.pks)
+        matrix = bucket.to_graph()
+        if pks:
+            self._add_to_graph(pks, matrix)
 
     def _apply(self, rows: Iterable[IndexRow], force: bool = False) -> list[int]:
         """Bring the index in line with these rows (newer versions only, unless ``force``).
@@ -128,7 +175,7 @@ class VectorIndex:
         Returns the primary keys of rows (any version) that have no vector yet (their embedding
         is being computed, here or by another process).
         """
-        placed: list[tuple[int, int, BucketKey, str]] = []
+        placed: list[Placed] = []
         vectors: list[np.ndarray] = []
         waiting: list[int] = []
         for row in rows:
@@ -140,13 +187,11 @@ class VectorIndex:
                 if row.embedding is None and row.searchable:  # older versions need one too (point-in-time search)
                     waiting.append(row.pk)
                 continue
-            key = bucket_key(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
-            placed.append((row.pk, row.seq, key, row.category))
+            bid = self._bucket_of(row.user_id, row.scope, row.session_id, row.agent_id, row.turn_id)
+            placed.append((row.pk, row.seq, bid, CATEGORY_CODE[row.category]))
             vectors.append(row.embedding)
         if placed:
-            matrix = np.stack(vectors)
-            self._place(placed, matrix)
-            self._add_to_graph([p[0] for p in placed], matrix)
+            self._place(placed, np.stack(vectors))
             self._dirty = True
         self.version += 1
         return waiting
@@ -162,17 +207,23 @@ class VectorIndex:
             self._hnsw.resize_index(max(needed, capacity * 2))
         self._hnsw.add_items(vectors, np.asarray(pks, dtype=np.int64), num_threads=min(2, os.cpu_count() or 1))
         self._in_graph.update(pks)
+        self._dirty = True
+
+    def _unlink(self, pk: int) -> None:
+        """Mark a memory's vector deleted in the graph."""
+        self._hnsw.mark_deleted(pk)
+        self._in_graph.discard(pk)
+        self._marked.add(pk)
+        self._dirty = True
 
     def _remove(self, pk: int) -> None:
         self.version += 1
         where = self._where.pop(pk, None)
         if where is not None:
             self._buckets[where[0]].remove(pk)
-        if pk in self._in_graph:
-            self._hnsw.mark_deleted(pk)
-            self._in_graph.discard(pk)
-            self._marked.add(pk)
             self._dirty = True
+        if pk in self._in_graph:
+            self._unlink(pk)
 
     def apply_local(self, rows: list[IndexRow], first_seq: int, last_seq: int) -> None:
         """Apply this process's own committed write (change numbers ``first_seq..last_seq``)."""
@@ -249,123 +300,6 @@ class VectorIndex:
             self.watermark = max(self.watermark, changes.seq)
             return waiting
 
-    # -- opening, rebuilding, saving --------------------------------------------------------------------
-
-    def open(self) -> None:
-        """Load the saved graph and reconcile it with the database, or rebuild it."""
-        with self._lock:
-            if self.path is not None and self._load():
-                return
-            self.rebuild()
-
-    def _sidecar(self) -> Path:
-        assert self.path is not None
-        return self.path.with_name(self.path.name + ".json")
-
-    def _read_saved(self) -> tuple[Any, int] | None:
-        """The saved graph and its watermark, or None if missing, unreadable or not ours."""
-        import hnswlib
-
-        assert self.path is not None
-        try:
-            info = json.loads(self._sidecar().read_text())
-            if info.get("format") != _FORMAT or info.get("dim") != self.dim:
-                logger.info("vector index %s: other format or dimension, rebuilding", self.path)
-                return None
-            if info.get("size") != self.path.stat().st_size:
-                logger.warning("vector index %s: file does not match its sidecar, rebuilding", self.path)
-                return None
-            watermark = int(info["watermark"])
-            if watermark > self.store.current_seq():
-                logger.warning("vector index %s is newer than its database, rebuilding", self.path)
-                return None
-            graph = hnswlib.Index(space="ip", dim=self.dim)
-            graph.load_index(str(self.path))
-            graph.set_ef(self.ef_search)
-        except FileNotFoundError:
-            return None
-        except Exception as exc:  # a corrupt file can raise nearly anything from hnswlib/json
-            logger.warning("vector index %s unreadable (%s), rebuilding", self.path, exc)
-            return None
-        return graph, watermark
-
-    def _load(self) -> bool:
-        saved = self._read_saved()
-        if saved is None:
-            return False
-        graph, watermark = saved
-        self._reset()
-        self._hnsw = graph
-        labels = {int(x) for x in graph.get_ids_list()}
-        current: set[int] = set()
-        stale_rows: list[tuple[int, int, BucketKey, str]] = []
-        stale_vectors: list[np.ndarray] = []
-        for batch in self.store.index_rows():
-            rows, vectors = self._decode(batch)
-            known = []
-            for position, row in enumerate(rows):
-                current.add(row[0])
-                if row[0] in labels and row[1] <= watermark:
-                    known.append(position)
-                else:
-                    stale_rows.append(row)
-                    stale_vectors.append(vectors[position])
-            self._place([rows[i] for i in known], vectors[known])
-        for pk in labels - current:
-            with contextlib.suppress(RuntimeError):  # already marked deleted in the saved graph
-                graph.mark_deleted(pk)
-            self._marked.add(pk)
-        self._in_graph = labels & current
-        if len(stale_rows) > max(1000, len(current) // 2):
-            logger.info("vector index %s is far behind (%d rows), rebuilding", self.path, len(stale_rows))
-            return False
-        if stale_rows:
-            matrix = np.stack(stale_vectors)
-            self._place(stale_rows, matrix)
-            self._add_to_graph([row[0] for row in stale_rows], matrix)
-            self._dirty = True
-        self.watermark = watermark
-        self.sync()
-        return True
-
-    def _decode(self, batch: list[tuple[Any, ...]]) -> tuple[list[tuple[int, int, BucketKey, str]], np.ndarray]:
-        """Split raw index rows into (pk, seq, bucket key, category) and an (n, dim) vector matrix."""
-        rows = [(r[0], r[1], bucket_key(r[2], r[3], r[4], r[5], r[6]), r[7]) for r in batch]
-        vectors = np.frombuffer(b"".join(r[8] for r in batch), dtype=np.float32).reshape(len(batch), self.dim)
-        return rows, vectors
-
-    def rebuild(self) -> None:
-        """Build the graph from scratch from the vectors stored in the database."""
-        with self._lock:
-            start = self.store.current_seq()
-            self._reset(capacity=1024)
-            for batch in self.store.index_rows():
-                rows, vectors = self._decode(batch)
-                self._place(rows, vectors)
-                self._add_to_graph([row[0] for row in rows], vectors)
-            self.watermark = start
-            self._dirty = True
-            self.sync()
-
-    def save(self) -> None:
-        """Write the graph and its watermark atomically (no-op when nothing changed or in RAM)."""
-        if self.path is None:
-            return
-        with self._lock:
-            self.sync()
-            if not self._dirty and self.path.exists():
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            self._hnsw.save_index(str(tmp))
-            size = tmp.stat().st_size
-            os.replace(tmp, self.path)
-            info = {"format": _FORMAT, "dim": self.dim, "watermark": self.watermark, "size": size}
-            tmp_info = tmp.with_suffix(".json.tmp")
-            tmp_info.write_text(json.dumps(info))
-            os.replace(tmp_info, self._sidecar())
-            self._dirty = False
-
     # -- searching --------------------------------------------------------------------------------
 
     def _visible(self, keys: list[BucketKey]) -> tuple[list[int], int]:
@@ -385,15 +319,30 @@ class VectorIndex:
         k: int,
         categories: Iterable[MemoryCategory] | None = None,
     ) -> list[tuple[int, float]]:
-        """The ``k`` nearest visible memories as (primary key, cosine similarity), best first."""
+        """The ``k`` nearest visible memories as (primary key, cosine similarity), best first.
+
+        Small buckets are scored exactly, large ones through the graph, and the two merged. At most
+        ``brute_force_max`` vectors are scored exactly per search: past that, the largest visible
+        small bucket moves to the graph for good (once; this search pays for the move).
+        """
         codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             bids, visible = self._visible(keys)
             if visible == 0 or k <= 0:
                 return []
-            if visible <= self.brute_force_max and all(self._buckets[b].exact for b in bids):
-                return self._exact(query, bids, k, codes)
-            return self._graph(query, set(bids), visible, k, codes)
+            buckets = self._buckets
+            exact = [b for b in bids if buckets[b].exact and buckets[b].pks]
+            while exact and sum(len(buckets[b].pks) for b in exact) > self.brute_force_max:
+                largest = max(exact, key=lambda b: len(buckets[b].pks))
+                self._to_graph(largest)
+                exact.remove(largest)
+            graph = {b for b in bids if not buckets[b].exact and buckets[b].pks}
+            hits = self._exact(query, exact, k, codes) if exact else []
+            if graph:
+                hits += self._graph(query, graph, sum(len(buckets[b].pks) for b in graph), k, codes)
+                if exact:
+                    hits = sorted(hits, key=lambda hit: hit[1], reverse=True)[:k]
+            return hits
 
     def versions(self, pks: Iterable[int]) -> dict[int, int]:
         """Change number of the version the index holds for each known primary key."""
@@ -418,9 +367,10 @@ class VectorIndex:
     def similarities(self, query: np.ndarray, pks: Iterable[int]) -> dict[int, float]:
         """Cosine similarity of the query to each given memory the index holds (others left out).
 
-        Served from the buckets' matrices (float16 in buckets past ``brute_force_max``: about 1e-3
-        off, plenty to rank a few extra candidates); reading vectors back from the HNSW graph
-        would cost ~14 µs each.
+        Served from the small buckets' matrices; large buckets keep no matrix (their vectors are
+        in the graph, and reading them back from hnswlib costs tens of microseconds each), so
+        theirs are read from the database by primary key, and from the graph only when the
+        database lacks them (vectors that could not be stored).
         """
         by_bucket: dict[int, list[int]] = {}
         out: dict[int, float] = {}
@@ -429,10 +379,29 @@ class VectorIndex:
                 spot = self._where.get(pk)
                 if spot is not None:
                     by_bucket.setdefault(spot[0], []).append(pk)
+            elsewhere: list[int] = []
             for bid, found in by_bucket.items():
                 bucket = self._buckets[bid]
+                if bucket.vectors is None:
+                    elsewhere += found
+                    continue
                 rows = bucket.vectors[[bucket.row_of[pk] for pk in found]]
-                out.update(zip(found, (rows.astype(np.float32, copy=False) @ query).tolist()))
+                out.update(zip(found, (rows @ query).tolist()))
+            if elsewhere:
+                out.update(self._stored_similarities(query, elsewhere))
+        return out
+
+    def _stored_similarities(self, query: np.ndarray, pks: list[int]) -> dict[int, float]:
+        with self.store.connect() as conn:
+            rows = vectors_by_pk(conn, pks)
+        out: dict[int, float] = {}
+        if rows:
+            matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
+            out.update(zip([r[0] for r in rows], (matrix @ query).tolist()))
+        missing = [pk for pk in pks if pk not in out and pk in self._in_graph]
+        if missing:
+            matrix = np.asarray(self._hnsw.get_items(missing, return_type="numpy"), dtype=np.float32)
+            out.update(zip(missing, (matrix @ query).tolist()))
         return out
 
     def neighbours(
@@ -472,6 +441,7 @@ class VectorIndex:
             n = len(bucket.pks)
             if n == 0:
                 continue
+            assert bucket.vectors is not None
             sims = bucket.vectors[:n] @ query
             if codes is not None:
                 keep = np.isin(bucket.categories[:n], list(codes))
@@ -495,7 +465,7 @@ class VectorIndex:
             spot = where.get(label)
             return spot is not None and spot[0] in bids and (codes is None or spot[1] in codes)
 
-        everything = visible == len(where) and codes is None
+        everything = visible == len(self._in_graph) and codes is None  # the graph holds these buckets only
         k = min(k, visible)
         self._hnsw.set_ef(max(self.ef_search, k))
         try:
