@@ -169,10 +169,10 @@ class Probe:
         embedder = session.engine.embedder
         embed_one = embedder.embed_one
 
-        def timed_retrieve(query: str) -> list[SearchResult]:
+        def timed_retrieve(query: str, now: Any = None) -> list[SearchResult]:
             start = time.perf_counter()
             try:
-                hits = retrieve(query)
+                hits = retrieve(query, now)
             finally:
                 self.lap.retrieve += time.perf_counter() - start
             self.lap.retrieved += len(hits)

@@ -200,7 +200,8 @@ def test_users_and_score_parts(engine: MemoryEngine) -> None:
     assert engine.users() == [UserCounts("alice", 5, 1), UserCounts("bob", 3, 3), UserCounts("carol", 4, 3)]
     for hit in engine.search("where does alice work now?", user_id="alice") + engine.search("note", user_id="bob",
                                                                                             session_id="s1"):
-        assert hit.vector_part + hit.keyword_part + hit.context_part == pytest.approx(hit.fused_score)
+        assert hit.vector_part + hit.keyword_part + hit.context_part + hit.common_term_part + hit.time_part == (
+            pytest.approx(hit.fused_score))
         assert hit.vector_part == pytest.approx(0.5 * hit.score, abs=1e-6)
         assert 0 <= hit.keyword_part <= 0.5 * hit.keyword_score + 1e-9 and hit.context_part >= 0
 

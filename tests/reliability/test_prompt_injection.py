@@ -35,7 +35,7 @@ def _check_block(text: str, contents: list[str]) -> None:
     body = lines[1:-1]
     assert len(body) == len(contents)  # one line per memory: no content can start a line of its own
     for number, line in enumerate(body, start=1):
-        assert re.match(rf"\[m{number}\] \(\w+\) ", line), line
+        assert re.match(rf"\[m{number}\] \(\d{{4}}-\d\d-\d\d\) \(\w+\) ", line), line
     assert not re.search(r"[\r\u2028\u2029\x85]", text)
 
 
