@@ -610,14 +610,14 @@ def run_multi_user(settings: Settings, corpus: Corpus, timer: EmbedTimer) -> dic
 
 def remove_store(db: Path) -> None:
     """Delete a database file and its WAL/HNSW companions."""
-    for suffix in ("", "-wal", "-shm", "-journal", ".hnsw", ".hnsw.json"):
+    for suffix in ("", "-wal", "-shm", "-journal", ".hnsw", ".hnsw.json", ".hnsw.rows"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def store_bytes(db: Path) -> int:
     """Bytes on disk of a database and its companions."""
     total = 0
-    for suffix in ("", "-wal", ".hnsw", ".hnsw.json"):
+    for suffix in ("", "-wal", ".hnsw", ".hnsw.json", ".hnsw.rows"):
         path = Path(f"{db}{suffix}")
         if path.exists():
             total += path.stat().st_size

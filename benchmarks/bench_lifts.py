@@ -22,7 +22,6 @@ import argparse
 import os
 import platform
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(Path(__file__).resolve().parent)]
 
 import _report  # noqa: E402
-from bench_engine import Corpus  # noqa: E402
+from bench_engine import Corpus, summary_ms  # noqa: E402
 
 from headroom_integrations import MemoryConfig, MemoryEngine  # noqa: E402
 
@@ -45,12 +44,6 @@ MARK_END = "<!-- lifts-bench:end -->"
 NOW = datetime(2024, 6, 15, 12, 0, tzinfo=timezone.utc)
 TIMES = ("last month", "in May", "last week", "in March 2023", "two weeks ago", "this year", "yesterday")
 TARGET_MS = 0.5  # the bound on what these steps may add to search p50 at 10k
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0..100) of some timings."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def run(size: int, queries: int, reps: int, seed: int) -> dict[str, Any]:
@@ -84,12 +77,11 @@ def run(size: int, queries: int, reps: int, seed: int) -> dict[str, Any]:
                     for name, engine in engines.items():
                         started = time.perf_counter()
                         engine.search(query, "u", now=NOW)
-                        timings[name].append((time.perf_counter() - started) * 1000)
+                        timings[name].append(time.perf_counter() - started)
         finally:
             for engine in engines.values():
                 engine.close()
-    figures = {name: {"p50": round(statistics.median(t), 3), "p95": round(percentile(t, 95), 3), "n": len(t)}
-               for name, t in timings.items()}
+    figures = {name: {key: round(value, 3) for key, value in summary_ms(t).items()} for name, t in timings.items()}
     return {
         "size": size, "queries": queries, "reps": reps, "figures": figures,
         "added_p50_ms": round(figures["shipped"]["p50"] - figures["off"]["p50"], 3),

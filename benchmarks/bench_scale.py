@@ -249,17 +249,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"quick": args.quick, "top_k": TOP_K, "targets": TARGETS, "scenarios": {}}
     root = Path(args.workdir) if args.workdir else None
     for name in args.scenarios:
-        scratch = Path(tempfile.mkdtemp(prefix=f"scale-bench-{name}-", dir=root))
+        if args.keep:  # a fixed folder per scenario: a store filled by an earlier run is searched again
+            scratch = Path(args.workdir) / f"scale-{name}{'-quick' if args.quick else ''}"
+            scratch.mkdir(parents=True, exist_ok=True)
+        else:
+            scratch = Path(tempfile.mkdtemp(prefix=f"scale-bench-{name}-", dir=root))
         try:
             args.scenario_now = name
             db = scratch / "scale.db"
             wall = time.perf_counter()
-            fill = child(args, "fill", db)
+            kept = scratch / "fill.json"
+            reused = args.keep and kept.exists() and db.exists()
+            if not reused:  # a fill cut short leaves a partial store: start from empty
+                for left in [*scratch.glob("scale.db*"), kept]:
+                    left.unlink(missing_ok=True)
+            fill = json.loads(kept.read_text()) if reused else child(args, "fill", db)
             search = child(args, "search", db)
             results["scenarios"][name] = {**scenario_shape(name, args.quick), "fill": fill, "search": search,
-                                          "wall_s": time.perf_counter() - wall}
+                                          "wall_s": time.perf_counter() - wall, "reused_fill": reused}
         finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+            if not args.keep:
+                shutil.rmtree(scratch, ignore_errors=True)
     results["machine"] = machine_info()
     return results
 
@@ -360,12 +370,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="markdown page to write the section into")
     parser.add_argument("--json", type=Path, default=None, help="raw results (JSON)")
     parser.add_argument("--progress", action="store_true", help="progress lines on stderr")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep each scenario's store in --workdir (scale-A/, scale-B/); a later run with "
+                        "--keep searches the kept store again instead of filling a new one")
     parser.add_argument("--phase", choices=["fill", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.scenarios = [s.strip().upper() for s in args.scenarios.split(",") if s.strip()]
+    if args.keep and not args.workdir:
+        parser.error("--keep needs --workdir")
     if args.queries is None:
         args.queries = 30 if args.quick else 300
     if args.base is None:

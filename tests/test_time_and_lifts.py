@@ -194,3 +194,59 @@ def test_the_diversity_step_spreads_the_top_results(make_engine: Callable[..., M
 def test_lift_weights_are_validated(field: str, value: object) -> None:
     with pytest.raises(InvalidInputError, match=field):
         MemoryConfig(db_path=":memory:", **{field: value})  # type: ignore[arg-type]
+
+
+def _mmr_reference(scores: list[float], vectors: list[list[float]], top_k: int, weight: float) -> list[int]:
+    """Maximal marginal relevance written out plainly: every pair's cosine, one pick at a time."""
+    picked: list[int] = []
+    while len(picked) < min(top_k, len(scores)):
+        def value(i: int) -> float:
+            closest = max((sum(a * b for a, b in zip(vectors[i], vectors[j])) for j in picked), default=0.0)
+            return scores[i] - weight * max(closest, 0.0)
+        picked.append(max((i for i in range(len(scores)) if i not in picked), key=value))
+    return picked
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_diversity_step_matches_a_plain_mmr(data: st.DataObject) -> None:
+    import numpy as np
+
+    from headroom_integrations.memory.models import Memory, SearchResult
+    from headroom_integrations.memory.retrieval import _diversify
+
+    n = data.draw(st.integers(1, 12))
+    # Scores on a grid of 1/64 and vectors of small integers: no two values tie by rounding.
+    scores = [i / 64 for i in data.draw(st.lists(st.integers(0, 64), min_size=n, max_size=n, unique=True))]
+    rows = data.draw(st.lists(st.lists(st.integers(-2, 2), min_size=3, max_size=3), min_size=n, max_size=n))
+    top_k, weight = data.draw(st.integers(1, 6)), data.draw(st.sampled_from([0.1, 0.25, 0.5, 1.0]))
+    hits = [SearchResult(memory=Memory(id=f"m{i}", content=f"fact {i}", user_id="u"), score=0.0, fused_score=s)
+            for i, s in enumerate(scores)]
+    vectors = {f"m{i}": np.array(row, dtype=np.float32) / 4 for i, row in enumerate(rows)}
+    got = _diversify(hits, vectors, top_k, weight)
+    want = _mmr_reference(scores, [[x / 4 for x in row] for row in rows], top_k, weight)
+    assert [h.id for h in got] == [f"m{i}" for i in want]
+    assert all(h.fused_score == scores[int(h.id[1:])] for h in got)  # reordered, never rescored
+
+
+def test_re_weighting_reads_a_bounded_number_of_rows(make_engine: Callable[..., MemoryEngine]) -> None:
+    """With lifts and diversity on, a search reads the rows of the best 3 x top_k fused candidates,
+    not of every candidate (deeper only when fewer than top_k results survive)."""
+    from headroom_integrations.memory.retrieval import RERANK_FACTOR
+
+    engine = make_engine(diversity_weight=0.1, common_term_weight=0.2, time_weight=0.1)
+    engine.add_batch([{"content": f"Went hiking with Sam in the hills, trip number {i}", "observed_at": "2023-05-10"}
+                      for i in range(120)], user_id="u")
+    asked: list[int] = []
+    rows = engine.backend.rows
+
+    def counting(pks):  # type: ignore[no-untyped-def]
+        asked.append(len(pks))
+        return rows(pks)
+
+    engine.backend.rows = counting  # type: ignore[method-assign]
+    hits = engine.search("hiking trips in May", "u", top_k=5, now="2023-07-01")
+    assert len(hits) == 5 and sum(asked) <= RERANK_FACTOR * 5
+    asked.clear()
+    narrow = engine.search("hiking trips", "u", top_k=5, observed_after="2023-05-11")  # nothing stated then
+    assert narrow == [] and sum(asked) > RERANK_FACTOR * 5  # it looked deeper before giving up
