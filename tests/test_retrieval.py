@@ -74,10 +74,12 @@ def test_a_weak_keyword_match_does_not_beat_a_clear_meaning_match(engine: Memory
 def _search_answer(
     make_engine: Callable[..., MemoryEngine], context_weight: float, tmp: str, brute_force_max: int
 ) -> list[str]:
-    engine = make_engine(db_path=tmp, context_weight=context_weight, brute_force_max=brute_force_max)
+    # The diversity step off: it reorders the near-equal filler, which this test is not about.
+    engine = make_engine(db_path=tmp, context_weight=context_weight, brute_force_max=brute_force_max,
+                         diversity_weight=0.0)
     if not engine.stats("u")["total"]:
         engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN], user_id="u")
-    hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=3)
+    hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=2)
     return [h.memory.content for h in hits]
 
 
@@ -123,11 +125,11 @@ def test_context_only_links_memories_of_the_same_owner(engine: MemoryEngine) -> 
 
 
 def _reference_neighbours(
-    rows: dict[int, StoredRow], given: list[int], scope: SearchScope, reach: int = 8
+    rows: dict[int, StoredRow], given: list[int], scope: SearchScope, span: int = 1, reach: int = 8
 ) -> dict[int, list[int]]:
     """The rule ``neighbours`` implements, over every stored row: for each given row that the scope
-    sees (categories aside), the nearest current, embedded row of its own bucket on each side
-    within ``reach`` primary keys, kept when its category is searched."""
+    sees (categories aside), the nearest ``span`` current, embedded rows of its own bucket on each
+    side within ``reach`` primary keys, kept when their category is searched; in key order."""
     def key(row: StoredRow) -> tuple[object, ...]:
         m = row.memory
         return bucket_key(m.user_id, m.scope, m.session_id, m.agent_id, m.turn_id)
@@ -140,13 +142,11 @@ def _reference_neighbours(
             continue
         found = []
         for step in (-1, 1):
-            for distance in range(1, reach + 1):
-                other = live.get(pk + step * distance)
-                if other is not None and key(other) == key(row):
-                    if scope.categories is None or other.memory.category in scope.categories:
-                        found.append(pk + step * distance)
-                    break
-        out[pk] = found
+            near = [pk + step * d for d in range(1, reach + 1)
+                    if pk + step * d in live and key(live[pk + step * d]) == key(row)][:span]
+            found += [other for other in near
+                      if scope.categories is None or live[other].memory.category in scope.categories]
+        out[pk] = sorted(found)
     return out
 
 
@@ -178,9 +178,9 @@ def test_neighbours_follow_the_bucket_rule_on_generated_stores(engine: MemoryEng
             categories=rng.choice([None, tuple(rng.sample(list(MemoryCategory), 3))]),
             scopes=rng.choice([None, (MemoryScope.USER, MemoryScope.SESSION)]),
         )
-        given = rng.sample(sorted(rows), 12)
-        links, scores = store.neighbours(given, scope, vector, None)
-        assert links == _reference_neighbours(rows, given, scope)
+        given, span = rng.sample(sorted(rows), 12), rng.choice([1, 2, 3])
+        links, scores = store.neighbours(given, scope, vector, None, span)
+        assert links == _reference_neighbours(rows, given, scope, span)
         linked = {other for found in links.values() for other in found if other not in given}
         assert set(scores.cosine) == linked
         found_links += len(linked)
@@ -299,3 +299,23 @@ def test_a_user_owning_a_tiny_share_finds_all_of_their_memories(
         hits = engine.search(query, user_id="small", top_k=5)
         assert sorted(h.id for h in hits) == sorted(m.id for m in small)
     assert engine.search("cello", user_id="small", top_k=1)[0].content == "Plays the cello"
+
+
+@pytest.mark.parametrize("value", [0, 5, 1.5, "2", True, None])
+def test_context_span_is_validated(value: object) -> None:
+    with pytest.raises(InvalidInputError, match="context_span"):
+        MemoryConfig(db_path=":memory:", context_span=value)  # type: ignore[arg-type]
+
+
+def test_a_wider_context_span_reaches_the_reply_two_turns_away(make_engine: Callable[..., MemoryEngine]) -> None:
+    """The answer two turns after the matching question (a reply in between) is lifted only when
+    two neighbours on each side count as context."""
+    turns = [*FILLER, QUESTION_TURN, "Caroline: Oh wait, let me guess first!", ANSWER_TURN, *FILLER[:2]]
+    ranks = {}
+    for span in (1, 2):
+        engine = make_engine(context_span=span, diversity_weight=0.0)
+        engine.add_batch(turns, user_id="u")
+        hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=3)
+        ranks[span] = [h.memory.content for h in hits]
+    assert ANSWER_TURN not in ranks[1] and ANSWER_TURN in ranks[2]
+    assert MemoryConfig().context_span == 2

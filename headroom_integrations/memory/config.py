@@ -42,6 +42,8 @@ POSTGRES_SCHEMES: tuple[str, ...] = ("postgresql", "postgres", "postgresql+psyco
 #: How the LOCAL model may run (``MemoryConfig.local_runtime``).
 LOCAL_RUNTIMES: tuple[str, ...] = ("auto", "onnx", "onnx-int8", "torch")
 
+_MAX_CONTEXT_SPAN = 4  # neighbours are looked for within 8 primary keys on each side
+
 
 @dataclass
 class MemoryConfig:
@@ -81,7 +83,10 @@ class MemoryConfig:
         vector_weight: weight of the cosine similarity in a candidate's relevance.
         text_weight: weight of the normalised keyword (BM25) score in a candidate's relevance.
         context_weight: how far (0..1) a memory moves up toward a more relevant neighbour (the
-            memory stored just before or after it by the same owner); 0 turns context off.
+            memories stored just before or after it by the same owner); 0 turns context off.
+        context_span: how many neighbours on each side count as a memory's context (1: the
+            memories stored right before and right after it; 2, the default: two on each side,
+            e.g. the answer to a question and the reply to that answer).
         local_runtime: how the LOCAL model runs: ``"onnx-int8"`` (the int8 copy of its ONNX export,
             exported and quantised once from the local model directory: fastest, vectors close to
             but not equal to the full-precision ones, so stores of their own), ``"onnx"`` (the
@@ -134,6 +139,7 @@ class MemoryConfig:
     vector_weight: float = 0.5
     text_weight: float = 0.5
     context_weight: float = 0.5
+    context_span: int = 2
     local_runtime: str = "auto"
     text_postings_budget: int = 1000
     text_max_share: float = 0.5
@@ -162,6 +168,8 @@ class MemoryConfig:
         for name in ("hnsw_m", "hnsw_ef_search", "cache_max_size", "embed_max_chars",
                      "max_content_chars", "text_postings_budget", "db_pool_size"):
             as_count(getattr(self, name), name, minimum=1)
+        if as_count(self.context_span, "context_span", minimum=1) > _MAX_CONTEXT_SPAN:
+            raise InvalidInputError(f"context_span must be at most {_MAX_CONTEXT_SPAN}, got {self.context_span!r}")
         for name in ("busy_timeout_ms", "brute_force_max"):
             as_count(getattr(self, name), name)
         if self.vector_dimension is not None:

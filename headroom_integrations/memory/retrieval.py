@@ -284,7 +284,7 @@ def _fuse(
     # Only the best candidates' neighbours can reach the top: a neighbour's bonus is a share of the
     # candidate's relevance. Links go both ways, so those candidates get their neighbours' bonus too.
     best = sorted(relevance, key=relevance.__getitem__, reverse=True)[: max(2 * r.top_k, 10)]
-    found_links, around = backend.neighbours(best, r.scope, vector, text.query)
+    found_links, around = backend.neighbours(best, r.scope, vector, text.query, config.context_span)
     links: dict[int, list[int]] = {}
     for pk, others in found_links.items():
         for other in others:

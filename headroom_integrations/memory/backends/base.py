@@ -283,11 +283,12 @@ class MemoryBackend(Protocol):
         memory of ``need_keyword`` that matches a term of ``query`` (none without a query)."""
 
     def neighbours(
-        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None, span: int = 1
     ) -> tuple[dict[int, list[int]], Scores]:
         """For each given memory, the visible current memories of its own bucket stored right before
-        and right after it (the context of a conversation turn); and the scores of every such
-        neighbour that is not itself among ``pks`` (as :meth:`candidate_scores` gives them)."""
+        and right after it (the context of a conversation turn: the nearest ``span`` on each side,
+        within 8 primary keys); and the scores of every such neighbour that is not itself among
+        ``pks`` (as :meth:`candidate_scores` gives them)."""
 
     def rows(self, pks: Sequence[int]) -> dict[int, StoredRow]:
         """The given memories with vectors and fingerprints (missing ones left out)."""

@@ -451,17 +451,18 @@ class PostgresBackend(SqlStore):
         return Scores(cosines, bm25_scores(texts, query) if query is not None else {})
 
     def neighbours(
-        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None, reach: int = 8
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None,
+        span: int = 1, reach: int = 8,
     ) -> tuple[dict[int, list[int]], Scores]:
-        """See :meth:`MemoryBackend.neighbours`: the nearest current row of the same bucket on
-        each side, at most ``reach`` primary keys away (the same rule as the SQLite index), found
-        by the database with its cosine and text (one query)."""
+        """See :meth:`MemoryBackend.neighbours`: the nearest ``span`` current rows of the same bucket
+        on each side, at most ``reach`` primary keys away (the same rule as the SQLite index),
+        found by the database with their cosines and texts (one query)."""
         pks = list(pks)
         if not pks:
             return {}, Scores({}, {})
         where, params = scope_sql(SearchScope(scope.user_id, scope.session_id, scope.agent_id, scope.turn_id,
                                               scopes=scope.scopes))
-        params.update(given=pks, reach=reach, q=np.asarray(vector, dtype=np.float32))
+        params.update(given=pks, reach=reach, span=span, q=np.asarray(vector, dtype=np.float32))
         with self._raw() as raw:
             rows = raw.execute(neighbours_sql(where), params).fetchall()
         allowed = None if scope.categories is None else {c.value for c in scope.categories}

@@ -136,14 +136,14 @@ _SAME_BUCKET = (
 
 
 def neighbours_sql(where: str) -> str:
-    """The query of each given row's nearest current, embedded row of the same bucket on either
-    side (at most ``%(reach)s`` primary keys away): given pk, neighbour pk (NULL: none on either
+    """The query of each given row's nearest ``%(span)s`` current, embedded rows of the same bucket
+    on either side (at most ``%(reach)s`` primary keys away): given pk, neighbour pk (NULL: none on either
     side), its category, its cosine to ``%(q)s`` and its indexed text. ``where``: the visibility
     condition (from :func:`scope_sql`) a given row must meet; its neighbours share its bucket, so
     they meet it too."""
     side = (
         "(SELECT m.pk, m.category, m.embedding, m.search_text FROM memories m WHERE m.pk {op} b.pk "
-        "AND m.pk {bound} b.pk {sign} %(reach)s AND " + _SAME_BUCKET + " ORDER BY m.pk {order} LIMIT 1)"
+        "AND m.pk {bound} b.pk {sign} %(reach)s AND " + _SAME_BUCKET + " ORDER BY m.pk {order} LIMIT %(span)s)"
     )
     before = side.format(op="<", bound=">=", sign="-", order="DESC")
     after = side.format(op=">", bound="<=", sign="+", order="ASC")

@@ -444,12 +444,12 @@ class SqliteBackend(SqlStore):
         return out
 
     def neighbours(
-        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None
+        self, pks: Iterable[int], scope: SearchScope, vector: np.ndarray, query: KeywordQuery | None, span: int = 1
     ) -> tuple[dict[int, list[int]], Scores]:
         """See :meth:`MemoryBackend.neighbours` (from the index's bookkeeping; SQL only for the
         neighbours' keyword scores)."""
         pks = list(pks)
-        links = self.index.neighbours(pks, scope.buckets(), scope.categories)
+        links = self.index.neighbours(pks, scope.buckets(), scope.categories, span=span)
         given = set(pks)
         linked = sorted({other for found in links.values() for other in found if other not in given})
         return links, self.candidate_scores(vector, query, linked, linked)

@@ -410,9 +410,11 @@ class VectorIndex(IndexFile):
         keys: list[BucketKey],
         categories: Iterable[MemoryCategory] | None = None,
         reach: int = 8,
+        span: int = 1,
     ) -> dict[int, list[int]]:
         """For each given memory, the visible memories of its own bucket stored just before and just
-        after it (the nearest primary key on each side, looking at most ``reach`` keys away)."""
+        after it (the nearest ``span`` primary keys of that bucket on each side, looking at most
+        ``reach`` keys away; those of another category than ``categories`` are left out)."""
         codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             where = self._where
@@ -424,13 +426,16 @@ class VectorIndex(IndexFile):
                     continue
                 found = []
                 for step in (-1, 1):
+                    seen = 0
                     for distance in range(1, reach + 1):
                         other = where.get(pk + step * distance)
                         if other is not None and other[0] == spot[0]:
                             if codes is None or other[1] in codes:
                                 found.append(pk + step * distance)
-                            break
-                out[pk] = found
+                            seen += 1
+                            if seen == span:
+                                break
+                out[pk] = sorted(found)
             return out
 
     def _exact(self, query: np.ndarray, bids: list[int], k: int, codes: set[int] | None) -> list[tuple[int, float]]:
