@@ -319,3 +319,32 @@ def test_a_wider_context_span_reaches_the_reply_two_turns_away(make_engine: Call
         ranks[span] = [h.memory.content for h in hits]
     assert ANSWER_TURN not in ranks[1] and ANSWER_TURN in ranks[2]
     assert MemoryConfig().context_span == 2
+
+
+@pytest.mark.sqlite_only  # the SQLite backend's cache of FTS5 term counts
+def test_a_common_terms_count_is_reread_after_a_share_of_it_changed(
+    make_engine: Callable[..., MemoryEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting a common term's rows reads its whole posting list, so its cached count is kept
+    until the store changed by a sixteenth of it (at least 256 changes), a rare term's for 256."""
+    from headroom_integrations.memory.backends.sqlite import backend as sqlite_backend
+
+    engine = make_engine()
+    engine.add_batch([f"Sam went hiking, trip {i}" for i in range(5000)] + ["a rare fjord"], user_id="u")
+    counted: list[list[str]] = []
+    real = sqlite_backend.document_frequencies
+
+    def counting(conn, terms):  # type: ignore[no-untyped-def]
+        counted.append(sorted(terms))
+        return real(conn, terms)
+
+    monkeypatch.setattr(sqlite_backend, "document_frequencies", counting)
+    store = engine.backend
+    assert store.keyword_query(["hike", "fjord"], 1000, 1.0) is not None
+    assert counted == [["fjord", "hike"]]
+    engine.add_batch([f"a note {i}" for i in range(300)], user_id="u")  # 300 changes: past 256, below 5000 / 16
+    store.keyword_query(["hike", "fjord"], 1000, 1.0)
+    assert counted[-1] == ["fjord"]  # the rare term is counted again, the common one is not
+    engine.add_batch([f"another note {i}" for i in range(300)], user_id="u")  # 600 in all: past 5000 / 16
+    store.keyword_query(["hike", "fjord"], 1000, 1.0)
+    assert counted[-1] == ["fjord", "hike"]

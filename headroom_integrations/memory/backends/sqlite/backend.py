@@ -346,9 +346,10 @@ class SqliteBackend(SqlStore):
 
     def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int, float]:
         """Document frequency of each term, the number of indexed rows and their average length.
-        All are cached and re-read after 256 changes: stale counts only shift the term bounds and
-        the BM25 statistics a little."""
-        missing = [t for t in terms if t not in self._df or seq - self._df[t][1] > 256]
+        All are cached and re-read after 256 changes (a term's count after a sixteenth of it, if
+        more): stale counts only shift the term bounds and the BM25 statistics a little."""
+        df = self._df
+        missing = [t for t in terms if t not in df or seq - df[t][1] > max(256, df[t][0] // 16)]
         if missing:
             found = document_frequencies(conn, missing)
             if len(self._df) > 50_000:
