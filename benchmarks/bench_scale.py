@@ -310,6 +310,9 @@ def markdown(results: dict[str, Any]) -> str:
         "one process and reopened and searched in a fresh one.",
         "",
         *([results["note"], ""] if results.get("note") else []),
+        *([f"Scenario(s) {', '.join(reused)} were searched again on the stores an earlier run of this script "
+           "built (`--keep`): their fill figures are that run's, the reopen and search figures this run's.", ""]
+          if (reused := [name for name, s in scenarios.items() if s.get("reused_fill")]) else []),
         "### Fill, files and reopen",
         "",
         "| scenario | rows | fill (rows/s) | database (MB) | vector index (MB) | model load (s) | reopen (s) "

@@ -50,3 +50,19 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.startswith("# Benchmarks\n\nSome other section.\n") and text.count(START) == text.count(END) == 1
     assert "| A | random user |" in text and "| B | the single big user |" in text
+
+
+def test_kept_stores_are_searched_again_without_a_new_fill(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    runs = []
+    for run in range(2):
+        raw = tmp_path / f"run{run}.json"
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--quick", "--queries", "4",
+                               "--scenarios", "A", "--keep", "--workdir", str(tmp_path), "--json", str(raw)],
+                              capture_output=True, text=True, env=env, timeout=900, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(json.loads(raw.read_text())["scenarios"]["A"])
+    assert [r["reused_fill"] for r in runs] == [False, True]
+    assert runs[1]["fill"] == runs[0]["fill"]  # the first run's fill figures, carried over
+    assert runs[1]["search"]["cases"]["random user"]["mean_hits"] > 0
+    assert (tmp_path / "scale-A-quick" / "scale.db").exists()  # kept
