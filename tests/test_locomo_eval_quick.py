@@ -66,13 +66,13 @@ def test_locomo_eval_quick(tmp_path: Path) -> None:
     assert len(results["rows"]) == settings["questions"]
     assert results["time_s"] > 0
     ablation = [key for key in results["summary"] if key.startswith("ablation:")]
-    assert len(ablation) == 6
+    assert len(ablation) == 7
     for key in ablation:
         _check_recall(results["summary"][key]["overall"], key)
     held_out = results["held_out"]
     assert [fold["held_out"] for fold in held_out["folds"]] == settings["conversation_ids"]
-    assert len(held_out["grid"]) == 32  # --quick: two values of each of the five knobs
-    assert [step["label"] for step in held_out["steps"]][-1] == "+ diversity step (every knob)"
+    assert len(held_out["grid"]) == 64  # --quick: two values of each of the six knobs
+    assert [step["label"] for step in held_out["steps"]][-1] == "+ two neighbours on each side as context (every knob)"
     for fold in held_out["folds"]:
         assert fold["chosen"] in held_out["grid"]
         _fraction(fold["any@5"], "fold any@5")

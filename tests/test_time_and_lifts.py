@@ -174,7 +174,9 @@ PARAPHRASES = ["Prefers Go for backend services", "Prefers Go for web services",
 
 def test_the_diversity_step_spreads_the_top_results(make_engine: Callable[..., MemoryEngine]) -> None:
     query = "which programming language should I use?"
-    plain, diverse = make_engine(diversity_weight=0.0), make_engine(diversity_weight=0.3)
+    # Context off: the paraphrases are stored side by side, each one the others' context.
+    plain, diverse = make_engine(diversity_weight=0.0, context_weight=0.0), make_engine(diversity_weight=0.3,
+                                                                                       context_weight=0.0)
     plain.add_batch(PARAPHRASES, user_id="u")
     top = {name: engine.search(query, "u", top_k=3) for name, engine in (("plain", plain), ("diverse", diverse))}
 

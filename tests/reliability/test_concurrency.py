@@ -80,7 +80,9 @@ def test_processes_and_threads_lose_nothing(store: Store, record_property) -> No
     record_property("writes", writes)
     record_property("seconds", SECONDS)
     assert errors == []
-    assert writes > 500, writes  # the run did real work
+    # The run did real work. How much depends on the disk's fsync and the load (449 writes on an
+    # idle machine of ours whose PostgreSQL syncs slowly, thousands on SQLite): a floor, not a speed.
+    assert writes > 200, writes
     assert misses == [], f"{len(misses)} acknowledged memories missed by a later search"
     with MemoryEngine(store.config()) as engine:
         everything = engine.query(MemoryFilter(include_superseded=True))

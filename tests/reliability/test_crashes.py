@@ -95,10 +95,13 @@ def test_kill_9_loses_no_acknowledged_memory(store: Store, tmp_path: Path, recor
         checked |= set(fresh)
     live, _ = _acknowledged(log)
     with MemoryEngine(store.config()) as engine:
-        problems += [f"at the end: {p}" for p in _missing(engine, live, set(rng.sample(sorted(live), k=FINAL)))]
+        problems += [f"at the end: {p}" for p in _missing(engine, live,
+                                                           set(rng.sample(sorted(live), k=min(FINAL, len(live)))))]
         total = engine.stats()["current"]
     record_property("kills", KILLS)
     record_property("acknowledged_live", len(live))
     assert problems == []
-    assert len(live) > 10 * KILLS  # the writers got far enough to be killed mid-work
+    # The writers got far enough to be killed mid-work: a floor, not a speed (each is killed 0.01-0.25 s
+    # after it is ready; a PostgreSQL whose disk syncs slowly acknowledged 8.5 memories a kill here).
+    assert len(live) > 4 * KILLS
     assert total >= len(live)  # writes done but killed before their log line are extra, never missing
