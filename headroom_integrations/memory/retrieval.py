@@ -377,7 +377,7 @@ def _diversify(
     for _ in range(min(top_k, len(hits))):
         penalty = weight * closest
         best = int((score - penalty).argmax())
-        picked.append(replace(hits[best], diversity_part=0.0 - float(penalty[best])))
+        picked.append(replace(hits[best], diversity_part=0.0 - float(penalty[best])) if penalty[best] else hits[best])
         score[best] = -np.inf
         # One matrix-vector product per pick: a matrix-matrix product (every pair at once) is
         # threaded by BLAS and can cost milliseconds when the other cores are busy.

@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from functools import lru_cache
 
 __all__ = ["TimeWindow", "time_window"]
 
@@ -99,16 +100,26 @@ def time_window(query: str, now: datetime) -> TimeWindow | None:
         True
     """
     now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+    for kind, groups, text in _expressions(query):
+        span = _window(kind, dict(groups), now)
+        if span is not None:
+            return TimeWindow(span[0], span[1], text)
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _expressions(query: str) -> tuple[tuple[str, tuple[tuple[str, str], ...], str], ...]:
+    """Every time expression of ``query`` as (kind, its named groups lower-cased, its text), leftmost
+    first (the same query asked again, by a retry or a second adapter, is matched once)."""
     found = []
     for order, (kind, pattern) in enumerate(_COMPILED):
         for match in pattern.finditer(query):
             found.append((match.start(), order, kind, match))
-    for _, _, kind, match in sorted(found, key=lambda item: item[:2]):
-        groups = {name: value.lower() for name, value in match.groupdict().items() if value is not None}
-        span = _window(kind, groups, now)
-        if span is not None:
-            return TimeWindow(span[0], span[1], match.group(0))
-    return None
+    return tuple(
+        (kind, tuple((name, value.lower()) for name, value in match.groupdict().items() if value is not None),
+         match.group(0))
+        for _, _, kind, match in sorted(found, key=lambda item: item[:2])
+    )
 
 
 def _window(kind: str, g: dict[str, str], now: datetime) -> tuple[datetime, datetime] | None:
