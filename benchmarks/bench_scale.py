@@ -109,10 +109,13 @@ def mixtures(base: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True)).astype(np.float32)
 
 
+STORE_SUFFIXES = ("", "-wal", ".hnsw", ".hnsw.json", ".hnsw.rows")  # a store's files: the database and beside it
+
+
 def store_files(db: Path) -> dict[str, int]:
     """Bytes of the database (with its WAL) and of the vector index files beside it."""
     size = {suffix: Path(f"{db}{suffix}").stat().st_size
-            for suffix in ("", "-wal", ".hnsw", ".hnsw.json", ".hnsw.rows") if Path(f"{db}{suffix}").exists()}
+            for suffix in STORE_SUFFIXES if Path(f"{db}{suffix}").exists()}
     return {"db_bytes": size.get("", 0) + size.get("-wal", 0),
             "index_bytes": size.get(".hnsw", 0) + size.get(".hnsw.json", 0) + size.get(".hnsw.rows", 0),
             "graph_bytes": size.get(".hnsw", 0), "rows_file_bytes": size.get(".hnsw.rows", 0)}
@@ -193,7 +196,7 @@ def read_into_cache(db: Path) -> float:
     them); the seconds it took. This VM's host reclaims idle page cache, so without it the reopen
     and the first searches measure the disk."""
     began = time.perf_counter()
-    for suffix in ("", "-wal", ".hnsw", ".hnsw.json", ".hnsw.rows"):
+    for suffix in STORE_SUFFIXES:
         path = Path(f"{db}{suffix}")
         if path.exists():
             with path.open("rb", buffering=0) as source:
@@ -261,7 +264,8 @@ def child(args: argparse.Namespace, phase: str, db: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every scenario: fill in one process, reopen and search in another, the store removed after."""
+    """Every scenario: fill in one process, reopen and search in another; the store is removed after
+    (with ``--keep`` it stays in ``--workdir``, and a store kept by an earlier run is not filled again)."""
     results: dict[str, Any] = {"quick": args.quick, "cold": args.cold, "top_k": TOP_K, "targets": TARGETS,
                                "scenarios": {}}
     root = Path(args.workdir) if args.workdir else None
