@@ -216,8 +216,9 @@ def test_doctor_finds_and_repairs(make_engine: Make, store: Store) -> None:
     if store.kind == "sqlite":
         damage += ["DELETE FROM memories WHERE user_id = 'bob'",  # the change log the vector index follows is not told
                    "INSERT INTO memories_fts(memories_fts, rowid, search_text) SELECT 'delete', pk, search_text "
-                   "FROM memories WHERE user_id = 'carol' LIMIT 1"]
-        expected |= {"index_extra": 3, "keyword_index": 1}
+                   "FROM memories WHERE user_id = 'carol' LIMIT 1",
+                   "UPDATE memories_terms SET docs = docs + 2 WHERE term IN ('work', 'mode')"]
+        expected |= {"index_extra": 3, "keyword_index": 1, "term_counts": 2}
     store.execute(*damage)
     found = engine.doctor()
     assert {name: n for name, n in found.items() if n} == expected

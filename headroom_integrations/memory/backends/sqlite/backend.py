@@ -32,7 +32,6 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     ChangeProbe,
     checkpoint_truncate,
     create_sqlite_engine,
-    document_frequencies,
     ensure_waiting_index,
     fts_optimize,
     fts_rank,
@@ -45,6 +44,11 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     vectors_by_pk,
 )
 from headroom_integrations.memory.backends.sqlite.index_rows import Changes, index_row
+from headroom_integrations.memory.backends.sqlite.term_counts import (
+    TERMS_TABLE,
+    document_frequencies,
+    install_term_counts,
+)
 from headroom_integrations.memory.backends.sqlite.vector_index import VectorIndex
 from headroom_integrations.memory.lru import LRU
 from headroom_integrations.memory.models import Memory, MemoryFilter
@@ -92,6 +96,7 @@ class SqliteBackend(SqlStore):
         self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
         self._totals = (0, 0, -(10**9))  # (rows, tokens in the full-text index, seq read at)
         self._recent: LRU[int, tuple[int, StoredRow]] = LRU(4096)  # pk -> (seq, row) of rows searches read
+        self.counts_terms = True  # the file keeps term counts (see term_counts); _create tells
         with storage_errors(path, "open"):
             self.engine = create_sqlite_engine(path, busy_timeout_ms)
             try:
@@ -147,7 +152,8 @@ class SqliteBackend(SqlStore):
                 self._check_schema(conn)  # raises: written by a newer version
         complete = {t.name for t in TABLES.metadata.sorted_tables} | {"memories_fts"} <= tables and scrub
         current = complete and set(ADDED_COLUMNS) <= columns
-        if current and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
+        self.counts_terms = TERMS_TABLE in tables
+        if current and self.counts_terms and stored.get("fingerprint_version") == FINGERPRINT_VERSION:
             return
         if complete and self.path is not None and not os.access(self.path, os.W_OK):
             if not current:
@@ -155,11 +161,14 @@ class SqliteBackend(SqlStore):
                     f"memory store {self.path} was written by an older version (schema "
                     f"{stored.get('schema_version', '1')}) and is read-only: open it writable once to upgrade it"
                 )
-            logger.warning("%s is read-only: its duplicate fingerprints stay those of an older version", self.path)
+            logger.warning("%s is read-only: it stays as an older version wrote it (duplicate fingerprints, "
+                           "term counts read from the full-text index)", self.path)
             return
         with self.write() as conn:
             TABLES.metadata.create_all(conn)
             install_fts(conn)
+            install_term_counts(conn)
+            self.counts_terms = True
             columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(memory_tombstones)")}
             if "scrub" not in columns:  # a store written by an earlier version
                 conn.exec_driver_sql("ALTER TABLE memory_tombstones ADD COLUMN scrub INTEGER NOT NULL DEFAULT 0")
@@ -345,13 +354,14 @@ class SqliteBackend(SqlStore):
     # -- keyword side -----------------------------------------------------------------------------
 
     def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int, float]:
-        """Document frequency of each term, the number of indexed rows and their average length.
-        All are cached and re-read after 256 changes (a term's count after a sixteenth of it, if
-        more): stale counts only shift the term bounds and the BM25 statistics a little."""
+        """Document frequency of each term (from the counts the database keeps, see
+        :mod:`.term_counts`), the number of indexed rows and their average length. All are cached
+        and re-read after 256 changes: stale counts only shift the term bounds and the BM25
+        statistics a little."""
         df = self._df
-        missing = [t for t in terms if t not in df or seq - df[t][1] > max(256, df[t][0] // 16)]
+        missing = [t for t in terms if t not in df or seq - df[t][1] > 256]
         if missing:
-            found = document_frequencies(conn, missing)
+            found = document_frequencies(conn, missing, self.counts_terms)
             if len(self._df) > 50_000:
                 self._df.clear()
             for term in missing:

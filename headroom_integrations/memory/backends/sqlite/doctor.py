@@ -1,5 +1,6 @@
 """The SQLite backend's self-check: does the vector index (in RAM, saved beside the file) hold
-exactly the current embedded rows, and does the FTS5 table agree with the rows it indexes?
+exactly the current embedded rows, and do the FTS5 table and the term counts agree with the rows
+they index?
 
 Both are derived from the rows, so a repair rebuilds them from the file; nothing in the rows changes.
 Disagreement comes from edits that bypass the engine (a ``DELETE`` in the ``sqlite3`` shell is not
@@ -11,6 +12,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import DBAPIError
+
+from headroom_integrations.memory.backends.sqlite.term_counts import term_count_mismatches
 
 if TYPE_CHECKING:
     from headroom_integrations.memory.backends.sqlite.backend import SqliteBackend
@@ -26,8 +29,9 @@ def check_sqlite(backend: SqliteBackend, repair: bool) -> dict[str, int]:
     vector index lacks), ``index_extra`` (vectors of rows that are gone or no longer current),
     ``index_stale`` (vectors of an older change of the row), ``graph_mismatch`` (HNSW labels
     that differ from the index's own bookkeeping), ``keyword_index`` (1 when FTS5's integrity
-    check fails) and ``indexes_missing`` (SQL indexes the file lacks). ``repair`` rebuilds the
-    vector index (and saves it), the FTS5 table and the SQL indexes as needed.
+    check fails), ``term_counts`` (terms whose kept document count differs from a recount) and
+    ``indexes_missing`` (SQL indexes the file lacks). ``repair`` rebuilds the vector index (and
+    saves it), the FTS5 table, the term counts and the SQL indexes as needed.
 
     Example::
 
@@ -43,6 +47,7 @@ def check_sqlite(backend: SqliteBackend, repair: bool) -> dict[str, int]:
         "index_stale": sum(1 for pk, seq in expected.items() if pk in held and held[pk] < seq),
         "graph_mismatch": len(held.keys() ^ graph),
         "keyword_index": 0 if _fts_ok(backend) else 1,
+        "term_counts": _term_counts(backend, repair),
         "indexes_missing": backend.missing_indexes(repair),
     }
     if repair and any(found[name] for name in ("index_missing", "index_extra", "index_stale", "graph_mismatch")):
@@ -52,6 +57,14 @@ def check_sqlite(backend: SqliteBackend, repair: bool) -> dict[str, int]:
         with backend.write() as conn:
             conn.exec_driver_sql(_FTS_REBUILD)
     return found
+
+
+def _term_counts(backend: SqliteBackend, repair: bool) -> int:
+    """Terms whose kept count is wrong (0 for an older store opened read-only, which has none)."""
+    if not backend.counts_terms:
+        return 0
+    with backend.write() if repair else backend.read() as conn:
+        return term_count_mismatches(conn, repair)
 
 
 def _fts_ok(backend: SqliteBackend) -> bool:

@@ -51,7 +51,6 @@ __all__ = [
     "ChangeProbe",
     "checkpoint_truncate",
     "create_sqlite_engine",
-    "document_frequencies",
     "ensure_waiting_index",
     "fts_rank",
     "fts_search",
@@ -123,7 +122,6 @@ def create_sqlite_engine(path: Path | None, busy_timeout_ms: int) -> Engine:
 
 
 _fts = Table("memories_fts", MetaData(), Column("rowid", Integer), Column("search_text", Text))
-_vocab = Table("memories_fts_vocab", MetaData(), Column("term", Text), Column("doc", Integer))
 
 # The index reads ``memories.search_text`` (terms normalised in Python, see text_query), so the
 # tokenizer only has to split on spaces; triggers keep it in step with the table.
@@ -245,7 +243,6 @@ def install_fts(connection: Connection) -> None:
 
 # Statements on the search path are built once: building a SQLAlchemy construct costs more than
 # running it on SQLite.
-_DOC_FREQ = select(_vocab.c.term, _vocab.c.doc).where(_vocab.c.term.in_(bindparam("terms", expanding=True)))
 # Sorting on the selected score (not FTS5's ``ORDER BY rank``) computes BM25 once per row; measured
 # 1.5-2.5x faster on a 10k store.
 _RANKED = (
@@ -258,13 +255,6 @@ _RANKED = (
 
 def _match(terms: list[str]) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
-
-
-def document_frequencies(connection: Connection, terms: list[str]) -> dict[str, int]:
-    """How many memories contain each term (terms absent from the index are left out)."""
-    if not terms:
-        return {}
-    return {term: int(doc) for term, doc in connection.execute(_DOC_FREQ, {"terms": terms})}
 
 
 def fts_search(
