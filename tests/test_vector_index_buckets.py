@@ -163,6 +163,41 @@ def test_reopen_restores_the_same_split_and_answers(tmp_path: Path) -> None:
             backend.close()
 
 
+def test_the_saved_rows_file_is_checked_against_the_graph(tmp_path: Path) -> None:
+    """Opening from the rows file: graph labels of memories deleted before the save stay marked
+    deleted, and a rows file naming a vector the graph lacks is refused (the index is rebuilt)."""
+    import json
+
+    from headroom_integrations.memory.backends.sqlite.index_saved_rows import load_rows
+
+    path = tmp_path / "memory.db"
+    backend = _open(path)
+    stored = _fill(backend, _owners())
+    big = backend.index._buckets[backend.index._bucket_ids[visible_keys("big")[0]]]
+    gone = big.pks[3]
+    backend.delete(backend.rows([gone])[gone].memory.id, all_versions=True)
+    backend.close()
+    backend = _open(path)
+    try:
+        index = backend.index
+        assert gone in index._marked and gone not in index._in_graph and gone not in index._where
+        query = stored[gone]
+        assert gone not in [pk for pk, _ in index.search(query, visible_keys("big"), 5)]
+        info = json.loads(Path(f"{path}.hnsw.json").read_text())
+        labels = np.asarray(index._hnsw.get_ids_list(), dtype=np.int64)
+        kept = labels[labels != big.pks[0]]  # a graph without one of the rows' vectors
+        index._reset()
+        index._hnsw = backend.index._hnsw
+        assert not load_rows(index, info, kept) and len(index) == 0
+    finally:
+        backend.close()
+    backend = _open(path)  # the saved files themselves were fine
+    try:
+        assert backend.check_index(False)["graph_mismatch"] == 0 and gone in backend.index._marked
+    finally:
+        backend.close()
+
+
 def test_a_graph_of_every_vector_opens_and_is_slimmed(tmp_path: Path) -> None:
     """An index saved while every bucket was in the graph (an earlier version, or brute_force_max=0)."""
     path = tmp_path / "memory.db"

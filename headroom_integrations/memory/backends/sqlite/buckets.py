@@ -34,9 +34,26 @@ class Bucket:
         self.limit = limit
         self.dim = dim
         self.pks: list[int] = []
-        self.row_of: dict[int, int] = {}
+        self._row_of: dict[int, int] | None = {}
         self.vectors: np.ndarray | None = np.zeros((8, dim), dtype=np.float32) if exact else None
         self.categories: np.ndarray = np.zeros(8, dtype=np.int8)
+
+    def fill(self, pks: list[int], categories: np.ndarray, vectors: np.ndarray | None = None) -> None:
+        """Set the bucket's memories at once (a store being opened); ``vectors`` for an exact bucket.
+        The row of each memory is looked up again only when a write first needs it."""
+        self.pks = pks
+        self._row_of = None
+        self.categories = categories
+        if self.vectors is not None or vectors is not None:
+            self.vectors = vectors
+
+    @property
+    def row_of(self) -> dict[int, int]:
+        """The row of each memory in :attr:`pks` (built on first use after :meth:`fill`: a search
+        needs none, and for a million memories it costs a tenth of a second)."""
+        if self._row_of is None:
+            self._row_of = dict(zip(self.pks, range(len(self.pks))))
+        return self._row_of
 
     @property
     def exact(self) -> bool:
@@ -69,10 +86,11 @@ class Bucket:
         """Add or replace memories (vectors as an (n, dim) array; ignored, and may be None, once
         the bucket lives in the graph)."""
         rows = []
+        row_of = self.row_of
         for pk in pks:
-            row = self.row_of.get(pk)
+            row = row_of.get(pk)
             if row is None:
-                row = self.row_of[pk] = len(self.pks)
+                row = row_of[pk] = len(self.pks)
                 self.pks.append(pk)
             rows.append(row)
         if len(self.pks) > len(self.categories):  # grown by a quarter: little idle room in a million rows
@@ -90,12 +108,13 @@ class Bucket:
         return matrix
 
     def remove(self, pk: int) -> None:
-        row = self.row_of.pop(pk)
+        row_of = self.row_of
+        row = row_of.pop(pk)
         last = len(self.pks) - 1
         if row != last:
             moved = self.pks[last]
             self.pks[row] = moved
-            self.row_of[moved] = row
+            row_of[moved] = row
             self.categories[row] = self.categories[last]
             if self.vectors is not None:
                 self.vectors[row] = self.vectors[last]

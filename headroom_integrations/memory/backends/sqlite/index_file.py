@@ -142,12 +142,11 @@ class IndexFile:
             at = 0
             for bid, bucket in enumerate(self._buckets):
                 lo, hi = int(starts[bid]), int(starts[bid + 1])
-                bucket.pks = sorted_pks[lo:hi]
-                bucket.row_of = dict(zip(bucket.pks, range(hi - lo)))
-                bucket.categories = code_arr[lo:hi].copy()
                 if small[bid]:
-                    bucket.vectors = matrix[at : at + hi - lo]
+                    bucket.fill(sorted_pks[lo:hi], code_arr[lo:hi].copy(), matrix[at : at + hi - lo])
                     at += hi - lo
+                else:
+                    bucket.fill(sorted_pks[lo:hi], code_arr[lo:hi].copy())
             need = small_rows | stale
             for found_pks, vectors in current_vectors(conn, pk_arr[need].tolist(), self.dim):
                 rows = np.searchsorted(pk_arr, np.asarray(found_pks, dtype=np.int64))

@@ -17,6 +17,7 @@ their pks int64[m], codes int8[m] and vectors float32[m, dim].
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -87,6 +88,16 @@ def _vectors(path: Path, offset: int, m: int, dim: int) -> np.ndarray:
         return np.fromfile(source, dtype=np.float32, count=m * dim).reshape(m, dim)
 
 
+def _spots(bids: np.ndarray, codes: np.ndarray) -> list[tuple[int, int]]:
+    """The (bucket, category code) of each row, one tuple object per distinct pair: a million
+    memories of one user share a handful, where one tuple each would be a million allocations."""
+    if len(bids) == 0:
+        return []
+    distinct, inverse = np.unique(bids.astype(np.int64) * 256 + codes.astype(np.int64), return_inverse=True)
+    pairs = [(value >> 8, value & 255) for value in distinct.tolist()]
+    return [pairs[i] for i in inverse.tolist()]
+
+
 def load_rows(index: VectorIndex, info: dict[str, Any], labels: np.ndarray) -> bool:
     """Fill a freshly reset index from the saved rows file; False (index untouched but for a
     reset) when there is none or it does not belong to this graph."""
@@ -122,17 +133,14 @@ def load_rows(index: VectorIndex, info: dict[str, Any], labels: np.ndarray) -> b
         index._buckets.append(Bucket(dim, index.brute_force_max, exact=False))
         if key is not None:
             index._bucket_ids[tuple(key)] = bid  # type: ignore[assignment]
-    pk_list, bid_list = pks.tolist(), bids.tolist()
-    index._where = dict(zip(pk_list, zip(bid_list, codes.tolist())))
+    pk_list = pks.tolist()
+    index._where = dict(zip(pk_list, _spots(bids, codes)))
     index._seq_of = dict(zip(pk_list, seqs.tolist()))
     is_small = np.zeros(len(index._buckets), dtype=bool)
     at = 0
     for bid, count in header["small"]:
         bucket = index._buckets[bid]
-        bucket.pks = small_pks[at : at + count].tolist()
-        bucket.row_of = dict(zip(bucket.pks, range(count)))
-        bucket.categories = small_codes[at : at + count].copy()
-        bucket.vectors = matrix[at : at + count]
+        bucket.fill(small_pks[at : at + count].tolist(), small_codes[at : at + count].copy(), matrix[at : at + count])
         is_small[bid] = True
         at += count
     large_rows = ~is_small[bids] if n else np.zeros(0, dtype=bool)
@@ -142,17 +150,18 @@ def load_rows(index: VectorIndex, info: dict[str, Any], labels: np.ndarray) -> b
     for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(large_bids)]):
         if hi > lo:
             bucket = index._buckets[int(large_bids[lo])]
-            bucket.pks = large_pks[lo:hi].tolist()
-            bucket.row_of = dict(zip(bucket.pks, range(hi - lo)))
-            bucket.categories = large_codes[lo:hi].copy()
-    in_graph = set(large_pks.tolist())
-    live = set(labels.tolist())
-    if not in_graph <= live:
+            bucket.fill(large_pks[lo:hi].tolist(), large_codes[lo:hi].copy())
+    # Every large-bucket row must have its vector in the graph; graph labels without a row are
+    # vectors of memories gone since (marked deleted already, normally). Checked on sorted arrays:
+    # sets of a million Python ints cost as much again as the rest of the open.
+    others = np.setdiff1d(labels, large_pks, assume_unique=True)
+    if len(labels) - len(others) != len(large_pks):
         index._reset()
         return False
-    for pk in live - in_graph:  # marked deleted in the saved graph already, normally
+    for pk in others.tolist():
         index._marked.add(pk)
         with contextlib.suppress(RuntimeError):
             index._hnsw.mark_deleted(pk)
+    in_graph = set(itertools.compress(pk_list, large_rows.tolist()))  # the int objects of pk_list, not new ones
     index._in_graph = in_graph
     return True
