@@ -88,13 +88,15 @@ def _vectors(path: Path, offset: int, m: int, dim: int) -> np.ndarray:
         return np.fromfile(source, dtype=np.float32, count=m * dim).reshape(m, dim)
 
 
-def _spots(bids: np.ndarray, codes: np.ndarray) -> list[tuple[int, int]]:
-    """The (bucket, category code) of each row, one tuple object per distinct pair: a million
-    memories of one user share a handful, where one tuple each would be a million allocations."""
+def _spots(index: VectorIndex, bids: np.ndarray, codes: np.ndarray) -> list[tuple[int, int]]:
+    """The (bucket, category code) of each row, one tuple object per distinct pair (kept in the
+    index's ``_spots`` for later writes): a million memories of one user share a handful, where one
+    tuple each would be a million allocations."""
     if len(bids) == 0:
         return []
     distinct, inverse = np.unique(bids.astype(np.int64) * 256 + codes.astype(np.int64), return_inverse=True)
-    pairs = [(value >> 8, value & 255) for value in distinct.tolist()]
+    shared = index._spots
+    pairs = [shared.setdefault(pair, pair) for pair in ((v >> 8, v & 255) for v in distinct.tolist())]
     return [pairs[i] for i in inverse.tolist()]
 
 
@@ -134,7 +136,7 @@ def load_rows(index: VectorIndex, info: dict[str, Any], labels: np.ndarray) -> b
         if key is not None:
             index._bucket_ids[tuple(key)] = bid  # type: ignore[assignment]
     pk_list = pks.tolist()
-    index._where = dict(zip(pk_list, _spots(bids, codes)))
+    index._where = dict(zip(pk_list, _spots(index, bids, codes)))
     index._seq_of = dict(zip(pk_list, seqs.tolist()))
     is_small = np.zeros(len(index._buckets), dtype=bool)
     at = 0

@@ -85,6 +85,7 @@ class VectorIndex(IndexFile):
         self._in_graph: set[int] = set()  # labels present (and not marked deleted) in the graph
         self._marked: set[int] = set()  # labels marked deleted in the graph
         self._where: dict[int, tuple[int, int]] = {}  # pk -> (bucket id, category code)
+        self._spots: dict[tuple[int, int], tuple[int, int]] = {}  # one shared tuple per (bucket, category)
         self._seq_of: dict[int, int] = {}  # pk -> change number of the version applied
         self._bucket_ids: dict[BucketKey, int] = {}
         self._buckets: list[Bucket] = []
@@ -130,12 +131,13 @@ class VectorIndex(IndexFile):
         ``vectors`` None: the rows belong to large buckets and the graph holds them already.
         """
         by_bucket: dict[int, list[int]] = {}
-        where, seq_of, buckets = self._where, self._seq_of, self._buckets
+        where, seq_of, buckets, spots = self._where, self._seq_of, self._buckets, self._spots
         for position, (pk, seq, bid, code) in enumerate(rows):
             old = where.get(pk)
             if old is not None and old[0] != bid:
                 buckets[old[0]].remove(pk)
-            where[pk] = (bid, code)
+            spot = (bid, code)
+            where[pk] = spots.setdefault(spot, spot)  # a million rows of one user hold six tuples, not a million
             seq_of[pk] = seq
             by_bucket.setdefault(bid, []).append(position)
         graph_pks: list[int] = []
