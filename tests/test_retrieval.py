@@ -79,7 +79,7 @@ def _search_answer(
                          diversity_weight=0.0)
     if not engine.stats("u")["total"]:
         engine.add_batch([*FILLER, QUESTION_TURN, ANSWER_TURN], user_id="u")
-    hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=2)
+    hits = engine.search("What is the name of Melanie's puppy?", user_id="u", top_k=3)
     return [h.memory.content for h in hits]
 
 
@@ -88,6 +88,9 @@ def test_context_brings_up_the_reply_next_to_a_matching_turn(
     make_engine: Callable[..., MemoryEngine], tmp_path: Path, brute_force_max: int
 ) -> None:
     db = str(tmp_path / "context.db")
+    # Top 3: with two neighbours on each side, the filler stored just before the question is
+    # lifted as much as the reply after it, and on some CPUs the int8 model gives both the same
+    # cosine (a tie for second place).
     without = _search_answer(make_engine, 0.0, db, brute_force_max)
     with_context = _search_answer(make_engine, 0.5, db, brute_force_max)
     assert QUESTION_TURN in without and QUESTION_TURN in with_context

@@ -101,6 +101,8 @@ class KeywordQuery:
     weights: tuple[tuple[str, float], ...]
     scale: float
     average_length: float
+    postings: int = 0
+    """Rows holding any of the terms, at most (the sum of their counts when they were read; 0 if unknown)."""
 
     @property
     def terms(self) -> list[str]:

@@ -35,7 +35,8 @@ def keyword_weights(
     if not chosen:
         return None
     weights = tuple((term, idf(frequencies[term], rows)) for term in chosen)
-    return KeywordQuery(weights, sum(idf(f, rows) for f in frequencies.values() if f), average_length)
+    return KeywordQuery(weights, sum(idf(f, rows) for f in frequencies.values() if f), average_length,
+                        postings=sum(frequencies[term] for term in chosen))
 
 
 def bm25_scores(texts: Iterable[tuple[int, str]], query: KeywordQuery) -> dict[int, float]:

@@ -38,6 +38,7 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     fts_search,
     fts_totals,
     install_fts,
+    matching_pks,
     memory_rows,
     search_texts,
     storage_errors,
@@ -57,6 +58,10 @@ from headroom_integrations.memory.text_query import FINGERPRINT_VERSION
 __all__ = ["SqliteBackend"]
 
 logger = logging.getLogger(__name__)
+
+RANK_EVERY_MATCH_MAX = 5000
+"""Keyword searches whose terms match at most this many rows rank every match inside FTS5 and
+filter them in RAM, whatever share of the store the caller may see."""
 
 class SqliteBackend(SqlStore):
     """The memory backend over one SQLite file (or RAM when ``path`` is None).
@@ -383,16 +388,34 @@ class SqliteBackend(SqlStore):
         return keyword_weights(terms, frequencies, rows, average_length, postings_budget, max_df)
 
     def keyword_search(self, query: KeywordQuery, scope: SearchScope, limit: int) -> list[tuple[int, float]]:
-        """See :meth:`MemoryBackend.keyword_search`. When the visible memories are most of the
-        store and only current versions count, the ranking runs inside the full-text index alone
-        and is filtered with the vector index's bookkeeping (no SQL join)."""
+        """See :meth:`MemoryBackend.keyword_search`. When only current versions count, the ranking
+        runs inside the full-text index alone and is filtered with the vector index's bookkeeping
+        (no SQL join): over enough ranked rows to hold ``limit`` visible ones when the visible
+        memories are most of the store, over every matching row when the terms match few (a join
+        would read each match's row from the table: a random read per match in a large store).
+        Matches the index does not hold (a row still waiting for its vector) are checked in SQL.
+        Both find what the SQL join finds (tests/test_keyword_paths.py)."""
         keys = scope.buckets()
         share = 0.0 if scope.history else self.index.visible_share(keys)
+        few = 0 < query.postings <= RANK_EVERY_MATCH_MAX
         with self.connect() as conn:
-            if share >= 0.5:
-                score = dict(fts_rank(conn, query.terms, int(limit / share) + 1 + limit))
-                kept = self.index.keep_visible(score, keys, scope.categories)[:limit]
-                hits = [(pk, score[pk]) for pk in kept]
+            if not scope.history and (share >= 0.5 or few):
+                # Every match when they are few (the counts may miss rows written since they were
+                # read: re-read after 256 changes), else deep enough for ``limit`` visible ones,
+                # deeper while filters leave fewer.
+                depth = query.postings + 257 + limit if few else int(limit / share) + 1 + limit
+                while True:
+                    ranked = fts_rank(conn, query.terms, depth)
+                    score = dict(ranked)
+                    unknown: list[int] = []
+                    kept = self.index.keep_visible(score, keys, scope.categories, unknown)
+                    if unknown:
+                        kept += matching_pks(conn, unknown, self.scope_condition(scope))
+                        kept.sort(key=score.__getitem__, reverse=True)
+                    if len(kept) >= limit or len(ranked) < depth:
+                        break
+                    depth *= 4
+                hits = [(pk, score[pk]) for pk in kept[:limit]]
             else:
                 hits = fts_search(conn, query.terms, self.scope_condition(scope), limit)
         return [(pk, score / query.scale) for pk, score in hits]

@@ -57,6 +57,7 @@ __all__ = [
     "fts_optimize",
     "fts_totals",
     "install_fts",
+    "matching_pks",
     "memory_rows",
     "recorded_meta",
     "search_texts",
@@ -278,6 +279,15 @@ def fts_search(
         .limit(limit)
     )
     return [(row[0], float(row[1])) for row in connection.execute(statement)]
+
+
+def matching_pks(connection: Connection, pks: list[int], condition: ColumnElement[bool]) -> list[int]:
+    """The given primary keys whose rows meet ``condition``."""
+    out: list[int] = []
+    for start in range(0, len(pks), 500):
+        chunk = pks[start : start + 500]
+        out += connection.execute(select(memories.c.pk).where(memories.c.pk.in_(chunk), condition)).scalars()
+    return out
 
 
 def fts_rank(connection: Connection, terms: list[str], limit: int) -> list[tuple[int, float]]:

@@ -353,16 +353,22 @@ class VectorIndex(IndexFile):
             return {pk: seq_of[pk] for pk in pks if pk in seq_of}
 
     def keep_visible(
-        self, pks: Iterable[int], keys: list[BucketKey], categories: Iterable[MemoryCategory] | None = None
+        self, pks: Iterable[int], keys: list[BucketKey], categories: Iterable[MemoryCategory] | None = None,
+        unknown: list[int] | None = None,
     ) -> list[int]:
-        """The given primary keys that are current and visible from ``keys``, order kept."""
+        """The given primary keys that are current and visible from ``keys``, order kept; those
+        the index does not hold (older versions, rows waiting for a vector) are appended to
+        ``unknown`` when it is given."""
         codes = None if categories is None else {CATEGORY_CODE[c.value] for c in categories}
         with self._lock:
             bids = {self._bucket_ids[key] for key in keys if key in self._bucket_ids}
             out = []
             for pk in pks:
                 spot = self._where.get(pk)
-                if spot is not None and spot[0] in bids and (codes is None or spot[1] in codes):
+                if spot is None:
+                    if unknown is not None:
+                        unknown.append(pk)
+                elif spot[0] in bids and (codes is None or spot[1] in codes):
                     out.append(pk)
             return out
 
