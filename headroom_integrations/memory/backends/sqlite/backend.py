@@ -400,10 +400,10 @@ class SqliteBackend(SqlStore):
         few = 0 < query.postings <= RANK_EVERY_MATCH_MAX
         with self.connect() as conn:
             if not scope.history and (share >= 0.5 or few):
-                # Every match when they are few (the counts may miss rows written since they were
-                # read: re-read after 256 changes), else deep enough for ``limit`` visible ones,
-                # deeper while filters leave fewer.
-                depth = query.postings + 257 + limit if few else int(limit / share) + 1 + limit
+                # Deep enough for ``limit`` visible ones when the caller sees most of the store,
+                # else every match (the counts may miss rows written since they were read: they
+                # are re-read after 256 changes); deeper while filters leave fewer.
+                depth = int(limit / share) + 1 + limit if share >= 0.5 else query.postings + 257 + limit
                 while True:
                     ranked = fts_rank(conn, query.terms, depth)
                     score = dict(ranked)
