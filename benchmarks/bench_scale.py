@@ -19,7 +19,9 @@ Each scenario runs in processes of its own, so resident memory is the scenario's
    reopen, after every search, and the process's peak; ``engine.search(...)`` p50/p95 over
    ``--queries`` queries per case, each query text new to the engine (the query embedding, timed
    apart, is part of it), and the same searches again with the query vector cached (the storage
-   part alone).
+   part alone);
+3. **reopen** again in ``--reopens`` - 1 more fresh processes: the reopen target is judged on the
+   median of all (one reopen is a noisy figure on a VM whose host reclaims page cache and memory).
 
 File sizes: the database (with its WAL) and the vector index files beside it (the HNSW graph of
 the large buckets, and the ``.rows`` file: the index's bookkeeping and the small buckets' vectors). Targets (issue 17):
@@ -205,9 +207,10 @@ def read_into_cache(db: Path) -> float:
     return time.perf_counter() - began
 
 
-def phase_search(args: argparse.Namespace) -> dict[str, Any]:
-    """Reopen the filled store in this fresh process and time searches per case."""
-    shape = scenario_shape(args.scenario, args.quick)
+def reopen(args: argparse.Namespace) -> tuple[MemoryEngine, MemoryEngine, dict[str, Any]]:
+    """In this fresh process: the store's files read into the OS cache (unless ``--cold``), the
+    model loaded, then the store opened until a first search returned. The engine, the model's
+    engine and the figures."""
     db = Path(args.db)
     cache_s = None if args.cold else read_into_cache(db)
     rss_start = rss_mb()
@@ -216,15 +219,31 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     warm.embedder.embed_one("warm up")
     model_s = time.perf_counter() - began
     rss_model = rss_mb()
-    corpus = Corpus(args.seed + 1)
-    first_query = corpus.queries(1)[0]
-    first_user = "user-00000"
     began = time.perf_counter()
     engine = MemoryEngine(MemoryConfig(db_path=db))
     open_s = time.perf_counter() - began
-    engine.search(first_query, user_id=first_user, top_k=TOP_K)
+    engine.search(Corpus(args.seed + 1).queries(1)[0], user_id="user-00000", top_k=TOP_K)
     reopen_s = time.perf_counter() - began
-    rss_reopen = rss_mb()
+    return engine, warm, {"cache_read_s": cache_s, "model_load_s": model_s, "open_s": open_s, "reopen_s": reopen_s,
+                          "rss_start_mb": rss_start, "rss_model_mb": rss_model, "rss_after_reopen_mb": rss_mb()}
+
+
+def phase_reopen(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the reopen (timed again in fresh processes: one reopen is a noisy figure)."""
+    engine, warm, figures = reopen(args)
+    engine.close()
+    warm.close()
+    return figures
+
+
+def phase_search(args: argparse.Namespace) -> dict[str, Any]:
+    """Reopen the filled store in this fresh process and time searches per case."""
+    shape = scenario_shape(args.scenario, args.quick)
+    engine, warm, opened = reopen(args)
+    rss_reopen = opened["rss_after_reopen_mb"]
+    corpus = Corpus(args.seed + 1)
+    corpus.queries(1)  # the first query (the reopen's search)
+    first_user = "user-00000"
     timer = EmbedTimer()
     timer.attach(engine)
     peak = [rss_reopen]
@@ -243,10 +262,8 @@ def phase_search(args: argparse.Namespace) -> dict[str, Any]:
     rss_after = rss_mb()
     engine.close()
     warm.close()
-    return {"cache_read_s": cache_s, "model_load_s": model_s, "open_s": open_s, "reopen_s": reopen_s,
-            "rss_start_mb": rss_start,
-            "rss_model_mb": rss_model, "rss_after_reopen_mb": rss_reopen, "rss_after_searches_mb": rss_after,
-            "rss_sampled_max_mb": max(peak[0], rss_after), "peak_rss_mb": peak_rss_mb(), "cases": cases}
+    return {**opened, "rss_after_searches_mb": rss_after, "rss_sampled_max_mb": max(peak[0], rss_after),
+            "peak_rss_mb": peak_rss_mb(), "cases": cases}
 
 
 # -- the driver ------------------------------------------------------------------------------------------
@@ -257,7 +274,7 @@ def child(args: argparse.Namespace, phase: str, db: Path) -> dict[str, Any]:
     out = db.with_name(f"{phase}.json")
     command = [sys.executable, str(Path(__file__).resolve()), "--phase", phase, "--scenario", args.scenario_now,
                "--db", str(db), "--result", str(out), "--seed", str(args.seed), "--queries", str(args.queries),
-               "--chunk", str(args.chunk), "--base", str(args.base)]
+               "--chunk", str(args.chunk), "--base", str(args.base), "--reopens", str(args.reopens)]
     command += ["--quick"] * args.quick + ["--progress"] * args.progress + ["--cold"] * args.cold
     subprocess.run(command, check=True)
     return dict(json.loads(out.read_text()))
@@ -286,7 +303,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     left.unlink(missing_ok=True)
             fill = json.loads(kept.read_text()) if reused else child(args, "fill", db)
             search = child(args, "search", db)
+            reopens = [search["reopen_s"]] + [child(args, "reopen", db)["reopen_s"] for _ in range(args.reopens - 1)]
             results["scenarios"][name] = {**scenario_shape(name, args.quick), "fill": fill, "search": search,
+                                          "reopen_s": summary_s(reopens),
                                           "wall_s": time.perf_counter() - wall, "reused_fill": reused}
         finally:
             if not args.keep:
@@ -302,12 +321,23 @@ def verdicts(results: dict[str, Any]) -> list[tuple[str, str, float, bool]]:
         for case, figures in s["search"]["cases"].items():
             p50 = figures["search_fresh_ms"]["p50"]
             out.append((f"{name}: search p50, {case}", "<= 6 ms", p50, p50 <= TARGETS["search_p50_ms"]))
-        reopen = s["search"]["reopen_s"]
-        out.append((f"{name}: reopen until the first search returned", "<= 5 s", reopen,
-                    reopen <= TARGETS["reopen_s"]))
+        reopened = s["reopen_s"]["median"]
+        out.append((f"{name}: reopen until the first search returned (median of {s['reopen_s']['n']})", "<= 5 s",
+                    reopened, reopened <= TARGETS["reopen_s"]))
         rss = max(s["search"]["peak_rss_mb"], s["fill"]["peak_rss_mb"])
         out.append((f"{name}: peak RSS (fill and search processes)", "<= 3,072 MiB", rss, rss <= TARGETS["rss_mb"]))
     return out
+
+
+def summary_s(values: list[float]) -> dict[str, float]:
+    """Median, min, max and count of some timings (s)."""
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _spread(summary: dict[str, float]) -> str:
+    if summary["n"] == 1:
+        return f"{summary['median']:.2f}"
+    return f"{summary['median']:.2f} ({summary['min']:.2f}-{summary['max']:.2f})"
 
 
 def _ms(summary: dict[str, float]) -> str:
@@ -340,7 +370,8 @@ def markdown(results: dict[str, Any]) -> str:
           if (reused := [name for name, s in scenarios.items() if s.get("reused_fill")]) else []),
         "### Fill, files and reopen",
         "",
-        "| scenario | rows | fill (rows/s) | database (MB) | vector index (MB) | model load (s) | reopen (s) "
+        "| scenario | rows | fill (rows/s) | database (MB) | vector index (MB) | model load (s) "
+        "| reopen, median (min-max) (s) "
         "| RSS after reopen (MiB) | RSS after searches (MiB) | peak RSS fill / search (MiB) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -348,13 +379,16 @@ def markdown(results: dict[str, Any]) -> str:
         f, q = s["fill"], s["search"]
         lines.append(
             f"| {name} | {f['rows']:,} | {f['rows_per_s']:,.0f} | {f['db_bytes'] / 1e6:,.0f} | "
-            f"{f['index_bytes'] / 1e6:,.0f} | {q['model_load_s']:.2f} | {q['reopen_s']:.2f} | "
+            f"{f['index_bytes'] / 1e6:,.0f} | {q['model_load_s']:.2f} | {_spread(s['reopen_s'])} | "
             f"{q['rss_after_reopen_mb']:,.0f} | {q['rss_after_searches_mb']:,.0f} | "
             f"{f['peak_rss_mb']:,.0f} / {q['peak_rss_mb']:,.0f} |")
     lines += [
         "",
         "*Reopen*: `MemoryEngine(config)` on the file until its first search has returned, the model "
-        "already loaded (its load is the column before). RSS of the search process includes the model.",
+        "already loaded (its load is the column before), in each of "
+        f"{next(iter(scenarios.values()))['reopen_s']['n'] if scenarios else 0} fresh processes (the search "
+        "process and ones that only reopen): on this VM one reopen can take twice another. RSS of the search "
+        "process includes the model.",
         "",
         "### Search latency (p50 / p95, ms)",
         "",
@@ -403,7 +437,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true",
                         help="keep each scenario's store in --workdir (scale-A/, scale-B/); a later run with "
                         "--keep searches the kept store again instead of filling a new one")
-    parser.add_argument("--phase", choices=["fill", "search"], help=argparse.SUPPRESS)
+    parser.add_argument("--reopens", type=int, default=None,
+                        help="reopens timed per scenario, each in a fresh process (default 5; quick: 2)")
+    parser.add_argument("--phase", choices=["fill", "search", "reopen"], help=argparse.SUPPRESS)
     parser.add_argument("--scenario", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -415,6 +451,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.queries = 30 if args.quick else 300
     if args.base is None:
         args.base = 500 if args.quick else 4000
+    if args.reopens is None:
+        args.reopens = 2 if args.quick else 5
+    if args.reopens < 1:
+        parser.error("--reopens must be at least 1")
     return args
 
 
@@ -422,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (also of the per-phase child processes)."""
     args = parse_args(argv)
     if args.phase is not None:
-        figures = phase_fill(args) if args.phase == "fill" else phase_search(args)
+        figures = {"fill": phase_fill, "search": phase_search, "reopen": phase_reopen}[args.phase](args)
         Path(args.result).write_text(json.dumps(figures))
         return 0
     results = run(args)

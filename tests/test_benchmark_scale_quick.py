@@ -38,6 +38,8 @@ def test_quick_run_writes_every_figure(tmp_path: Path) -> None:
                     "peak_rss_mb"):
             positive(search[key], f"{name}.search.{key}")
         assert search["open_s"] <= search["reopen_s"]
+        assert scenario["reopen_s"]["n"] == 2 and scenario["reopen_s"]["min"] <= scenario["reopen_s"]["median"]
+        positive(scenario["reopen_s"]["min"], f"{name}.reopen_s.min")
         assert len(search["cases"]) == (1 if name == "A" else 2)
         for case, figures in search["cases"].items():
             assert figures["queries"] == 12 and figures["hits_of_other_users"] == 0, (name, case)
