@@ -63,6 +63,7 @@ RANK_EVERY_MATCH_MAX = 5000
 """Keyword searches whose terms match at most this many rows rank every match inside FTS5 and
 filter them in RAM, whatever share of the store the caller may see."""
 
+
 class SqliteBackend(SqlStore):
     """The memory backend over one SQLite file (or RAM when ``path`` is None).
 
