@@ -39,13 +39,13 @@ class Bucket:
         self.categories: np.ndarray = np.zeros(8, dtype=np.int8)
 
     def fill(self, pks: list[int], categories: np.ndarray, vectors: np.ndarray | None = None) -> None:
-        """Set the bucket's memories at once (a store being opened); ``vectors`` for an exact bucket.
-        The row of each memory is looked up again only when a write first needs it."""
+        """Set the bucket's memories at once (a store being opened): with ``vectors`` it is an exact
+        bucket, without them a graph one. The row of each memory is looked up again only when a
+        write first needs it."""
         self.pks = pks
         self._row_of = None
         self.categories = categories
-        if self.vectors is not None or vectors is not None:
-            self.vectors = vectors
+        self.vectors = vectors
 
     @property
     def row_of(self) -> dict[int, int]:

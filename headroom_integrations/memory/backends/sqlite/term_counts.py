@@ -61,22 +61,28 @@ def install_term_counts(connection: Connection) -> None:
     for statement in _DDL:
         connection.exec_driver_sql(statement)
     if exists is None:
-        connection.exec_driver_sql(f"INSERT INTO {TERMS_TABLE}(term, docs) {_COUNT_ALL}")
+        _recount(connection)
 
 
-def document_frequencies(connection: Connection, terms: list[str], counted: bool = True) -> dict[str, int]:
+def _recount(connection: Connection) -> None:
+    """Fill the counts table from the stored rows (emptying it first)."""
+    connection.exec_driver_sql(f"DELETE FROM {TERMS_TABLE}")
+    connection.exec_driver_sql(f"INSERT INTO {TERMS_TABLE}(term, docs) {_COUNT_ALL}")
+
+
+def document_frequencies(connection: Connection, terms: list[str], counts_terms: bool = True) -> dict[str, int]:
     """How many memories contain each term (terms found in none are left out).
 
     Args:
         connection: a connection to the store.
         terms: normalised terms.
-        counted: the store has the counts table (else FTS5's vocabulary is asked, which walks
+        counts_terms: the store has the counts table (else FTS5's vocabulary is asked, which walks
             each term's posting list: a store made by an older version, opened read-only).
     """
     if not terms:
         return {}
     marks = ",".join("?" * len(terms))
-    table, column = (TERMS_TABLE, "docs") if counted else ("memories_fts_vocab", "doc")
+    table, column = (TERMS_TABLE, "docs") if counts_terms else ("memories_fts_vocab", "doc")
     rows = connection.exec_driver_sql(f"SELECT term, {column} FROM {table} WHERE term IN ({marks})", tuple(terms))
     return {term: int(docs) for term, docs in rows}
 
@@ -88,6 +94,5 @@ def term_count_mismatches(connection: Connection, repair: bool = False) -> int:
     recount = dict(connection.exec_driver_sql(_COUNT_ALL).all())
     wrong = sum(1 for term in kept.keys() | recount.keys() if kept.get(term) != recount.get(term))
     if wrong and repair:
-        connection.exec_driver_sql(f"DELETE FROM {TERMS_TABLE}")
-        connection.exec_driver_sql(f"INSERT INTO {TERMS_TABLE}(term, docs) {_COUNT_ALL}")
+        _recount(connection)
     return wrong
