@@ -8,7 +8,6 @@ the marked section written and the rest of the page kept), never the values.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from bench_checks import finite_everywhere, positive
+from bench_checks import finite_everywhere, load_script, positive, stale_page, written_section
 
 from headroom_integrations.adapter_core import AdapterCore
 
@@ -29,12 +28,7 @@ CATEGORIES = ("1", "2", "3", "4")
 
 
 def _module() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("locomo_compression", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 def test_openai_encodings_load_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +46,7 @@ def test_openai_encodings_load_offline(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.skipif(not DATA.is_file(), reason=f"LoCoMo data not found at {DATA}")
 def test_locomo_compression_quick(tmp_path: Path) -> None:
     out_json, out_md = tmp_path / "c.json", tmp_path / "c.md"
-    out_md.write_text(f"# Title\n\nkept before\n\n{START}\nstale\n{END}\n\nkept after\n")
+    stale_page(out_md, START, END)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "TIKTOKEN_CACHE_DIR": str(tmp_path / "tiktoken")}
     proc = subprocess.run(
@@ -88,9 +82,6 @@ def test_locomo_compression_quick(tmp_path: Path) -> None:
     for conv in results["conversations"]:
         assert 0 < conv["conversation_text_tokens"]["o200k_base"] < conv["conversation_tokens"]["o200k_base"]
 
-    text = out_md.read_text()
-    assert text.startswith("# Title\n\nkept before\n\n") and text.endswith("\n\nkept after\n")
-    assert "stale" not in text and text.count(START) == 1 and text.count(END) == 1
-    section = text[text.index(START):text.index(END)]
+    section = written_section(out_md, START, END)
     assert "## Temporal compression on LoCoMo (quick run)" in section
     assert "| **all** |" in section and "benchmarks/locomo_answers.py" in section

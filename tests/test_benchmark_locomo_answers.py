@@ -7,7 +7,6 @@ with LoCoMo's F1, whose function is checked on its own (known values and propert
 from __future__ import annotations
 
 import doctest
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from bench_checks import finite_everywhere
+from bench_checks import finite_everywhere, load_script
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai_stub import StubLLM
@@ -29,12 +28,7 @@ START, END = "<!-- locomo-answers:start -->", "<!-- locomo-answers:end -->"
 
 
 def _module() -> ModuleType:
-    sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("locomo_answers", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 answers = _module()
