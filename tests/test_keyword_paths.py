@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from headroom_integrations.memory.backends.base import Revision, SearchScope
-from headroom_integrations.memory.backends.sqlite import backend as sqlite_backend
+from headroom_integrations.memory.backends.sqlite import keyword_side
 from headroom_integrations.memory.backends.sqlite.backend import SqliteBackend
 from headroom_integrations.memory.backends.sqlite.driver import fts_search
 from headroom_integrations.memory.models import MemoryCategory
@@ -64,7 +64,7 @@ def test_in_index_ranking_finds_what_the_join_finds(tmp_path: Path, monkeypatch:
                                                     limit: int, history: bool) -> None:
     """``deepening``: as if the terms matched many rows (ranked only as deep as the visible share
     suggests, deeper while the filters leave fewer than asked for)."""
-    monkeypatch.setattr(sqlite_backend, "RANK_EVERY_MATCH_MAX", 5000 if rank_all else 0)
+    monkeypatch.setattr(keyword_side, "RANK_EVERY_MATCH_MAX", 5000 if rank_all else 0)
     backend = _store(tmp_path / f"{uuid.uuid4().hex}.db", spec)
     try:
         keyword = backend.keyword_query(query_terms(query), 10_000, 1.0)
@@ -84,7 +84,7 @@ def test_in_index_ranking_finds_what_the_join_finds(tmp_path: Path, monkeypatch:
 
 def test_ranking_goes_deeper_while_filters_leave_too_few(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The caller sees most rows, but the category filter keeps only the last-ranked one."""
-    monkeypatch.setattr(sqlite_backend, "RANK_EVERY_MATCH_MAX", 0)
+    monkeypatch.setattr(keyword_side, "RANK_EVERY_MATCH_MAX", 0)
     spec = [("u0", None, "garden", MemoryCategory.CONTEXT, "embedded")] + [
         ("u0", "s1", "garden", MemoryCategory.PREFERENCE, "embedded")] * 2 + [
         ("u0", None, "garden", MemoryCategory.PREFERENCE, "embedded")] * 2
@@ -106,7 +106,7 @@ def test_a_sliver_of_a_large_store_is_ranked_without_a_join(tmp_path: Path, monk
              ("me", None, "waiting garden note", MemoryCategory.FACT, "waiting")]
     backend = _store(tmp_path / "m.db", spec)
     joins: list[int] = []
-    monkeypatch.setattr(sqlite_backend, "fts_search", lambda *args: joins.append(1) or [])
+    monkeypatch.setattr(keyword_side, "fts_search", lambda *args: joins.append(1) or [])
     try:
         keyword = backend.keyword_query(query_terms("garden tomato"), 10_000, 1.0)
         assert keyword is not None and keyword.postings == 2 * 100 + 2 + 1  # garden 102, tomato 101

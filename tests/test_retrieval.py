@@ -324,24 +324,44 @@ def test_a_wider_context_span_reaches_the_reply_two_turns_away(make_engine: Call
     assert MemoryConfig().context_span == 2
 
 
+def test_searches_go_on_when_the_term_cache_starts_over(
+    make_engine: Callable[..., MemoryEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived process meets more distinct query terms than its cache of their counts keeps
+    (50,000; here 2): the cache starts over, and a search mixing a cached term with a new one
+    still finds what it should (both backends raised KeyError there)."""
+    from headroom_integrations.memory.backends import keywords
+
+    monkeypatch.setattr(keywords, "MAX_CACHED_TERMS", 2)
+    engine = make_engine()
+    engine.add_batch(["Sam went hiking near a fjord", "Sam plays chess with Ana", "Ana keeps bees in Lisbon"],
+                     user_id="u")
+    for query, expected in [("hiking fjord", "Sam went hiking near a fjord"), ("chess bees", None),
+                            ("hiking chess", None), ("fjord bees Lisbon", None), ("chess Ana", "Sam plays chess with Ana")]:
+        hits = engine.search(query, user_id="u", top_k=3)
+        assert hits, query
+        if expected is not None:
+            assert hits[0].memory.content == expected, query
+
+
 @pytest.mark.sqlite_only  # the SQLite backend's cache of its term counts
 def test_term_counts_are_cached_and_reread_after_256_changes(
     make_engine: Callable[..., MemoryEngine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Term counts are read once, then again after 256 changes to the store (a stale count only
     shifts the BM25 statistics a little)."""
-    from headroom_integrations.memory.backends.sqlite import backend as sqlite_backend
+    from headroom_integrations.memory.backends.sqlite import keyword_side
 
     engine = make_engine()
     engine.add_batch([f"Sam went hiking, trip {i}" for i in range(500)] + ["a rare fjord"], user_id="u")
     counted: list[list[str]] = []
-    real = sqlite_backend.document_frequencies
+    real = keyword_side.document_frequencies
 
     def counting(conn, terms, counts_terms):  # type: ignore[no-untyped-def]
         counted.append(sorted(terms))
         return real(conn, terms, counts_terms)
 
-    monkeypatch.setattr(sqlite_backend, "document_frequencies", counting)
+    monkeypatch.setattr(keyword_side, "document_frequencies", counting)
     store = engine.backend
     assert store.keyword_query(["hike", "fjord"], 1000, 1.0) is not None
     assert counted == [["fjord", "hike"]]

@@ -6,12 +6,55 @@ query's summed IDF), so the fusion with vector scores behaves the same on either
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from headroom_integrations.memory.backends.base import KeywordQuery
 from headroom_integrations.memory.text_query import bm25, idf, select_terms
 
-__all__ = ["bm25_scores", "keyword_weights"]
+__all__ = ["MAX_CACHED_TERMS", "STALE_AFTER", "FrequencyCache", "bm25_scores", "keyword_weights"]
+
+MAX_CACHED_TERMS = 50_000
+"""Distinct terms a :class:`FrequencyCache` keeps by default before it starts over."""
+
+STALE_AFTER = 256
+"""Changes to the store after which a cached count is read again (stale counts only shift the
+term bounds and the BM25 statistics a little)."""
+
+
+class FrequencyCache:
+    """Document frequencies of terms, cached by the store's change number (shared by the backends).
+
+    A term's count is read again once it is :data:`STALE_AFTER` changes old; past ``max_terms``
+    (default :data:`MAX_CACHED_TERMS`) cached terms the cache starts over, before a lookup, so it
+    never drops a term that lookup serves.
+
+    Example:
+        >>> cache = FrequencyCache()
+        >>> cache.get(["alic", "zebra"], 10, lambda missing: {"alic": 4})
+        {'alic': 4, 'zebra': 0}
+        >>> cache.get(["alic"], 200, lambda missing: {"alic": 99})  # 190 changes later: still cached
+        {'alic': 4}
+    """
+
+    def __init__(self, max_terms: int | None = None) -> None:
+        self._counts: dict[str, tuple[int, int]] = {}  # term -> (document frequency, change number read at)
+        self._max_terms = MAX_CACHED_TERMS if max_terms is None else max_terms
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def get(self, terms: list[str], version: int, count: Callable[[list[str]], Mapping[str, int]]) -> dict[str, int]:
+        """Each term's document frequency as of change ``version``; ``count`` reads the ones missing
+        or stale (a term it leaves out counts 0)."""
+        cached = self._counts
+        if len(cached) > self._max_terms:  # before choosing what to read: every asked term stays served
+            cached.clear()
+        missing = [t for t in terms if t not in cached or version - cached[t][1] > STALE_AFTER]
+        if missing:
+            found = count(missing)
+            for term in missing:
+                cached[term] = (int(found.get(term, 0)), version)
+        return {t: cached[t][0] for t in terms}
 
 
 def keyword_weights(

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from headroom_integrations.memory.backends.keywords import STALE_AFTER, FrequencyCache
 from headroom_integrations.memory.backends.postgres.driver import tsquery_literal
 
 __all__ = ["TermStatistics"]
-
-STALE_AFTER = 256
-"""Changes to the store after which a cached count is read again (stale counts only shift the
-BM25 statistics a little)."""
 
 
 class TermStatistics:
@@ -29,7 +26,7 @@ class TermStatistics:
     """
 
     def __init__(self) -> None:
-        self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, change number read at)
+        self._df = FrequencyCache()
         self._totals = (0, 0, 0, -(10**9))  # (rows, current rows, indexed terms, change number read at)
         self._common: dict[str, float] = {}  # the most common lexemes and the share of rows holding each
 
@@ -55,8 +52,8 @@ class TermStatistics:
         """Document frequencies of ``terms``, rows, current rows and the average indexed length."""
         rows, current, n_terms = self.totals(raw, version)
         cap = max(postings_budget, int(max_share * current)) + 1
-        missing = [t for t in terms if t not in self._df or version - self._df[t][1] > STALE_AFTER]
-        if missing:
+
+        def count(missing: list[str]) -> dict[str, int]:
             found = {t: round(self._common[t] * rows) for t in missing if t in self._common}
             counted = [t for t in missing if t not in found and tsquery_literal([t])]  # lexemes of 2 KiB+ match nothing
             if counted:
@@ -66,11 +63,9 @@ class TermStatistics:
                     {"queries": [tsquery_literal([t]) for t in counted], "cap": cap},
                 ).fetchall()
                 found.update(zip(counted, (row[0] for row in counts)))
-            if len(self._df) > 50_000:
-                self._df.clear()
-            for term in missing:
-                self._df[term] = (int(found.get(term, 0)), version)
-        return {t: self._df[t][0] for t in terms}, rows, current, n_terms / rows if rows else 0.0
+            return found
+
+        return self._df.get(terms, version, count), rows, current, n_terms / rows if rows else 0.0
 
     @staticmethod
     def _common_lexemes(raw: Any) -> dict[str, float]:

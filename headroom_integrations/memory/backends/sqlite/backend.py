@@ -34,20 +34,16 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     create_sqlite_engine,
     ensure_waiting_index,
     fts_optimize,
-    fts_rank,
-    fts_search,
-    fts_totals,
     install_fts,
-    matching_pks,
     memory_rows,
     search_texts,
     storage_errors,
     vectors_by_pk,
 )
 from headroom_integrations.memory.backends.sqlite.index_rows import Changes, index_row
+from headroom_integrations.memory.backends.sqlite.keyword_side import FtsStatistics, ranked_matches
 from headroom_integrations.memory.backends.sqlite.term_counts import (
     TERMS_TABLE,
-    document_frequencies,
     install_term_counts,
 )
 from headroom_integrations.memory.backends.sqlite.vector_index import VectorIndex
@@ -58,10 +54,6 @@ from headroom_integrations.memory.text_query import FINGERPRINT_VERSION
 __all__ = ["SqliteBackend"]
 
 logger = logging.getLogger(__name__)
-
-RANK_EVERY_MATCH_MAX = 5000
-"""Keyword searches whose terms match at most this many rows rank every match inside FTS5 and
-filter them in RAM, whatever share of the store the caller may see."""
 
 
 class SqliteBackend(SqlStore):
@@ -99,8 +91,7 @@ class SqliteBackend(SqlStore):
         self.location = str(path) if path is not None else ":memory:"
         self.tables = TABLES
         self._setup_statements()
-        self._df: dict[str, tuple[int, int]] = {}  # term -> (document frequency, seq read at)
-        self._totals = (0, 0, -(10**9))  # (rows, tokens in the full-text index, seq read at)
+        self._terms = FtsStatistics()
         self._recent: LRU[int, tuple[int, StoredRow]] = LRU(4096)  # pk -> (seq, row) of rows searches read
         self.counts_terms = True  # the file keeps term counts (see term_counts); _create tells
         with storage_errors(path, "open"):
@@ -359,24 +350,6 @@ class SqliteBackend(SqlStore):
 
     # -- keyword side -----------------------------------------------------------------------------
 
-    def _frequencies(self, conn: Connection, terms: list[str], seq: int) -> tuple[dict[str, int], int, float]:
-        """Document frequency of each term (from the counts the database keeps, see
-        :mod:`.term_counts`), the number of indexed rows and their average length. All are cached
-        and re-read after 256 changes: stale counts only shift the term bounds and the BM25
-        statistics a little."""
-        df = self._df
-        missing = [t for t in terms if t not in df or seq - df[t][1] > 256]
-        if missing:
-            found = document_frequencies(conn, missing, self.counts_terms)
-            if len(self._df) > 50_000:
-                self._df.clear()
-            for term in missing:
-                self._df[term] = (found.get(term, 0), seq)
-        if seq - self._totals[2] > 256:
-            self._totals = (*fts_totals(conn), seq)
-        rows, tokens, _ = self._totals
-        return {t: self._df[t][0] for t in terms}, rows, tokens / rows if rows else 0.0
-
     def keyword_query(self, terms: list[str], postings_budget: int, max_share: float) -> KeywordQuery | None:
         """See :meth:`MemoryBackend.keyword_query`. Scores are divided by the summed IDF of the
         query's usable terms, so a memory holding each once scores about 1."""
@@ -385,40 +358,14 @@ class SqliteBackend(SqlStore):
         indexed = len(self.index)
         max_df = max(1, int(max_share * indexed)) if indexed >= 4 else None
         with self.connect() as conn:
-            frequencies, rows, average_length = self._frequencies(conn, terms, self.index.watermark)
+            frequencies, rows, average_length = self._terms.frequencies(conn, terms, self.index.watermark,
+                                                                        self.counts_terms)
         return keyword_weights(terms, frequencies, rows, average_length, postings_budget, max_df)
 
     def keyword_search(self, query: KeywordQuery, scope: SearchScope, limit: int) -> list[tuple[int, float]]:
-        """See :meth:`MemoryBackend.keyword_search`. When only current versions count, the ranking
-        runs inside the full-text index alone and is filtered with the vector index's bookkeeping
-        (no SQL join): over enough ranked rows to hold ``limit`` visible ones when the visible
-        memories are most of the store, over every matching row when the terms match few (a join
-        would read each match's row from the table: a random read per match in a large store).
-        Matches the index does not hold (a row still waiting for its vector) are checked in SQL.
-        Both find what the SQL join finds (tests/test_keyword_paths.py)."""
-        keys = scope.buckets()
-        share = 0.0 if scope.history else self.index.visible_share(keys)
-        few = 0 < query.postings <= RANK_EVERY_MATCH_MAX
+        """See :meth:`MemoryBackend.keyword_search` and :func:`.keyword_side.ranked_matches`."""
         with self.connect() as conn:
-            if not scope.history and (share >= 0.5 or few):
-                # Deep enough for ``limit`` visible ones when the caller sees most of the store,
-                # else every match (the counts may miss rows written since they were read: they
-                # are re-read after 256 changes); deeper while filters leave fewer.
-                depth = int(limit / share) + 1 + limit if share >= 0.5 else query.postings + 257 + limit
-                while True:
-                    ranked = fts_rank(conn, query.terms, depth)
-                    score = dict(ranked)
-                    unknown: list[int] = []
-                    kept = self.index.keep_visible(score, keys, scope.categories, unknown)
-                    if unknown:
-                        kept += matching_pks(conn, unknown, self.scope_condition(scope))
-                        kept.sort(key=score.__getitem__, reverse=True)
-                    if len(kept) >= limit or len(ranked) < depth:
-                        break
-                    depth *= 4
-                hits = [(pk, score[pk]) for pk in kept[:limit]]
-            else:
-                hits = fts_search(conn, query.terms, self.scope_condition(scope), limit)
+            hits = ranked_matches(conn, self.index, query, scope, limit, self.scope_condition(scope))
         return [(pk, score / query.scale) for pk, score in hits]
 
     def candidate_scores(
