@@ -1,9 +1,15 @@
 """The document-frequency cache both backends keep: a count is read once, again once it is
 STALE_AFTER changes old, and the cache starts over past its size without losing a term the
 lookup serves (before, a lookup mixing cached and new terms when the cache passed its size raised
-KeyError on both backends: the generated test below found it)."""
+KeyError on both backends: the generated test below found it), and a lookup serves the counts it
+read, whatever other threads do to the cache meanwhile."""
 
 from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -56,3 +62,36 @@ def test_served_counts_are_never_older_than_allowed(calls: list[tuple[list[str],
         for term, value in served.items():
             assert value == read_at[term] and version - value <= STALE_AFTER
         assert len(cache) <= max_terms + len(set(terms))
+
+
+def test_threads_starting_the_cache_over_never_lose_a_served_term() -> None:
+    """Searches of one process share the cache: while one thread starts it over, another's lookup
+    still serves every term it asked for (it serves what it read, not the shared dict)."""
+    cache = FrequencyCache(max_terms=3)
+    words = [f"w{i}" for i in range(40)]
+    errors: list[BaseException] = []
+
+    def count(missing: list[str]) -> dict[str, int]:
+        time.sleep(0)  # let the other threads run between the read and the serve
+        return {t: int(t[1:]) for t in missing}
+
+    def lookups(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(2000):
+                terms = rng.sample(words, 3)
+                assert cache.get(terms, 0, count) == {t: int(t[1:]) for t in terms}
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=lookups, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]

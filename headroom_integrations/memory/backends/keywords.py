@@ -25,8 +25,8 @@ class FrequencyCache:
     """Document frequencies of terms, cached by the store's change number (shared by the backends).
 
     A term's count is read again once it is :data:`STALE_AFTER` changes old; past ``max_terms``
-    (default :data:`MAX_CACHED_TERMS`) cached terms the cache starts over, before a lookup, so it
-    never drops a term that lookup serves.
+    (default :data:`MAX_CACHED_TERMS`) cached terms the cache starts over. A lookup serves the
+    counts it read, so neither its own start-over nor another thread's loses a term it serves.
 
     Example:
         >>> cache = FrequencyCache()
@@ -47,14 +47,24 @@ class FrequencyCache:
         """Each term's document frequency as of change ``version``; ``count`` reads the ones missing
         or stale (a term it leaves out counts 0)."""
         cached = self._counts
-        if len(cached) > self._max_terms:  # before choosing what to read: every asked term stays served
+        if len(cached) > self._max_terms:
             cached.clear()
-        missing = [t for t in terms if t not in cached or version - cached[t][1] > STALE_AFTER]
+        # Served from what this lookup read, never read back from the shared dict: another thread
+        # may start the cache over in between.
+        served: dict[str, int] = {}
+        missing: list[str] = []
+        for term in terms:
+            entry = cached.get(term)
+            if entry is None or version - entry[1] > STALE_AFTER:
+                missing.append(term)
+            else:
+                served[term] = entry[0]
         if missing:
             found = count(missing)
             for term in missing:
-                cached[term] = (int(found.get(term, 0)), version)
-        return {t: cached[t][0] for t in terms}
+                served[term] = int(found.get(term, 0))
+                cached[term] = (served[term], version)
+        return {t: served[t] for t in terms}
 
 
 def keyword_weights(
