@@ -47,7 +47,7 @@ if str(BENCH) not in sys.path:
 
 import _report  # noqa: E402
 import numpy as np  # noqa: E402
-from locomo_eval import CATEGORIES, CATEGORY_NAMES, DEFAULT_DATA, embedder_config, load, ranks  # noqa: E402
+from locomo_eval import CATEGORIES, CATEGORY_NAMES, embedder_config, load, locomo_parser, ranks  # noqa: E402
 from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
@@ -187,12 +187,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help=f"LoCoMo json (default {DEFAULT_DATA})")
-    parser.add_argument("--quick", action="store_true", help="2 conversations, 3 sessions, 30 questions each")
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    parser.add_argument("--out", type=Path, help="write/replace the marked markdown section of this file")
-    return parser.parse_args(argv)
+    return locomo_parser(__doc__).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

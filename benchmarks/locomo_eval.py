@@ -603,6 +603,19 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
 # -- command line -------------------------------------------------------------------------------------
 
 
+def locomo_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every LoCoMo script shares: the data path, ``--quick``, ``--json`` and
+    ``--out`` (``doc``: the script's docstring, whose first paragraph describes it)."""
+    parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0])
+    parser.add_argument("data", nargs="?", default=str(DEFAULT_DATA), help=f"LoCoMo json (default {DEFAULT_DATA})")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"{QUICK_CONVERSATIONS} conversations, {QUICK_SESSIONS} sessions, "
+                        f"{QUICK_QUESTIONS} questions each")
+    parser.add_argument("--json", type=Path, help="write the raw results here")
+    parser.add_argument("--out", type=Path, help="write/replace the marked markdown section of this file")
+    return parser
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command-line options."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
