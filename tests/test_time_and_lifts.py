@@ -92,6 +92,59 @@ def test_every_written_form_of_a_day_names_that_day(when: date, style: int) -> N
     assert window.end - window.start == timedelta(days=1)
 
 
+@pytest.mark.parametrize(("query", "now", "start"), [
+    ("What did I do on Feb 29?", day(2023, 3, 1), day(2020, 2, 29)),  # the last leap day, three years back
+    ("on 29 February", day(2028, 2, 28), day(2024, 2, 29)),  # this year's is still ahead
+    ("What did I eat day before yesterday?", NOW, day(2023, 7, 10)),  # without "the"
+    ("what happened at 2023-05-08T10:00?", NOW, day(2023, 5, 8)),  # an ISO date with a time
+])
+def test_a_day_is_found_where_it_hid(query: str, now: datetime, start: datetime) -> None:
+    window = time_window(query, now)
+    assert window is not None and (window.start, window.end) == (start, start + timedelta(days=1)), query
+
+
+@pytest.mark.parametrize("query", [
+    "30 February 2023", "on 31 February, 2023", "the 31st of April 2023",  # not "February 2023" instead
+    "in the last 0 days", "past 0 weeks", "0 days ago",  # no time at all (an empty window, or one into the future)
+    "What did I do the last week of May?",  # a week of May, not the past seven days
+    "la\u017ft week", "ye\u017fterday", "in Augu\u017ft", "\u017fix days ago", "f\u0131ve weeks ago",  # not ASCII
+])
+def test_expressions_that_name_nothing_give_no_window(query: str) -> None:
+    assert time_window(query, NOW) is None
+
+
+_LOOKALIKES = {"s": "\u017f", "i": "\u0131", "k": "\u212a", "I": "\u0130"}  # equal to an ASCII letter ignoring case
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["in", "during", "last", "past", "on", "the", "of", "ago", "a", "few", "couple",
+                                 "May", "August", "Sept", "April", "six", "five", "this", "yesterday", "week",
+                                 "weeks", "days", "month", "year", "2023", "8th", "29", "February", ",", "0"]),
+                min_size=1, max_size=6),
+       st.lists(st.booleans(), min_size=60, max_size=60), st.datetimes(min_value=datetime(1990, 1, 1)))
+def test_the_grammar_s_words_with_look_alike_letters_never_raise(words: list[str], swaps: list[bool],
+                                                                  now: datetime) -> None:
+    """Ignoring case, a regular expression over Unicode takes "\u017f" for "s": the words are
+    matched in ASCII only, so such a letter neither raises (it did: KeyError) nor changes a meaning."""
+    text = " ".join(words)
+    text = "".join(_LOOKALIKES.get(c, c) if swap else c for c, swap in zip(text, swaps + [False] * len(text)))
+    window = time_window(text, now)
+    if window is not None:
+        assert window.start < window.end and window.text.isascii(), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 12, 31)))
+def test_on_feb_29_is_the_last_leap_day_not_after_the_reference(now: datetime) -> None:
+    window = time_window("on Feb 29", now)
+    assert window is not None
+    leap = window.start.date()
+    assert (leap.month, leap.day) == (2, 29) and leap <= now.date()
+    later = [date(year, 2, 29) for year in range(leap.year + 1, now.year + 1) if year % 4 == 0 and
+             (year % 100 != 0 or year % 400 == 0)]
+    assert not [d for d in later if d <= now.date()]
+
+
 # -- in search, on every backend -------------------------------------------------------------------
 
 
@@ -111,6 +164,9 @@ def test_a_time_in_the_query_lifts_what_was_stated_then(make_engine: Callable[..
         assert hits[0].time_part == pytest.approx(0.1)
         assert all(h.time_part == 0.0 for h in hits if h.memory.observed_at.month != month)
     assert all(h.time_part == 0.0 for h in engine.search("Where did I go hiking?", "u", "other"))
+    # a look-alike letter in the month's name: no lift, and no error (the search raised KeyError)
+    hits = engine.search("Where did I go hiking in Augu\u017ft?", "u", "other", now="2023-09-01")
+    assert hits and all(h.time_part == 0.0 for h in hits)
 
 
 def test_the_time_lift_is_off_by_config_and_read_against_now(make_engine: Callable[..., MemoryEngine]) -> None:

@@ -6,8 +6,9 @@ I cook last week" prefers what was said last week, without hiding anything else.
 
 Recognised (case does not matter, all times UTC, a window is ``start <= t < end``):
 
-* a day: ``8 May 2023``, ``8th of May, 2023``, ``May 8, 2023``, ``2023-05-08``, ``on May 8`` (the
-  latest May 8 not after the reference), ``today``, ``yesterday``, ``the day before yesterday``;
+* a day: ``8 May 2023``, ``8th of May, 2023``, ``May 8, 2023``, ``2023-05-08`` (also with a time,
+  ``2023-05-08T10:00``), ``on May 8`` (the latest May 8 not after the reference, so ``on Feb 29``
+  is the last leap day), ``today``, ``yesterday``, ``the day before yesterday``;
 * a month: ``May 2023``, ``in May`` / ``during May`` (the latest May that has begun);
 * a year: ``in 2023``, ``during 2023``, ``this year``, ``last year``;
 * a week or weekend: ``this week``, ``last week``, ``last weekend``, ``this month``, ``last month``;
@@ -15,6 +16,10 @@ Recognised (case does not matter, all times UTC, a window is ``start <= t < end`
 * a time ago: ``3 days ago``, ``a week ago``, ``two months ago`` (the unit's width centred there).
 
 A month name needs a day, a year or ``in``/``during`` before it, so the verb "may" is never a month.
+Only ASCII letters spell these words (a long s, U+017F, does not make "last week").
+Expressions that name nothing (an impossible date such as 30 February 2023, a count of zero) give
+no window, and the part of the query they cover is not read again as a shorter one ("February
+2023"); neither is "the last week of May" read as the past seven days.
 """
 
 from __future__ import annotations
@@ -45,10 +50,11 @@ _YEAR = r"(?P<year>(?:19|20)\d\d)"
 _OPTIONAL_YEAR = r"(?:,?\s+" + _YEAR + ")?"
 _COUNT = r"(?P<count>\d{1,3}|" + "|".join(sorted(_NUMBERS, key=len, reverse=True)) + ")"
 _UNIT = r"(?P<unit>day|week|month|year)s?"
+_NOT_OF = r"(?!\s+of\b)"  # "the last week of May" is a week of May, not the past seven days
 
 # (kind, pattern), tried in this order at every position; the leftmost match wins.
 _PATTERNS = [
-    ("iso", r"(?P<year>(?:19|20)\d\d)-(?P<month>[01]\d)-(?P<day>[0-3]\d)"),
+    ("iso", r"(?P<year>(?:19|20)\d\d)-(?P<month>[01]\d)-(?P<day>[0-3]\d)(?:T[\d:.]+(?:Z|[+-]\d\d:?\d\d)?)?"),
     ("day", _DAY + r"\s+(?:of\s+)?" + _MONTH + r",?\s+" + _YEAR),
     ("day", _MONTH + r"\s+" + _DAY + r",?\s+" + _YEAR),
     ("month", _MONTH + r",?\s+" + _YEAR),
@@ -56,13 +62,14 @@ _PATTERNS = [
     ("day", r"on\s+" + _MONTH + r"\s+" + _DAY + _OPTIONAL_YEAR),
     ("month", r"(?:in|during)\s+(?:early\s+|late\s+|mid-?\s*)?" + _MONTH + _OPTIONAL_YEAR),
     ("year", r"(?:in|during)\s+" + _YEAR),
-    ("relative", r"(?P<relative>the\s+day\s+before\s+yesterday|yesterday|today)"),
-    ("period", r"(?P<which>this|last)\s+(?P<period>weekend|week|month|year)"),
-    ("back", r"(?:last|past)\s+" + _COUNT + r"\s+" + _UNIT),
-    ("back", r"(?:in\s+)?the\s+(?:last|past)\s+(?P<unit>day|week|month|year)"),
+    ("relative", r"(?P<relative>(?:the\s+)?day\s+before\s+yesterday|yesterday|today)"),
+    ("period", r"(?P<which>this|last)\s+(?P<period>weekend|week|month|year)" + _NOT_OF),
+    ("back", r"(?:last|past)\s+" + _COUNT + r"\s+" + _UNIT + _NOT_OF),
+    ("back", r"(?:in\s+)?the\s+(?:last|past)\s+(?P<unit>day|week|month|year)" + _NOT_OF),
     ("ago", _COUNT + r"\s+" + _UNIT + r"\s+ago"),
 ]
-_COMPILED = [(kind, re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE)) for kind, pattern in _PATTERNS]
+# ASCII: ignoring case, Unicode would also let a long s (U+017F) stand for "s", a dotless i for "i".
+_COMPILED = [(kind, re.compile(rf"\b(?:{pattern})\b", re.IGNORECASE | re.ASCII)) for kind, pattern in _PATTERNS]
 
 
 @dataclass(frozen=True)
@@ -100,52 +107,59 @@ def time_window(query: str, now: datetime) -> TimeWindow | None:
         True
     """
     now = now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-    for kind, groups, text in _expressions(query):
-        span = _window(kind, dict(groups), now)
+    covered = -1  # where the last expression that named nothing ends: nothing inside it is read again
+    for kind, groups, text, start, end in _expressions(query):
+        if start < covered:
+            continue
+        try:
+            span = _window(kind, dict(groups), now)
+        except (ValueError, OverflowError):  # 31 February, a year past 9999 and the like
+            span = None
         if span is not None:
             return TimeWindow(span[0], span[1], text)
+        covered = max(covered, end)
     return None
 
 
 @lru_cache(maxsize=1024)
-def _expressions(query: str) -> tuple[tuple[str, tuple[tuple[str, str], ...], str], ...]:
-    """Every time expression of ``query`` as (kind, its named groups lower-cased, its text), leftmost
-    first (the same query asked again, by a retry or a second adapter, is matched once)."""
+def _expressions(query: str) -> tuple[tuple[str, tuple[tuple[str, str], ...], str, int, int], ...]:
+    """Every time expression of ``query`` as (kind, its named groups lower-cased, its text, where it
+    starts and ends), leftmost first (the same query asked again, by a retry or a second adapter,
+    is matched once)."""
     found = []
     for order, (kind, pattern) in enumerate(_COMPILED):
         for match in pattern.finditer(query):
             found.append((match.start(), order, kind, match))
     return tuple(
         (kind, tuple((name, value.lower()) for name, value in match.groupdict().items() if value is not None),
-         match.group(0))
+         match.group(0), match.start(), match.end())
         for _, _, kind, match in sorted(found, key=lambda item: item[:2])
     )
 
 
 def _window(kind: str, g: dict[str, str], now: datetime) -> tuple[datetime, datetime] | None:
+    """The window of one expression (None: it names no time); raises ValueError for an impossible date."""
     today = now.date()
-    try:
-        if kind in ("iso", "day"):
-            month = int(g["month"]) if g["month"].isdigit() else _MONTHS[g["month"]]
-            day = date(int(g.get("year", today.year)), month, int(g["day"]))
-            if "year" not in g and day > today:
-                day = day.replace(year=day.year - 1)
-            return _days(day, 1)
-        if kind == "month":
-            year, month = int(g.get("year", today.year)), _MONTHS[g["month"]]
-            if "year" not in g and (year, month) > (today.year, today.month):
-                year -= 1
-            return _midnight(date(year, month, 1)), _midnight(_add_months(date(year, month, 1), 1))
-        if kind == "year":
-            return _midnight(date(int(g["year"]), 1, 1)), _midnight(date(int(g["year"]) + 1, 1, 1))
-    except ValueError:  # 31 February and the like
-        return None
+    if kind in ("iso", "day"):
+        month = int(g["month"]) if g["month"].isdigit() else _MONTHS[g["month"]]
+        if "year" in g:
+            return _days(date(int(g["year"]), month, int(g["day"])), 1)
+        return _days(_latest(month, int(g["day"]), today), 1)
+    if kind == "month":
+        year, month = int(g.get("year", today.year)), _MONTHS[g["month"]]
+        if "year" not in g and (year, month) > (today.year, today.month):
+            year -= 1
+        return _midnight(date(year, month, 1)), _midnight(_add_months(date(year, month, 1), 1))
+    if kind == "year":
+        return _midnight(date(int(g["year"]), 1, 1)), _midnight(date(int(g["year"]) + 1, 1, 1))
     if kind == "relative":
-        back = {"today": 0, "yesterday": 1}.get(g["relative"], 2)  # else: the day before yesterday
+        back = 0 if g["relative"] == "today" else 1 if g["relative"] == "yesterday" else 2
         return _days(today - timedelta(days=back), 1)
     if kind == "period":
         return _period(g["which"], g["period"], today)
     count = _count(g.get("count", "1"))
+    if count < 1:  # "0 days ago", "the last 0 weeks": no time at all
+        return None
     width = timedelta(days=_UNIT_DAYS[g["unit"]])
     if kind == "back":
         return now - count * width, now
@@ -164,6 +178,19 @@ def _period(which: str, period: str, today: date) -> tuple[datetime, datetime]:
     if period == "week":
         return _days(monday, 7)
     return _days(monday + timedelta(days=5), 2)  # the weekend of that week: Saturday and Sunday
+
+
+def _latest(month: int, day: int, today: date) -> date:
+    """The latest ``month``/``day`` not after ``today`` (29 February: the last leap day, at most
+    eight years back); ValueError if there is none."""
+    for year in range(today.year, today.year - 9, -1):
+        try:
+            found = date(year, month, day)
+        except ValueError:
+            continue
+        if found <= today:
+            return found
+    raise ValueError(f"no {month}/{day} in the nine years up to {today}")
 
 
 def _count(word: str) -> int:
