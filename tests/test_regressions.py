@@ -35,7 +35,14 @@ PAIRS = [
 ]
 
 
-@pytest.mark.parametrize(("first", "second"), PAIRS)
+@pytest.mark.parametrize(("first", "second"), [
+    *PAIRS,
+    ("Costs 10\u00b2 dollars", "Costs 102 dollars"),  # a superscript is not a digit (NFKC made it one)
+    ("Needs 3\u00bd cups of flour", "Needs 31\u20442 cups of flour"),  # nor a vulgar fraction
+    ("Error rate is 10\u207b\u00b3", "Error rate is 10\u22123"),
+    ("Height is 6'", 'Height is 6"'),  # a lone closing quote is a unit, not a wrapping quote
+    ("Monitor is 27\"", "Monitor is 27"),
+])
 def test_dedup_never_merges_facts_that_differ(engine: MemoryEngine, first: str, second: str) -> None:
     a = engine.add(first, user_id="u0", dedupe=True)
     b = engine.add(second, user_id="u0", dedupe=True)
@@ -55,7 +62,8 @@ def test_with_memory_keeps_both_facts_of_each_pair(stub_llm: StubLLM, engine: Me
 
 def test_true_repeats_are_still_merged(engine: MemoryEngine) -> None:
     first = engine.add("Prefers dark mode", user_id="u")
-    for again in ("prefers dark mode.", "  Prefers   DARK mode!", '"Prefers dark mode"'):
+    for again in ("prefers dark mode.", "  Prefers   DARK mode!", '"Prefers dark mode"', '"Prefers dark mode".',
+                  "\u00abPrefers dark mode\u00bb", "\uff30\uff52\uff45\uff46\uff45\uff52\uff53 dark mode\u3002"):
         assert engine.add(again, user_id="u", dedupe=True).id == first.id
 
 

@@ -172,8 +172,9 @@ class MemoryEngine(Versioning, KeyValueItems, Portability, ChatLog):
             metadata: JSON-serialisable extra data.
             observed_at: when the fact was stated (a datetime, naive meaning UTC; a date; an ISO
                 8601 string), e.g. the time of the conversation it comes from; default: now.
-            dedupe: if a current memory with the same wording (case, punctuation, stop words and
-                word endings aside) is visible in the same scope, return it instead of storing a copy.
+            dedupe: if a current memory with the same wording (case, spacing, wrapping quotes and
+                closing punctuation aside: see :func:`~.text_query.canonical_text`) is visible in the
+                same scope, return it instead of storing a copy.
             defer_embedding: return as soon as the row is committed (about a millisecond) and embed
                 it in a background thread; keyword search sees it at once, and every search, in
                 this process or another, waits for or computes its vector first.

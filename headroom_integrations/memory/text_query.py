@@ -79,12 +79,27 @@ def index_text(content: str) -> str:
 
 
 #: Recorded in a store's ``meta`` table: stored fingerprints are recomputed when it changes.
-FINGERPRINT_VERSION = "2"
+FINGERPRINT_VERSION = "3"
 
-# Around a fact, these carry no meaning: wrapping quotes and a closing full stop, comma, colon,
-# semicolon, exclamation mark or ellipsis. A question mark does ("Is vegan?" is not "Is vegan").
-_WRAPPING = " \t\"'`\u201c\u201d\u2018\u2019"
-_CLOSING = " \t.,;:!\u2026"
+# Around a fact, these carry no meaning: quotes wrapping it (a matching pair only: a lone trailing
+# ' or " is a unit, 6' is not 6") and a closing full stop, comma, colon, semicolon, exclamation mark
+# or ellipsis. A question mark does ("Is vegan?" is not "Is vegan").
+_QUOTE_PAIRS = {'"': '"', "'": "'", "`": "`", "\u201c": "\u201d", "\u2018": "\u2019", "\u00ab": "\u00bb"}
+_CLOSING = " \t.,;:!\u2026\u3002"
+# Compatibility forms that write another number than their plain digits: 10² is not 102, 3½ not 31 over 2.
+_NUMBER_FORMS = ("<super>", "<sub>", "<fraction>")
+
+
+def _compatible(text: str) -> str:
+    """NFKC (fullwidth letters, ligatures and the like as their plain form), except superscripts,
+    subscripts and vulgar fractions, which stay as written."""
+    if text.isascii():
+        return text
+    if not any(unicodedata.decomposition(c).startswith(_NUMBER_FORMS) for c in text):
+        return unicodedata.normalize("NFKC", text)
+    kept = "".join(c if unicodedata.decomposition(c).startswith(_NUMBER_FORMS) else unicodedata.normalize("NFKC", c)
+                   for c in text)
+    return unicodedata.normalize("NFC", kept)
 
 
 def clean_text(text: str) -> str:
@@ -106,20 +121,26 @@ def clean_text(text: str) -> str:
 
 
 def canonical_text(content: str) -> str:
-    """The form two wordings of the *same* fact share: Unicode-normalised (NFKC), case-folded,
-    whitespace collapsed, wrapping quotes and closing punctuation removed. Every word, number,
-    symbol and negation is kept, so "Not allergic to peanuts", "C++ developer" or "Moved in 2024"
-    never meet "Allergic to peanuts", "C developer" or "Moved in 2023".
+    """The form two wordings of the *same* fact share: Unicode-normalised (NFKC, but superscripts,
+    subscripts and fractions kept), case-folded, whitespace collapsed, wrapping quotes and closing
+    punctuation removed. Every word, number, symbol and negation is kept, so "Not allergic to
+    peanuts", "C++ developer", "Moved in 2024", "Costs 10² dollars" or "Is 6' tall" never meet
+    "Allergic to peanuts", "C developer", "Moved in 2023", "Costs 102 dollars" or "Is 6\" tall".
 
     Example:
         >>> canonical_text('  "Prefers   dark mode."  '), canonical_text("Writes C# code!")
         ('prefers dark mode', 'writes c# code')
+        >>> canonical_text("Height is 6'"), canonical_text("Costs 10\u00b2.")
+        ("height is 6'", 'costs 10²')
     """
-    text = " ".join(unicodedata.normalize("NFKC", clean_text(content)).casefold().split())
-    text = text.strip(_WRAPPING)
-    while text and text[-1] in _CLOSING:
-        text = text.rstrip(_CLOSING).strip(_WRAPPING)
-    return text
+    text = " ".join(_compatible(clean_text(content)).casefold().split())
+    while True:
+        before = text
+        text = text.rstrip(_CLOSING).strip()
+        if len(text) >= 2 and _QUOTE_PAIRS.get(text[0]) == text[-1]:
+            text = text[1:-1].strip()
+        if text == before:
+            return text
 
 
 def fingerprint(content: str) -> str:

@@ -18,7 +18,8 @@ from headroom_integrations import MemoryEngine, MemoryFilter
 from headroom_integrations.memory.text_query import fingerprint
 
 NAMES = ["Alice", "Alicia", "Bob", "Rob", "Ana", "Anna", "Jon", "John", "Li", "Lee"]
-SYMBOLS = ["C", "C++", "C#", "F#", "R", "Go", "$5", "€5", "5%", "-5", "+5", "v2", "v2.1", "A+", "A-"]
+SYMBOLS = ["C", "C++", "C#", "F#", "R", "Go", "$5", "€5", "5%", "-5", "+5", "v2", "v2.1", "A+", "A-", "10\u00b2", "102",
+           "3\u00bd", "6'", '6"', "6"]
 TEMPLATES = [
     "{name} is allergic to peanuts", "Works with {name} on {symbol}", "Prefers {symbol} for {n} services",
     "Moved to Lisbon in {year}", "Dentist appointment on {year}-{month:02d}-{day:02d}", "Owns {n} cats",
