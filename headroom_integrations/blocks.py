@@ -19,7 +19,9 @@ without its blocks:
   model was cut off by its length limit (``cut=True``), when it is the start of a block.
 
 Bad JSON in a block is logged and dropped, never raised; complete objects of a broken or cut-off
-block are kept.
+block are kept (trailing commas are removed outside strings only: a fact's text is never
+touched). A closing tag written inside a fact's text still ends the block (known limit: reading
+the JSON's strings to skip it would let one stray quote hide the rest of the reply).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _FENCE_AFTER = re.compile(r"[ \t]*\n?[ \t]*```")
 _FENCE_AFTER_START = re.compile(r"[ \t]*\n?[ \t]*`{0,2}\Z")
 _FENCE_LINE = re.compile(r"^[ \t]{0,3}```", re.MULTILINE)
 _INFO = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
-_TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_CLOSER_NEXT = re.compile(r"\s*[}\]]")  # after a comma: it was a trailing one
 _DEFAULT_IMPORTANCE = 0.5
 
 
@@ -136,21 +138,48 @@ def _items(payload: Any) -> list[Any]:
     return [payload]
 
 
-def _salvage(body: str) -> list[Any]:
-    """Complete JSON objects inside a broken or cut-off body (each decoded on its own)."""
+def _outside_strings(text: str) -> tuple[str, list[int]]:
+    """``text`` without the trailing commas of its objects and arrays (``[1, 2,]``), and where
+    each of its objects may start; both outside JSON strings, so no fact's text is touched."""
+    kept: list[str] = []
+    starts: list[int] = []
+    in_string = escaped = False
+    for position, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "," and _CLOSER_NEXT.match(text, position + 1):
+            continue
+        elif char == "{":
+            starts.append(len(kept))
+        kept.append(char)
+    return "".join(kept), starts
+
+
+def _salvage(body: str, starts: list[int]) -> list[Any]:
+    """Complete JSON objects inside a broken or cut-off body (each decoded on its own, from the
+    given starts): the items of a ``{"memories": [...]}`` payload, or a memory object."""
     decoder = json.JSONDecoder()
     found: list[Any] = []
-    position = body.find("[")
-    position = body.find("{", position + 1 if position >= 0 else 0)
-    while 0 <= position < len(body):
+    end = 0
+    for position in starts:
+        if position < end:
+            continue  # inside an object already read
         try:
             value, end = decoder.raw_decode(body, position)
         except (ValueError, RecursionError):
-            position = body.find("{", position + 1)
+            end = 0
             continue
-        if isinstance(value, Mapping) and "memories" not in value:
-            found.append(value)
-        position = body.find("{", end)
+        if isinstance(value, Mapping):
+            found.extend(_items(value))
+        else:
+            end = 0
     return found
 
 
@@ -168,10 +197,13 @@ def parse_block(body: str, complete: bool = True) -> list[ExtractedMemory]:
     if not text:
         return []
     try:
-        payload = json.loads(_TRAILING_COMMA.sub(r"\1", text))
-        items = _items(payload)
+        items = _items(json.loads(text))
     except (ValueError, RecursionError):
-        items = _salvage(text)
+        repaired, starts = _outside_strings(text)
+        try:
+            items = _items(json.loads(repaired))
+        except (ValueError, RecursionError):
+            items = _salvage(repaired, starts)
         if complete and not items:
             logger.warning("memory block is not valid JSON, dropped: %.200s", text)
         elif not complete:

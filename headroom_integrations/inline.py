@@ -220,12 +220,23 @@ def inject_memories(messages: Sequence[Any], injection: Injection) -> list[Any]:
         return out
     for position in range(len(out) - 1, -1, -1):
         message = out[position]
-        if _role(message) == "user" and isinstance(message, Mapping):
-            updated = dict(message)
-            updated["content"] = _append_text(message.get("content"), injection.text)
+        if _role(message) == "user":  # the last one, whatever its type: never an earlier question
+            updated = _as_dict(message)
+            updated["content"] = _append_text(updated.get("content"), injection.text)
             out[position] = updated
             return out
     return out
+
+
+def _as_dict(message: Any) -> dict[str, Any]:
+    """A message as a new dict (a mapping copied; an SDK or pydantic object by its fields)."""
+    if isinstance(message, Mapping):
+        return dict(message)
+    dump = getattr(message, "model_dump", None)
+    if callable(dump):
+        return dict(dump(exclude_none=True))
+    fields = {k: v for k, v in vars(message).items() if not k.startswith("_")} if hasattr(message, "__dict__") else {}
+    return {**fields, "role": _role(message), "content": _content(message)}
 
 
 def add_instruction(messages: Sequence[Any], instruction: str = MEMORY_INSTRUCTION) -> list[Any]:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from headroom_integrations.blocks import parse_block
 from headroom_integrations.inline import (
     MEMORY_INSTRUCTION,
     StreamFilter,
@@ -98,3 +103,56 @@ def test_injection_and_instruction_do_not_mutate_the_caller() -> None:
     assert instructed[1]["content"].startswith("Hi\n\n<memories>")
     assert last_user_text(instructed).startswith("Hi")
     assert add_instruction([{"role": "user", "content": "x"}])[0] == {"role": "system", "content": MEMORY_INSTRUCTION}
+
+
+def test_the_last_user_message_gets_the_block_whatever_its_type() -> None:
+    """A user message given as an object (an SDK or pydantic message) gets the block itself: an
+    earlier question never does (it did: the block went to the last *dict* user message)."""
+    from pydantic import BaseModel
+
+    class Message(BaseModel):
+        role: str
+        content: str
+        name: str | None = None
+
+    injection = format_memories([Memory(id="a", content="Likes tea", user_id="u")])
+    for newest in (Message(role="user", content="What should I drink?"),
+                   SimpleNamespace(role="user", content="What should I drink?")):
+        messages = [{"role": "user", "content": "old question"}, {"role": "assistant", "content": "ok"}, newest]
+        out = inject_memories(messages, injection)
+        assert out[0] == {"role": "user", "content": "old question"} and out[2]["role"] == "user"
+        assert out[2]["content"].startswith("What should I drink?\n\n<memories>")
+        assert newest.content == "What should I drink?"  # the caller's object is not modified
+
+
+def test_a_fact_s_text_survives_every_repair_of_a_block() -> None:
+    """Trailing commas are removed outside strings only, and a broken block keeps each complete
+    object however its text reads (brackets, braces, commas, escaped quotes) and however many
+    payloads it holds."""
+    valid = '{"memories":[{"content":"In Python [1, 2,] and {\'a\': 1,} are literals"}]}'
+    assert [m.content for m in parse_block(valid)] == ["In Python [1, 2,] and {'a': 1,} are literals"]
+    commas = '{"memories": [{"content": "Said \\"x,}\\" twice",}, {"content": "Uses [brackets],"},],}'
+    assert [m.content for m in parse_block(commas)] == ['Said "x,}" twice', "Uses [brackets],"]
+    broken = '{"content": "Uses [brackets] in notes", "category": "fact"}}'
+    assert [m.content for m in parse_block(broken)] == ["Uses [brackets] in notes"]
+    two = '{"memories":[{"content":"Prefers Go"}]}\n{"memories":[{"content":"Has a cat"}]}'
+    assert [m.content for m in parse_block(two)] == ["Prefers Go", "Has a cat"]
+    cut = '{"memories": [{"content": "Prefers Go", "category": "preference",}, {"content": "Has a ca'
+    assert [m.content for m in parse_block(cut, complete=False)] == ["Prefers Go"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(min_size=1), st.text(',}]{["\\: ab', min_size=1)).filter(str.strip),
+                min_size=1, max_size=5), st.booleans(), st.data())
+def test_generated_facts_come_back_exactly(contents: list[str], trailing: bool, data: st.DataObject) -> None:
+    """Any texts written as a block, with trailing commas or cut off anywhere, give back exactly
+    the facts whose objects are complete, in order."""
+    objects = [json.dumps({"content": c}) for c in contents]
+    if trailing:
+        objects = [o[:-1] + ",}" for o in objects]
+    body = '{"memories": [' + ", ".join(objects) + (",]}" if trailing else "]}")
+    expected = [c.strip() for c in contents]
+    assert [m.content for m in parse_block(body)] == expected
+    cut = data.draw(st.integers(0, len(body)))
+    got = [m.content for m in parse_block(body[:cut], complete=False)]
+    assert got == expected[: len(got)]
