@@ -123,7 +123,8 @@ def _memory_from(item: Any) -> ExtractedMemory | None:
     except (TypeError, ValueError, OverflowError):
         logger.warning("memory importance %.50r is not a number, using %s", item["importance"], importance)
     supersedes = item.get("supersedes")
-    supersedes = supersedes.strip() if isinstance(supersedes, str) and supersedes.strip() else None
+    # a handle as the injected block writes it ("[m1]") or in capitals names the same memory
+    supersedes = (supersedes.strip().strip("[]").strip().lower() or None) if isinstance(supersedes, str) else None
     return ExtractedMemory(content.strip(), category, scope, importance, supersedes)
 
 

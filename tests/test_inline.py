@@ -156,3 +156,9 @@ def test_generated_facts_come_back_exactly(contents: list[str], trailing: bool, 
     cut = data.draw(st.integers(0, len(body)))
     got = [m.content for m in parse_block(body[:cut], complete=False)]
     assert got == expected[: len(got)]
+
+
+@pytest.mark.parametrize("written", ["m1", "[m1]", " M1 ", "[M1]"])
+def test_a_handle_names_its_memory_however_it_is_written(written: str) -> None:
+    parsed = parse_block(json.dumps({"memories": [{"content": "Moved to Porto", "supersedes": written}]}))
+    assert parsed[0].supersedes == "m1"
