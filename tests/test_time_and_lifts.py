@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine
+from headroom_integrations import InvalidInputError, MemoryConfig, MemoryEngine, MemoryFilter
 from headroom_integrations.memory.time_expressions import time_window
 
 NOW = datetime(2023, 7, 12, 15, 30, tzinfo=timezone.utc)  # a Wednesday
@@ -197,6 +197,22 @@ def test_bad_times_are_refused(engine: MemoryEngine, field: str, value: object) 
     engine.add("Went hiking", "u")
     with pytest.raises(InvalidInputError, match=field):
         engine.search("hiking", "u", **{field: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [
+    datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))),
+    "0001-01-01T00:00:00+05:00",
+    datetime(9999, 12, 31, 23, 0, tzinfo=timezone(timedelta(hours=-5))),
+])
+def test_times_outside_utc_range_are_refused(engine: MemoryEngine, bad: object) -> None:
+    """A time that falls before year 1 or after 9999 once in UTC is bad input, not an OverflowError."""
+    with pytest.raises(InvalidInputError, match="valid_at"):
+        engine.search("hiking", "u", valid_at=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="observed_at"):
+        engine.add("Went hiking", "u", observed_at=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="observed_after"):
+        MemoryFilter(user_id="u", observed_after=bad)  # type: ignore[arg-type]
+    assert engine.query(MemoryFilter(user_id="u")) == []
 
 
 def test_common_query_terms_lift_the_memories_holding_them(make_engine: Callable[..., MemoryEngine]) -> None:

@@ -59,6 +59,22 @@ def test_point_in_time(engine: MemoryEngine) -> None:
     assert v2.valid_from is not None
 
 
+def test_point_in_time_search_is_not_crowded_out_by_newer_memories(engine: MemoryEngine) -> None:
+    """A search at a past time finds the versions valid then (min(top_k, visible then) of them)
+    however many newer memories closer to the query were stored since: 1,300 of them fill the
+    deepest candidate list of current vectors (4 * 4 * 4 * 20 = 1,280)."""
+    bikes = engine.add_batch([f"Owns a bicycle numbered {i}" for i in range(5)], user_id="u")
+    time.sleep(0.01)
+    then = datetime.now(timezone.utc)
+    time.sleep(0.01)
+    engine.supersede(bikes[0].id, "Sold the bicycle numbered 0")  # the old version was valid then
+    engine.add_batch([f"Visited the museum of modern art in city {i}" for i in range(1300)], user_id="u")
+    for top_k in (3, 10):
+        hits = engine.search("museum of modern art visit", user_id="u", top_k=top_k, valid_at=then)
+        assert len(hits) == min(top_k, 5)
+        assert {h.id for h in hits} <= {b.id for b in bikes}
+
+
 def test_supersede_errors(engine: MemoryEngine) -> None:
     old = engine.add("A", user_id="u")
     new = engine.supersede(old.id, "B")
@@ -83,3 +99,13 @@ def test_rollback_is_recorded_in_the_chain(engine: MemoryEngine) -> None:
     assert engine.search("who leads the team", user_id="u", top_k=1)[0].id == v3.id
     with pytest.raises(InvalidInputError, match="already the current"):
         engine.rollback(v3.id)
+
+
+def test_only_the_rollback_version_is_marked_a_rollback(engine: MemoryEngine) -> None:
+    v1 = engine.add("Works at Google", user_id="u", metadata={"source": "chat"})
+    engine.supersede(v1.id, "Works at Anthropic")
+    v3 = engine.rollback(v1.id)
+    v4 = engine.supersede(v3.id, "Works at OpenAI")
+    assert v3.metadata == {"source": "chat", "rolled_back_to": v1.id}
+    assert v4.metadata == {"source": "chat"}  # inherited, without the rollback mark
+    assert engine.get_history(v1.id)[-1].metadata == {"source": "chat"}

@@ -134,12 +134,13 @@ def as_datetime(value: Any, what: str) -> datetime | None:
         datetime.datetime(2024, 1, 1, 0, 0, tzinfo=datetime.timezone.utc)
 
     Raises:
-        InvalidInputError: anything else, or a string that is not an ISO date.
+        InvalidInputError: anything else, a string that is not an ISO date, or a time that falls
+            outside the years 1..9999 once expressed in UTC (``0001-01-01T00:00+05:00``).
     """
     if value is None:
         return None
     if isinstance(value, datetime):
-        return utc(value)
+        return _in_utc(value, what)
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day, tzinfo=timezone.utc)
     if isinstance(value, str):
@@ -147,10 +148,20 @@ def as_datetime(value: Any, what: str) -> datetime | None:
         if text[-1:] in ("Z", "z"):
             text = text[:-1] + "+00:00"
         try:
-            return utc(datetime.fromisoformat(text))
+            parsed = datetime.fromisoformat(text)
         except ValueError:
             pass
+        else:
+            return _in_utc(parsed, what)
     raise InvalidInputError(f"{what} must be a datetime, a date or an ISO 8601 string, got {value!r}")
+
+
+def _in_utc(value: datetime, what: str) -> datetime:
+    """``value`` in UTC, refusing a time UTC cannot express (before year 1 or after year 9999)."""
+    try:
+        return utc(value)
+    except OverflowError:
+        raise InvalidInputError(f"{what} is outside the years 1..9999 in UTC, got {value.isoformat()}") from None
 
 
 def as_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | None:

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from headroom_integrations.errors import InvalidInputError, MemoryNotFoundError
-from headroom_integrations.memory.backends import Revision
+from headroom_integrations.memory.backends import ROLLED_BACK_TO, Revision
 from headroom_integrations.memory.models import Memory, MemoryCategory, as_datetime
 from headroom_integrations.memory.validation import content_text, identifier, metadata_value
 from headroom_integrations.memory.validation import importance as _importance
@@ -70,7 +70,8 @@ class Versioning:
     ) -> Memory:
         """Replace a fact with a new version; the old one stays in the history, no longer current.
 
-        The new version inherits owner, scope ids, category and importance unless given.
+        The new version inherits owner, scope ids, category, importance and metadata unless given
+        (not a rollback's ``rolled_back_to``: only the version :meth:`rollback` created is one).
         ``observed_at`` is when the new version was stated (default: now). ``defer_embedding``
         works as in :meth:`add`.
 
@@ -151,7 +152,7 @@ class Versioning:
         if target.is_current:
             raise InvalidInputError(f"memory {memory_id!r} is already the current version")
         head = next((m for m in chain if m.is_current), None)
-        metadata = {**target.metadata, "rolled_back_to": target.id}
+        metadata = {**target.metadata, ROLLED_BACK_TO: target.id}
         base = head if head is not None else chain[-1]  # headless: continue from the latest version
         revision = self._revision(target.content, "new_content", target.category, target.importance, metadata,
                                   target.observed_at if observed_at is None else observed_at)

@@ -7,6 +7,7 @@ PostgreSQL + pgvector one (the ``postgres`` extra).
 from __future__ import annotations
 
 from headroom_integrations.memory.backends.base import (
+    ROLLED_BACK_TO,
     KeywordQuery,
     MemoryBackend,
     Revision,
@@ -17,6 +18,7 @@ from headroom_integrations.memory.backends.base import (
 from headroom_integrations.memory.config import MemoryConfig
 
 __all__ = [
+    "ROLLED_BACK_TO",
     "KeywordQuery",
     "MemoryBackend",
     "Revision",

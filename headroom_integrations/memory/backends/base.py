@@ -34,10 +34,15 @@ from headroom_integrations.memory.models import (
 )
 from headroom_integrations.memory.visibility import BucketKey, bucket_key, visible_keys
 
-__all__ = ["META_MESSAGES_COPIED", "KeywordQuery", "MemoryBackend", "Revision", "Scores", "SearchScope", "StoredRow"]
+__all__ = ["META_MESSAGES_COPIED", "ROLLED_BACK_TO", "KeywordQuery", "MemoryBackend", "Revision", "Scores",
+           "SearchScope", "StoredRow"]
 
 META_MESSAGES_COPIED = "migrated_messages"
 """Meta key prefix: how many chat messages a migration copied from a source (``<prefix>:<hash of the source>``)."""
+
+ROLLED_BACK_TO = "rolled_back_to"
+"""Metadata key of the version a rollback created: the id of the version it restored. Only that
+version carries it: a later version inheriting its metadata leaves it out."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,7 @@ class Revision:
     category: MemoryCategory | None = None
     importance: float | None = None
     metadata: Mapping[str, Any] | None = None
+    """New metadata (None: a new version inherits the old one's, less :data:`ROLLED_BACK_TO`)."""
     observed_at: datetime | None = None
     """When the fact was stated (a new version: None means now; an edit: None keeps it)."""
 

@@ -31,7 +31,7 @@ from headroom_integrations.errors import (
     MemoryNotFoundError,
     StorageError,
 )
-from headroom_integrations.memory.backends.base import Revision, SearchScope, StoredRow
+from headroom_integrations.memory.backends.base import ROLLED_BACK_TO, Revision, SearchScope, StoredRow
 from headroom_integrations.memory.backends.rows import memory_row, naive, now_utc, row_to_memory
 from headroom_integrations.memory.backends.schema import SCHEMA_VERSION, Tables
 from headroom_integrations.memory.backends.sql_chat import SqlChatLog
@@ -289,12 +289,15 @@ class SqlStore(SqlItems, SqlOverview, SqlChatLog):
                     raise MemoryAlreadySupersededError(old_id, old.superseded_by, successor_deleted=headless)
             stamp = now_utc()
             content = revision.content if revision.content is not None else old.content
+            # Only the version a rollback created is a rollback: its successors do not inherit the mark.
+            metadata = ({k: v for k, v in old.metadata.items() if k != ROLLED_BACK_TO}
+                        if revision.metadata is None else dict(revision.metadata))
             [new] = self._new_rows([Memory(
                 id=new_id, content=content, user_id=old.user_id, session_id=old.session_id,
                 agent_id=old.agent_id, turn_id=old.turn_id, scope=old.scope,
                 category=revision.category or old.category,
                 importance=old.importance if revision.importance is None else revision.importance,
-                metadata=dict(old.metadata if revision.metadata is None else revision.metadata),
+                metadata=metadata,
                 created_at=stamp, updated_at=stamp, valid_from=stamp, supersedes=old_id, chain_id=old.chain_id,
                 namespace=old.namespace, key=old.key, expires_at=old.expires_at, searchable=old.searchable,
                 observed_at=stamp if revision.observed_at is None else naive(revision.observed_at),

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, and_, select
 
 from headroom_integrations.errors import StorageError
 from headroom_integrations.memory.backends.base import KeywordQuery, Revision, Scores, SearchScope, StoredRow
@@ -33,6 +33,7 @@ from headroom_integrations.memory.backends.sqlite.driver import (
     checkpoint_truncate,
     create_sqlite_engine,
     ensure_waiting_index,
+    exact_nearest,
     fts_optimize,
     install_fts,
     memory_rows,
@@ -391,20 +392,22 @@ class SqliteBackend(SqlStore):
         known: Sequence[int] = (),
     ) -> tuple[list[tuple[int, float]], Scores]:
         """See :meth:`MemoryBackend.nearest`: the index's visibility buckets; older versions (not
-        in the graph) are scored exactly from the database."""
-        hits = self.index.search(vector, scope.buckets(), k, scope.categories)
-        if scope.history:
-            m = TABLES.memories
+        in the graph) are scored exactly from the database.
+
+        At a point in time (``scope.valid_at``) every candidate is scored exactly from the rows
+        valid then: the graph holds today's current vectors, and the caller's newer memories
+        could fill any depth of its candidates with rows not valid then.
+        """
+        condition = self.scope_condition(scope)
+        if scope.valid_at is not None:
             with self.connect() as conn:
-                rows = conn.execute(
-                    select(m.c.pk, m.c.embedding)
-                    .where(self.scope_condition(scope), m.c.valid_to.is_not(None), m.c.embedding.is_not(None))
-                ).all()
-            merged = dict(hits)
-            if rows:
-                matrix = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows])
-                merged.update(zip([r[0] for r in rows], (matrix @ vector).tolist()))
-            hits = sorted(merged.items(), key=lambda item: item[1], reverse=True)[:k]
+                hits = exact_nearest(conn, vector, condition, k)
+        else:
+            hits = self.index.search(vector, scope.buckets(), k, scope.categories)
+        if scope.include_superseded and scope.valid_at is None:
+            with self.connect() as conn:
+                older = exact_nearest(conn, vector, and_(condition, TABLES.memories.c.valid_to.is_not(None)), k)
+            hits = sorted({**dict(hits), **dict(older)}.items(), key=lambda item: item[1], reverse=True)[:k]
         found = {pk for pk, _ in hits}
         others = set(known)
         return hits, self.candidate_scores(

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import (
     Column,
     ColumnElement,
@@ -52,6 +53,7 @@ __all__ = [
     "checkpoint_truncate",
     "create_sqlite_engine",
     "ensure_waiting_index",
+    "exact_nearest",
     "fts_rank",
     "fts_search",
     "fts_optimize",
@@ -279,6 +281,23 @@ def fts_search(
         .limit(limit)
     )
     return [(row[0], float(row[1])) for row in connection.execute(statement)]
+
+
+def exact_nearest(
+    connection: Connection, vector: np.ndarray, condition: ColumnElement[bool], k: int, chunk: int = 4096
+) -> list[tuple[int, float]]:
+    """(primary key, cosine) of the ``k`` embedded memories meeting ``condition`` closest to
+    ``vector``, best first: every such row scored from its stored vector (``chunk`` rows at a
+    time, so only their scores are held), for the rows the vector index does not hold."""
+    result = connection.execute(select(memories.c.pk, memories.c.embedding)
+                                .where(condition, memories.c.embedding.is_not(None)))
+    best: list[tuple[int, float]] = []
+    while rows := result.fetchmany(chunk):
+        matrix = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        scores = matrix @ vector
+        top = np.argpartition(-scores, k - 1)[:k] if len(rows) > k else range(len(rows))
+        best = sorted([*best, *((rows[i][0], float(scores[i])) for i in top)], key=lambda hit: hit[1], reverse=True)[:k]
+    return best
 
 
 def matching_pks(connection: Connection, pks: list[int], condition: ColumnElement[bool]) -> list[int]:
