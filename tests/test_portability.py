@@ -236,3 +236,26 @@ def test_doctor_embeds_rows_left_without_a_vector(make_engine: Make, store: Stor
     engine.doctor(repair=True)
     assert not any(engine.doctor().values())
     assert engine.search("which drink?", user_id="u")[0].id == kept.id
+
+
+def test_metadata_holding_a_lone_surrogate_round_trips(make_engine: Make, tmp_path: Path) -> None:
+    """``add`` keeps such metadata exactly; the export wrote it raw and failed (UnicodeEncodeError),
+    losing every memory of the file: it is written as a JSON escape instead."""
+    source = make_engine(db_path=tmp_path / "source.db")
+    kept = source.add("Has a cat", user_id="alice", metadata={"from_js": "half \ud83d emoji"})
+    path = tmp_path / "odd.jsonl"
+    assert source.export(path).memories == 1
+    target = make_engine()
+    assert target.import_(path).added == 1
+    assert target.get(kept.id).metadata == {"from_js": "half \ud83d emoji"}
+
+
+def test_a_line_with_an_over_long_id_is_refused_and_the_others_stored(engine: MemoryEngine) -> None:
+    """Memory ids are UUID-sized on both backends: PostgreSQL's columns hold 36 characters and
+    refused the whole batch (StorageError); the line is now refused on its own."""
+    lines = [json.dumps({"id": "note-" + "x" * 40, "content": "Too long an id", "user_id": "alice"}),
+             json.dumps({"id": "note-1", "content": "Likes tea", "user_id": "alice"})]
+    report = engine.import_(lines)
+    assert report.added == 1 and [number for number, _ in report.errors] == [1]
+    assert "longer than 36 characters" in report.errors[0][1]
+    assert [m.content for m in engine.query(MemoryFilter(user_id="alice"))] == ["Likes tea"]

@@ -37,13 +37,15 @@ from headroom_integrations.memory.models import Memory, MemoryCategory, as_datet
 from headroom_integrations.memory.namespaces import namespace_labels
 from headroom_integrations.memory.validation import identifier, new_memory
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Header", "from_mem0", "header_line", "memory_line", "parse_header",
-           "parse_memory"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "MEMORY_ID_MAX", "Header", "from_mem0", "header_line", "memory_line",
+           "parse_header", "parse_memory"]
 
 FORMAT = "headroom-memory"
 FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 """The format versions :func:`parse_header` accepts (every one this library ever wrote)."""
+MEMORY_ID_MAX = 36
+"""The longest memory id a line may carry (the id columns hold a UUID: 36 characters)."""
 _IDS = uuid.UUID("6f1d3c52-8a0e-4f4e-9a57-2f3b8d0c1e11")  # namespace of ids derived from a minimal line
 _FIELDS = ("id", "user_id", "session_id", "agent_id", "turn_id", "scope", "category", "content", "importance",
            "metadata", "created_at", "updated_at", "valid_from", "valid_to", "supersedes", "superseded_by",
@@ -126,7 +128,12 @@ def memory_line(memory: Memory, vector: np.ndarray | None = None) -> str:
     }
     if vector is not None:
         fields["vector"] = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
-    return json.dumps(fields, ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
+    line = json.dumps(fields, ensure_ascii=False, separators=(",", ":"), sort_keys=True) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in metadata (kept exactly by add): written as an escape
+        line = json.dumps(fields, ensure_ascii=True, separators=(",", ":"), sort_keys=True) + "\n"
+    return line
 
 
 def from_mem0(obj: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +187,7 @@ def parse_memory(obj: Any, max_chars: int, dimension: int | None = None) -> tupl
     base = new_memory(max_chars, obj.get("content"), obj.get("user_id"), obj.get("session_id"), obj.get("agent_id"),
                       obj.get("turn_id"), obj.get("category") or MemoryCategory.FACT, obj.get("scope"),
                       obj.get("importance", 0.5), obj.get("metadata"))
-    memory_id = identifier(obj.get("id"), "id") or str(
+    memory_id = _memory_id(obj.get("id"), "id") or str(
         uuid.uuid5(_IDS, json.dumps([base.user_id, base.session_id, base.agent_id, base.turn_id, base.content]))
     )
     created = as_datetime(obj.get("created_at"), "created_at") or base.created_at
@@ -193,9 +200,9 @@ def parse_memory(obj: Any, max_chars: int, dimension: int | None = None) -> tupl
         updated_at=as_datetime(obj.get("updated_at"), "updated_at") or created,
         valid_from=as_datetime(obj.get("valid_from"), "valid_from") or created,
         valid_to=as_datetime(obj.get("valid_to"), "valid_to"),
-        supersedes=identifier(obj.get("supersedes"), "supersedes"),
-        superseded_by=identifier(obj.get("superseded_by"), "superseded_by"),
-        chain_id=identifier(obj.get("chain_id"), "chain_id") or memory_id,
+        supersedes=_memory_id(obj.get("supersedes"), "supersedes"),
+        superseded_by=_memory_id(obj.get("superseded_by"), "superseded_by"),
+        chain_id=_memory_id(obj.get("chain_id"), "chain_id") or memory_id,
         namespace=None if namespace is None else namespace_labels(namespace),
         key=None if obj.get("key") is None else checked_key(obj["key"]),
         expires_at=as_datetime(obj.get("expires_at"), "expires_at"), searchable=searchable,
@@ -204,6 +211,14 @@ def parse_memory(obj: Any, max_chars: int, dimension: int | None = None) -> tupl
     if (memory.namespace is None) != (memory.key is None):
         raise InvalidInputError("namespace and key go together (a key-value item has both)")
     return memory, _vector(obj.get("vector"), dimension) if searchable else None
+
+
+def _memory_id(value: Any, what: str) -> str | None:
+    """A memory id of a line: at most 36 characters (a UUID's length, what both backends store)."""
+    found = identifier(value, what)
+    if found is not None and len(found) > MEMORY_ID_MAX:
+        raise InvalidInputError(f"{what} is longer than {MEMORY_ID_MAX} characters: {found[:40]!r}...")
+    return found
 
 
 def _vector(value: Any, dimension: int | None) -> np.ndarray | None:
