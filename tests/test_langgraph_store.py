@@ -356,3 +356,48 @@ def test_langmem_tools_manage_and_search_memories_on_the_store(hs: HeadroomStore
     manage.invoke({"action": "delete", "id": memory_id}, config)
     assert [i.value["content"] for i in hs.search(("memories", "dana"))] == ["Dana runs marathons"]
     assert asyncio.run(manage.ainvoke({"content": "Dana has a cat", "action": "create"}, config)).startswith("created")
+
+
+@pytest.mark.parametrize("label", [" ", "\t", "\u00a0", "x" * 300])
+def test_a_user_label_langgraph_accepts_holds_items(hs: HeadroomStore, label: str) -> None:
+    """A label LangGraph accepts in the user position (blank, very long) holds items as in
+    InMemoryStore; it raised InvalidInputError as a user id, even on reads."""
+    reference = InMemoryStore()
+    for store in (reference, hs):
+        assert store.get(("memories", label), "k") is None
+        store.put(("memories", label), "k", {"content": "Likes green tea"})
+    assert hs.get(("memories", label), "k").value == reference.get(("memories", label), "k").value  # type: ignore[union-attr]
+    assert [h.key for h in hs.search(("memories", label), query="tea")] == ["k"]
+    assert hs.list_namespaces(prefix=("memories",)) == reference.list_namespaces(prefix=("memories",))
+
+
+def test_a_batch_that_fails_changes_nothing(hs: HeadroomStore) -> None:
+    """The deletes of a batch ran before its puts were checked: a refused value lost the deleted item."""
+    ns = ("memories", "alice")
+    hs.put(ns, "a", {"content": "keep me"})
+    with pytest.raises(InvalidInputError):
+        hs.batch([PutOp(ns, "a", None), PutOp(ns, "b", {"x": float("nan")})])
+    assert hs.get(ns, "a") is not None and hs.get(ns, "b") is None
+
+
+def test_items_with_the_same_text_are_each_ranked(hs: HeadroomStore) -> None:
+    """Two keys holding the same words are two items: search ranks both (one was collapsed as a
+    repeat of the other and came back unscored, or not at all)."""
+    ns = ("memories", "alice")
+    for key, text in (("d1", "Likes green tea"), ("d2", "likes green tea."), ("other", "Plays chess")):
+        hs.put(ns, key, {"content": text})
+    hits = {h.key: h.score for h in hs.search(ns, query="green tea", limit=3)}
+    assert hits["d1"] is not None and hits["d2"] is not None and hits["d1"] == pytest.approx(hits["d2"], abs=0.05)
+
+
+def test_a_users_order_is_the_same_when_other_users_are_searched_too(hs: HeadroomStore) -> None:
+    """Hits of several users are merged by the score the engine ranked them by, so one user's items
+    keep the order a search of that user alone gives (they were re-sorted by cosine)."""
+    texts = ["Drinks green tea every morning", "Tea ceremony in Kyoto was memorable", "Owns a cat called Tea",
+             "Prefers coffee over tea", "Green smoothies for breakfast", "Tea tea tea", "Reads science fiction"]
+    for i, text in enumerate(texts):
+        hs.put(("memories", "alice"), f"k{i}", {"content": text})
+    hs.put(("memories", "zed"), "z", {"content": "Drinks black tea"})
+    alone = [h.key for h in hs.search(("memories", "alice"), query="tea", limit=20)]
+    merged = [h.key for h in hs.search(("memories",), query="tea", limit=20) if h.namespace[1] == "alice"]
+    assert merged == alone

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from headroom_integrations.adapter_core import StoreOptions, engine_from
 from headroom_integrations.errors import InvalidInputError
 from headroom_integrations.langgraph.values import field_paths, matches_condition, matches_filter, value_text
 from headroom_integrations.memory.models import Memory, MemoryFilter
+from headroom_integrations.memory.validation import identifier
 
 __all__ = ["HeadroomStore"]
 
@@ -115,12 +117,12 @@ class HeadroomStore(BaseStore):
         """
         if callable(self._user_label):
             return self._user_label(tuple(namespace))
-        return namespace[self._user_label] if len(namespace) > self._user_label else namespace[0]
+        return _engine_user(namespace[self._user_label] if len(namespace) > self._user_label else namespace[0])
 
     def _prefix_user(self, prefix: tuple[str, ...]) -> str | None:
         """The one user every namespace under ``prefix`` belongs to, when the prefix says so."""
         if isinstance(self._user_label, int) and len(prefix) > self._user_label:
-            return prefix[self._user_label]
+            return _engine_user(prefix[self._user_label])
         return None
 
     # -- batches ----------------------------------------------------------------------------------
@@ -169,7 +171,7 @@ class HeadroomStore(BaseStore):
         return self.engine.get_item(self.user_of(namespace), namespace, key)
 
     def _apply_puts(self, puts: list[PutOp], now: datetime) -> None:
-        """Deletes, then every other put in one transaction with one embedding call."""
+        """Every put but the deletes in one transaction with one embedding call, then the deletes."""
         items = []
         for op in puts:
             namespace = tuple(op.namespace)
@@ -177,11 +179,11 @@ class HeadroomStore(BaseStore):
                 raise InvalidNamespaceError("Namespace cannot be empty.")
             if op.value is not None:
                 items.append(self._item(op, namespace, now))
-        for op in puts:
+        if items:  # first: put_items checks every item before storing any, so a bad one changes nothing
+            self.engine.put_items(items)
+        for op in puts:  # one op per key (the last put of a key wins), so the order cannot matter
             if op.value is None:
                 self.engine.delete_item(self.user_of(tuple(op.namespace)), tuple(op.namespace), op.key)
-        if items:
-            self.engine.put_items(items)
 
     def _item(self, op: PutOp, namespace: tuple[str, ...], now: datetime) -> dict[str, Any]:
         """The engine's item of a put: the value kept whole, the text chosen by the index fields."""
@@ -242,14 +244,15 @@ class HeadroomStore(BaseStore):
             users = sorted({m.user_id for m in every})
         else:
             users = [user]
-        scored: list[tuple[Memory, float]] = []
+        ranked: list[tuple[Memory, float, float]] = []
         exhausted = True
         for owner in users:
             hits, complete = self._user_hits(op, owner, prefix, need, now)
-            scored.extend(hits)
+            ranked.extend(hits)
             exhausted = exhausted and complete
-        if len(users) > 1:
-            scored.sort(key=lambda pair: pair[1], reverse=True)
+        if len(users) > 1:  # merged by the engine's own ranking, so each user's order stays as it is alone
+            ranked.sort(key=lambda hit: hit[2], reverse=True)
+        scored = [(memory, score) for memory, score, _ in ranked]
         page: list[tuple[Memory, float | None]] = list(scored[op.offset : need])
         if len(page) < op.limit and exhausted:
             every = self._items(prefix, now) if every is None else every
@@ -260,13 +263,15 @@ class HeadroomStore(BaseStore):
 
     def _user_hits(
         self, op: SearchOp, user: str, prefix: tuple[str, ...], need: int, now: datetime
-    ) -> tuple[list[tuple[Memory, float]], bool]:
-        """The user's best items under the prefix (at least ``need`` when there are that many)
-        and whether every searchable memory of the user was ranked."""
+    ) -> tuple[list[tuple[Memory, float, float]], bool]:
+        """The user's best items under the prefix (at least ``need`` when there are that many),
+        each with its cosine and the score the engine ranked it by (not rising down the list), and
+        whether every searchable memory of the user was ranked."""
         top_k = max(need * 2, 10)
         while True:
             hits = self.engine.search(op.query, user, top_k=top_k)  # type: ignore[arg-type]
-            wanted = [(h.memory, h.score) for h in hits if self._wanted(h.memory, prefix, op.filter, now)]
+            wanted = [(h.memory, h.score, h.fused_score + h.diversity_part) for h in hits
+                      if self._wanted(h.memory, prefix, op.filter, now)]
             if len(wanted) >= need or len(hits) < top_k:
                 return wanted, len(hits) < top_k
             top_k *= 4
@@ -359,3 +364,13 @@ def _item(memory: Memory) -> Item:
 def _search_item(memory: Memory, score: float | None) -> SearchItem:
     return SearchItem(namespace=memory.namespace or (), key=memory.key or "", value=memory.metadata.get("value", {}),
                       created_at=memory.created_at, updated_at=memory.valid_from or memory.created_at, score=score)
+
+
+def _engine_user(label: str) -> str:
+    """The engine user id of a namespace label: the label itself, or, for a label LangGraph
+    accepts but a user id cannot be (blank, over 255 characters, a lone surrogate), a digest of it.
+    """
+    try:
+        return identifier(label, "user_id", required=True)  # type: ignore[return-value]
+    except InvalidInputError:
+        return "langgraph-label:" + hashlib.sha256(label.encode("utf-8", "surrogatepass")).hexdigest()

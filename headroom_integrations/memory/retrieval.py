@@ -330,6 +330,8 @@ def _score(
             stale += 1
             continue
         memory, stored, print_ = found
+        if memory.key is not None:  # a key-value item is its own item, whatever its text repeats
+            print_ = None
         if not r.scope.matches(memory) or not r.in_bounds(memory):  # changed since found, or out of bounds
             stale += 1
             continue
