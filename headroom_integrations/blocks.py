@@ -35,7 +35,7 @@ from typing import Any
 
 from headroom_integrations.memory.models import MemoryCategory, MemoryScope
 
-__all__ = ["ExtractedMemory", "ParsedReply", "StreamFilter", "parse_block", "parse_reply"]
+__all__ = ["ExtractedMemory", "ParsedReply", "StreamFilter", "parse_block", "parse_parts", "parse_reply"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,23 @@ def parse_reply(text: str | None, cut: bool = False) -> ParsedReply:
     scanner = StreamFilter()
     shown = scanner.feed(text) + scanner.finish(cut)
     return ParsedReply(shown, scanner.memories(), scanner.blocks)
+
+
+def parse_parts(parts: list[str]) -> tuple[list[str], list[ExtractedMemory]]:
+    """The text parts of one reply (a message's text blocks, in order) without their ``<memory>``
+    blocks, each part in its place, and the memories; a block may run from one part into the next.
+
+    Example:
+        >>> shown, found = parse_parts(["Sure.", ' <memory>{"content": "Likes tea"}</memory>'])
+        >>> shown, [m.content for m in found]
+        (['Sure.', ''], ['Likes tea'])
+    """
+    scanner = StreamFilter()
+    shown = [scanner.feed(part) for part in parts]
+    tail = scanner.finish()
+    if shown:
+        shown[-1] += tail
+    return shown, scanner.memories()
 
 
 def _fences(text: str, line_start: bool) -> int:

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from headroom_integrations.blocks import ExtractedMemory, parse_reply
+from headroom_integrations.blocks import ExtractedMemory, parse_parts, parse_reply
 from headroom_integrations.errors import HeadroomError, MemoryAlreadySupersededError, MemoryNotFoundError
 from headroom_integrations.inline import Injection, format_memories
 from headroom_integrations.memory.core import MemoryEngine
@@ -132,3 +132,12 @@ class InlineMemory:
         parsed = parse_reply(text)
         self.remember(parsed.memories, handles, observed_at)
         return parsed.text
+
+    def remember_parts(
+        self, parts: list[str], handles: Mapping[str, str] | None = None, observed_at: datetime | None = None
+    ) -> list[str]:
+        """:meth:`remember_reply` for a reply in several text parts (a message's text blocks):
+        each part returned without blocks, in its place."""
+        shown, found = parse_parts(parts)
+        self.remember(found, handles, observed_at)
+        return shown

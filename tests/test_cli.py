@@ -305,3 +305,16 @@ def test_add_observed_at_and_list_by_when_facts_were_stated(cli: Cli) -> None:
     assert "observed_at must be a datetime, a date or an ISO 8601 string" in cli.err
     cli("list", "alice", "--observed-before", "soon", code=2)
     assert "observed_before must be" in cli.err
+
+
+def test_json_output_and_an_unwritable_export_never_print_a_traceback(cli: Cli, tmp_path: Path) -> None:
+    """Metadata ``add`` keeps exactly (a lone surrogate) made ``--json`` crash on writing; an export
+    to a missing folder or onto a directory printed a traceback and left a ``.partial`` file."""
+    shown = cli.json("add", "alice", "Likes tea", "--metadata", '{"note": "half \\ud83d emoji"}')
+    memory_id = shown["id"] if isinstance(shown, dict) else shown[0]["id"]  # type: ignore[index]
+    assert cli.json("show", memory_id)["metadata"] == {"note": "half \ud83d emoji"}  # type: ignore[index]
+    cli("export", "--output", str(tmp_path / "missing" / "x.jsonl"), code=1)
+    assert "cannot write the export" in cli.err
+    (tmp_path / "folder").mkdir()
+    cli("export", "--output", str(tmp_path / "folder"), code=1)
+    assert not (tmp_path / "folder.partial").exists()

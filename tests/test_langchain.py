@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnablePassthrough
@@ -272,3 +272,25 @@ def test_memory_instruction_template_formats_to_the_instruction(engine: MemoryEn
     history.add_messages([HumanMessage("I prefer Go"), reply])
     assert [m.content for m in history.messages] == ["I prefer Go", "Noted."]
     assert [m.content for m in engine.query(MemoryFilter(user_id="tess"))] == ["Prefers Go for performance-critical code"]
+
+
+def test_list_content_replies_lose_their_block_and_keep_their_facts(engine: MemoryEngine) -> None:
+    """Anthropic models and OpenAI's Responses API give list content: the history, the stripper
+    (whole and streamed) and so the middleware remove the block from it and store its fact (only
+    string content was handled: the block was shown and the fact lost)."""
+    reply = 'Sure.\n<memory>{"memories": [{"content": "Prefers oolong tea"}]}</memory>'
+    content = [{"type": "text", "text": reply}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]
+    history = HeadroomChatMessageHistory("s", user_id="alice", memory=engine)
+    history.add_messages([HumanMessage("hi"), AIMessage(content)])
+    saved = history.messages[-1].content
+    assert saved == [{"type": "text", "text": "Sure."}, content[1]]
+    engine.flush()
+    assert [m.content for m in engine.query(MemoryFilter(user_id="alice"))] == ["Prefers oolong tea"]
+    stripper = HeadroomMemoryCallbackHandler(user_id="alice", memory=engine).stripper()
+    assert stripper.invoke(AIMessage(content)).content == saved
+    pieces = [reply[i : i + 7] for i in range(0, len(reply), 7)]
+    chunks = [AIMessageChunk(content=[{"type": "text", "text": p, "index": 0}]) for p in pieces]
+    shown = "".join(block["text"] if isinstance(chunk.content, list) else chunk.content
+                    for chunk in stripper.transform(iter(chunks))
+                    for block in (chunk.content if isinstance(chunk.content, list) else [None]))
+    assert shown.strip() == "Sure."

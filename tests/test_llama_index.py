@@ -402,3 +402,20 @@ def test_react_agent_with_memory_and_wrapped_llm(engine: MemoryEngine) -> None:
     assert "Has a cat called Miso" in llm.prompts[0]
     assert all("<memory>" not in (m.content or "") for m in memory.get_all())
     assert FACT in _memories(engine, "hal")
+
+
+def test_text_blocks_around_an_image_keep_their_places() -> None:
+    """Only the memory block leaves an assistant message with several text blocks: the text after
+    an image stays after it (all text was merged into the first block)."""
+    from llama_index.core.base.llms.types import ChatMessage, ImageBlock, MessageRole, TextBlock
+
+    from headroom_integrations.llama_index.memory import strip_blocks
+
+    image = ImageBlock(url="https://example.com/cat.png")
+    message = ChatMessage(role=MessageRole.ASSISTANT, blocks=[
+        TextBlock(text="Part one."), image,
+        TextBlock(text='Part two.\n<memory>{"memories": [{"content": "Has a cat"}]}</memory>')])
+    cleaned, found = strip_blocks(message)
+    assert [type(b).__name__ for b in cleaned.blocks] == ["TextBlock", "ImageBlock", "TextBlock"]
+    assert (cleaned.blocks[0].text, cleaned.blocks[2].text.strip()) == ("Part one.", "Part two.")
+    assert [m.content for m in found] == ["Has a cat"]

@@ -76,7 +76,12 @@ class Output:
 
     def data(self, value: Any) -> None:
         """A JSON document (in every mode: for results that have no table form)."""
-        self.stream.write(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+        text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (kept exactly in metadata): written as an escape
+            text = json.dumps(value, indent=2, ensure_ascii=True, default=str)
+        self.stream.write(text + "\n")
 
     def line(self, text: str) -> None:
         """A message for people (left out with ``--json``, whose output is the data alone)."""

@@ -30,6 +30,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 from headroom_integrations._async import async_face
 from headroom_integrations.adapter_core import AdapterCore, RecallOptions, stated_at
 from headroom_integrations.inline import MEMORY_INSTRUCTION, StreamFilter, parse_reply
+from headroom_integrations.langchain.content import feed_content, strip_content
 
 __all__ = ["AsyncHeadroomMemoryCallbackHandler", "HeadroomMemoryCallbackHandler"]
 
@@ -126,10 +127,10 @@ class HeadroomMemoryCallbackHandler(BaseCallbackHandler):
 
 
 def _clean_one(item: Any, stream: StreamFilter) -> Any:
-    if isinstance(item, AIMessageChunk) and isinstance(item.content, str):
-        return item.model_copy(update={"content": stream.feed(item.content)})
-    if isinstance(item, AIMessage) and isinstance(item.content, str):
-        return item.model_copy(update={"content": parse_reply(item.content).text})
+    if isinstance(item, AIMessageChunk):
+        return item.model_copy(update={"content": feed_content(stream, item.content)})
+    if isinstance(item, AIMessage):
+        return item.model_copy(update={"content": strip_content(item.content)})
     if isinstance(item, str):
         return stream.feed(item)
     return item

@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from langchain_core.messages import messages_from_dict as _from_dicts
 
 from headroom_integrations.adapter_core import AdapterCore, RecallOptions, stated_at
+from headroom_integrations.langchain.content import remember_content
 
 __all__ = ["HeadroomChatMessageHistory"]
 
@@ -85,8 +86,8 @@ class HeadroomChatMessageHistory(BaseChatMessageHistory):
         """
         rows = []
         for position, message in enumerate(messages):
-            if self.extract and isinstance(message, AIMessage) and isinstance(message.content, str):
-                cleaned = self.memory.remember_reply(message.content, observed_at=stated_at(messages[:position]))
+            if self.extract and isinstance(message, AIMessage):
+                cleaned = remember_content(self.memory, message.content, observed_at=stated_at(messages[:position]))
                 if cleaned != message.content:
                     message = message.model_copy(update={"content": cleaned})
             rows.append({"role": message.type, "content": message.text, "payload": message_to_dict(message)})

@@ -11,6 +11,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
 from headroom_integrations.adapter_core import AdapterCore, RecallOptions, Turn, stated_at
 from headroom_integrations.inline import MEMORY_INSTRUCTION
+from headroom_integrations.langchain.content import remember_content
 from headroom_integrations.session import InlineMemory
 
 __all__ = ["HeadroomMemoryMiddleware"]
@@ -88,10 +89,9 @@ class HeadroomMemoryMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     def _finish(response: ModelResponse, memory: InlineMemory, turn: Turn) -> ModelResponse:
         cleaned = []
         for message in response.result:
-            if isinstance(message, AIMessage) and isinstance(message.content, str):
-                text = (memory.remember_reply(message.content, turn.handles, turn.observed_at) if not cleaned
-                        else message.content)
-                message = message.model_copy(update={"content": text})
+            if isinstance(message, AIMessage) and not cleaned:
+                content = remember_content(memory, message.content, turn.handles, turn.observed_at)
+                message = message.model_copy(update={"content": content})
             cleaned.append(message)
         return ModelResponse(result=cleaned, structured_response=response.structured_response)
 

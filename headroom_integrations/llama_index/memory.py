@@ -22,6 +22,7 @@ from llama_index.core.memory.types import BaseMemory
 from llama_index.core.utils import get_tokenizer
 
 from headroom_integrations.adapter_core import AdapterCore, engine_of, stated_at
+from headroom_integrations.blocks import parse_parts
 from headroom_integrations.inline import ExtractedMemory, parse_reply
 from headroom_integrations.memory import MemoryEngine
 from headroom_integrations.session import InlineMemory
@@ -80,7 +81,15 @@ def strip_blocks(message: ChatMessage) -> tuple[ChatMessage, list[ExtractedMemor
     parsed = parse_reply(text)
     if not parsed.blocks:
         return message, []
-    return with_text(message, parsed.text), parsed.memories
+    texts = [i for i, block in enumerate(message.blocks) if isinstance(block, TextBlock)]
+    if len(texts) < 2:
+        return with_text(message, parsed.text), parsed.memories
+    # several text blocks (around an image, say): each keeps its place, only the block is removed
+    shown, found = parse_parts([message.blocks[i].text for i in texts])
+    blocks = list(message.blocks)
+    for i, part in zip(texts, shown):
+        blocks[i] = TextBlock(text=part)
+    return message.model_copy(update={"blocks": [b for b in blocks if not isinstance(b, TextBlock) or b.text]}), found
 
 
 def query_of(input: str | ChatMessage | None, history: Sequence[ChatMessage]) -> str:

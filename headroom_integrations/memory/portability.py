@@ -18,7 +18,7 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
-from headroom_integrations.errors import InvalidInputError
+from headroom_integrations.errors import InvalidInputError, StorageError
 from headroom_integrations.memory.jsonl import header_line, memory_line, parse_header, parse_memory
 from headroom_integrations.memory.models import Memory, UserCounts, as_count
 from headroom_integrations.memory.validation import identifier
@@ -103,9 +103,18 @@ def _sink(target: str | os.PathLike[str] | IO[str]) -> Iterator[IO[str]]:
     if isinstance(target, (str, os.PathLike)):
         path = Path(target)
         partial = path.with_name(path.name + ".partial")
-        with partial.open("w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-        partial.replace(path)
+        try:
+            with partial.open("w", encoding="utf-8", newline="\n") as handle:
+                yield handle
+            partial.replace(path)
+        except OSError as exc:  # a missing folder, a directory, a full disk: nothing is left behind
+            if partial.is_file():
+                partial.unlink()
+            raise StorageError(f"cannot write the export to {path}: {exc.strerror or exc}") from exc
+        except BaseException:
+            if partial.is_file():
+                partial.unlink()
+            raise
     elif isinstance(target, io.TextIOBase) or hasattr(target, "write"):
         yield target
     else:
@@ -131,6 +140,10 @@ class Portability:
             with_vectors: also write each memory's embedding, so an import into a store with the
                 same embedder needs no embedding.
             batch_size: rows read per query (memory use is one batch).
+
+        Raises:
+            StorageError: the file cannot be written (a missing folder, a directory, a full disk);
+                no file, and no partial file, is left.
 
         Example::
 
