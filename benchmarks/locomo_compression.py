@@ -70,6 +70,7 @@ from locomo_eval import (  # noqa: E402
     sessions,
     store_conversation,
     turn_text,
+    without_dataset_fields,
 )
 
 from headroom_integrations import MemoryEngine  # noqa: E402
@@ -391,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "summary": summary(rows, list(encodings)),
         "time_s": round(time.perf_counter() - started, 2),
         "conversations": [{k: v for k, v in c.items() if k != "rows"} for c in per_conv],
-        "rows": rows,
+        "rows": without_dataset_fields(rows),
     }
     _report.publish(markdown(results), results, args.out, args.json, MARK_START, MARK_END)
     return 0

@@ -603,6 +603,22 @@ def markdown(results: dict[str, Any], chart_link: str | None = None) -> str:
 # -- command line -------------------------------------------------------------------------------------
 
 
+DATASET_FIELDS = ("category", "evidence")
+"""Per-question fields that are the dataset's own annotations: the raw results written to a file
+(which may be committed) leave them out, keeping ``conversation`` and ``qa_index`` to find them in
+the data (CC BY-NC 4.0, read from its path, never copied)."""
+
+
+def without_dataset_fields(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-question rows without :data:`DATASET_FIELDS`.
+
+    Example:
+        >>> without_dataset_fields([{"conversation": "conv-1", "qa_index": 3, "category": 2, "evidence": ["D1:3"]}])
+        [{'conversation': 'conv-1', 'qa_index': 3}]
+    """
+    return [{k: v for k, v in row.items() if k not in DATASET_FIELDS} for row in rows]
+
+
 def locomo_parser(doc: str | None) -> argparse.ArgumentParser:
     """The options every LoCoMo script shares: the data path, ``--quick``, ``--json`` and
     ``--out`` (``doc``: the script's docstring, whose first paragraph describes it)."""
@@ -692,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings_s": timings,
         # each conversation without its rows and grid (their figures are in summary and held_out)
         "conversations": [{k: v for k, v in c.items() if k not in ("rows", "grid")} for c in per_conv],
-        "rows": rows,
+        "rows": without_dataset_fields(rows),
     }
     chart_path = args.chart or (args.out.parent / "img" / "locomo_recall.png" if args.out else None)
     link = None

@@ -213,20 +213,21 @@ def _check_postgres(ns: dict[str, Any], stub: StubLLM, out: str) -> None:
 
 
 def _locomo_file() -> str:
-    """A LoCoMo-format conversation small enough for a docs test (the real file is not shipped)."""
+    """A made-up conversation in LoCoMo's format, small enough for a docs test (the real file is
+    not shipped, nor any of its text)."""
     turns = [
-        ("Caroline", "I went to a support group yesterday, it was powerful."),
-        ("Melanie", "That's great! I painted a sunrise last weekend."),
-        ("Caroline", "I'm looking into adoption agencies these days."),
-        ("Melanie", "We named our new puppy Oscar."),
+        ("Ana", "I joined a climbing club yesterday, it was great fun."),
+        ("Ben", "Nice! I baked a lemon cake last weekend."),
+        ("Ana", "I'm reading about sailing courses these days."),
+        ("Ben", "We named our new kitten Pepper."),
     ]
     session = [{"speaker": s, "dia_id": f"D1:{i + 1}", "text": t} for i, (s, t) in enumerate(turns)]
     qa = [
-        {"question": "What did Melanie paint?", "answer": "A sunrise", "evidence": ["D1:2"], "category": 1},
-        {"question": "What is the name of Melanie's puppy?", "answer": "Oscar", "evidence": ["D1:4"], "category": 1},
-        {"question": "What did Caroline research?", "answer": "Adoption agencies", "evidence": ["D1:3"], "category": 1},
+        {"question": "What did Ben bake?", "answer": "A lemon cake", "evidence": ["D1:2"], "category": 1},
+        {"question": "What is the name of Ben's kitten?", "answer": "Pepper", "evidence": ["D1:4"], "category": 1},
+        {"question": "What is Ana reading about?", "answer": "Sailing courses", "evidence": ["D1:3"], "category": 1},
     ]
-    return json.dumps([{"qa": qa, "conversation": {"speaker_a": "Caroline", "speaker_b": "Melanie",
+    return json.dumps([{"qa": qa, "conversation": {"speaker_a": "Ana", "speaker_b": "Ben",
                                                     "session_1_date_time": "1:56 pm on 8 May, 2023",
                                                     "session_1": session}}])
 

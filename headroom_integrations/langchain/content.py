@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from headroom_integrations.blocks import StreamFilter, parse_parts
+from headroom_integrations.blocks import StreamFilter, parse_parts, parse_reply
 from headroom_integrations.session import InlineMemory
 
 __all__ = ["feed_content", "remember_content", "strip_content"]
@@ -57,8 +57,7 @@ def remember_content(
 def strip_content(content: Any) -> Any:
     """A whole reply's content without its blocks (nothing stored)."""
     if isinstance(content, str):
-        shown, _ = parse_parts([content])
-        return shown[0]
+        return parse_reply(content).text
     if not isinstance(content, list):
         return content
     texts = _texts(content)

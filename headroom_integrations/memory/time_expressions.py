@@ -101,7 +101,7 @@ def time_window(query: str, now: datetime) -> TimeWindow | None:
         >>> w = time_window("What did I cook last week?", now)
         >>> w.start.date(), w.end.date(), w.text
         (datetime.date(2023, 7, 3), datetime.date(2023, 7, 10), 'last week')
-        >>> time_window("When did Melanie go camping in June?", now).start.date()
+        >>> time_window("When did Sam go camping in June?", now).start.date()
         datetime.date(2023, 6, 1)
         >>> time_window("May I ask what she likes?", now) is None
         True
